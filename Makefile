@@ -1,0 +1,33 @@
+# `make test` and `make demo` work on a fresh clone: they create .venv and install on first use,
+# and skip the install when pyproject.toml has not changed since.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+DEMO_MODEL := .cache/demo-model
+
+.PHONY: install test test-slow demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel first: an unpinned resolve would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/python -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
+
+demo: install
+	@test -f $(DEMO_MODEL)/config.json || $(BIN)/loopcoder model init --shape tiny --out $(DEMO_MODEL)
+	$(BIN)/loopcoder model generate --model $(DEMO_MODEL) --prompt "def fibonacci(n):" --max-new-tokens 32
+
+clean:
+	rm -rf $(VENV) .cache
