@@ -1,0 +1,68 @@
+"""The sandbox contract: what every place that runs agent code offers (Docker container or local shell).
+
+Tools code against ``Sandbox`` and ``ExecResult`` only; ``DockerSandbox`` (runtime/docker_sandbox.py)
+and ``LocalSandbox`` (runtime/local_sandbox.py) implement it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+# The workspace is mounted here in every sandbox; commands start here unless told otherwise.
+WORKDIR = "/testbed"
+
+
+class ExecResult(BaseModel):
+    """Outcome of one command.
+
+    ``output`` is stdout and stderr interleaved as the command wrote them; when it was longer than the
+    sandbox's cap, its head and tail are kept and ``truncated_bytes`` says how many bytes were cut from the
+    middle (a marker line in ``output`` says so too). ``exit_code`` is 124 after a timeout (``timed_out``),
+    137 after the kernel's OOM killer ended the command (``oom_killed``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    exit_code: int
+    output: str
+    timed_out: bool
+    truncated_bytes: int
+    duration_s: float
+    oom_killed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    """A place to run shell commands on a task's workspace.
+
+    Commands run in ONE persistent bash session: ``cd`` and ``export`` carry over to the next ``exec``.
+    ``workdir`` and ``env`` apply to one command only. A timed-out command has its whole process tree
+    killed and the sandbox stays usable. Paths given to ``read_file``/``write_file`` are paths inside the
+    sandbox (relative ones are relative to /testbed).
+    """
+
+    workspace: Path  # host directory mounted at /testbed
+
+    def exec(
+        self,
+        command: str,
+        timeout: float | None = None,
+        workdir: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ExecResult: ...
+
+    def read_file(self, path: str) -> bytes: ...
+
+    def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Sandbox": ...
+
+    def __exit__(self, *exc: object) -> None: ...
