@@ -1,1 +1,76 @@
+"""PLT attention kernels: fused gated sliding-window attention (G-SWA) for prefill and decode.
 
+Public entry points pick the Triton kernels for CUDA tensors and the PyTorch references otherwise, so the
+model calls one name on every device. `*_triton` force the kernels (on CPU only under TRITON_INTERPRET=1, set
+before triton is first imported); `*_reference` force the reference. Contract and tolerances: docs/kernels.md.
+"""
+
+from __future__ import annotations
+
+from .reference import (
+    LOCAL_WINDOW,
+    gswa_decode_contiguous_reference,
+    gswa_decode_reference,
+    gswa_prefill_reference,
+)
+
+
+def gswa_prefill(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, k_loc=None, v_loc=None,
+                 cu_seqlens_kl=None, gate=None, window=LOCAL_WINDOW, scale=None):
+    """Packed varlen causal attention (loop 0) or G-SWA (loop r>=1: pass k_loc, v_loc, cu_seqlens_kl, gate).
+
+    q [Nq, H, D]; k0/v0 [Nk, G, D]; queries right-aligned to the end of their sequence's keys.
+    o = gate * O_glob + (1 - gate) * O_loc per query head. Output dtype = q dtype.
+    """
+    kw = dict(k_loc=k_loc, v_loc=v_loc, cu_seqlens_kl=cu_seqlens_kl, gate=gate, window=window, scale=scale)
+    if q.is_cuda:
+        from .gswa_prefill import gswa_prefill_triton
+
+        return gswa_prefill_triton(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kw)
+    return gswa_prefill_reference(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kw)
+
+
+def gswa_decode(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate, *, scale=None):
+    """One decode step for all R loop rows: q [B, R, H, D] over a paged loop-0 cache plus per-loop rings.
+
+    block_table None means contiguous caches [B, S_max, G, D]. seq_lens include the current token, whose
+    loop-0 K/V and ring entries are already written. R=1: ring_*, ring_slots and gate may be None.
+    """
+    if q.is_cuda:
+        from .gswa_decode import gswa_decode_triton
+
+        return gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate,
+                                  scale=scale)
+    return gswa_decode_reference(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate,
+                                 scale=scale)
+
+
+def gswa_decode_contiguous(q, k_cache, v_cache, seq_lens, ring_k, ring_v, ring_slots, gate, *, scale=None):
+    """gswa_decode over a contiguous (HF static) cache [B, S_max, G, D]; any strides, e.g. a transposed view."""
+    return gswa_decode(q, k_cache, v_cache, None, seq_lens, ring_k, ring_v, ring_slots, gate, scale=scale)
+
+
+def __getattr__(name):  # lazy: importing the package must not import triton (CPU-only callers)
+    if name in ("gswa_prefill_triton",):
+        from . import gswa_prefill
+
+        return gswa_prefill.gswa_prefill_triton
+    if name in ("gswa_decode_triton", "gswa_decode_contiguous_triton"):
+        from . import gswa_decode
+
+        return getattr(gswa_decode, name)
+    raise AttributeError(name)
+
+
+__all__ = [
+    "LOCAL_WINDOW",
+    "gswa_prefill",
+    "gswa_prefill_reference",
+    "gswa_prefill_triton",
+    "gswa_decode",
+    "gswa_decode_reference",
+    "gswa_decode_triton",
+    "gswa_decode_contiguous",
+    "gswa_decode_contiguous_reference",
+    "gswa_decode_contiguous_triton",
+]

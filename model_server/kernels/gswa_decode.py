@@ -1,0 +1,314 @@
+"""Triton decode attention for PLT: all R loop rows of every request in ONE launch.
+
+Every loop's query of a token attends to the same loop-0 K/V, so for one (request, KV head) the kernel stacks
+the group's H/G query heads of all R loop rows into one tile of BLOCK_M >= R*H/G rows: each loop-0 K/V tile
+is loaded once and used by every row (one tensor-core dot per tile, whatever R is). Rows r>=1 also attend to
+their ring of the last W positions and are mixed with the gate.
+
+Grid: (B * G, parts). Long contexts are split over `num_splits` programs (flash-decoding); with R>1 one extra
+program per (request, KV head) does the local ring attention in parallel. Each program writes its partial
+softmax state (max, sum, unnormalised output) to a workspace, then takes a ticket from a per-(request, KV head)
+counter; the program that draws the last ticket merges the partials, applies the gate and writes the output,
+and resets the counter for the next launch. So the whole step is one launch, with no second reduce kernel.
+The counters live in a cached per-device buffer: launches that share it must be stream-ordered (one stream,
+or graph replays on one stream), and the first call on a device must not happen inside CUDA graph capture.
+
+Semantics and layout: reference.gswa_decode_reference and docs/kernels.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .reference import _check_gqa
+
+LOG2E = 1.4426950408889634
+_NEG = -1.0e30
+MIN_KEYS_PER_SPLIT = 256
+
+
+@triton.jit
+def _online_update(q, k, v, s_mask, m_i, l_i, acc, qk_scale, DOT_F32: tl.constexpr):
+    if DOT_F32:
+        k = k.to(tl.float32)
+    s = tl.dot(q, tl.trans(k)) * qk_scale
+    s = tl.where(s_mask, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    p = p.to(v.dtype)
+    if DOT_F32:
+        p = p.to(tl.float32)
+        v = v.to(tl.float32)
+    acc = acc * alpha[:, None] + tl.dot(p, v)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _global_part(q, KC, VC, BT, b, kvh, n_lo, n_hi, page_size, qk_scale,
+                 s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_btb,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                 PAGED: tl.constexpr, DOT_F32: tl.constexpr):
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m_i = tl.full([BLOCK_M], _NEG, tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    for n0 in range(n_lo, n_hi, BLOCK_N):
+        offs = n0 + offs_n
+        ok = offs < n_hi
+        if PAGED:
+            page = tl.load(BT + b * s_btb + offs // page_size, mask=ok, other=0).to(tl.int64)
+            tok = (offs % page_size).to(tl.int64)
+        else:
+            page = b.to(tl.int64)
+            tok = offs.to(tl.int64)
+        k = tl.load(KC + (page * s_kb + tok * s_kt + kvh * s_kh)[:, None] + offs_d[None, :], mask=ok[:, None],
+                    other=0.0)
+        v = tl.load(VC + (page * s_vb + tok * s_vt + kvh * s_vh)[:, None] + offs_d[None, :], mask=ok[:, None],
+                    other=0.0)
+        m_i, l_i, acc = _online_update(q, k, v, ok[None, :], m_i, l_i, acc, qk_scale, DOT_F32)
+    return m_i, l_i, acc
+
+
+@triton.jit
+def _local_part(q, RK, RV, slot, kvh, t, window, row_r, qk_scale,
+                s_rks, s_rkr, s_rkw, s_rkh, s_rvs, s_rvr, s_rvw, s_rvh,
+                R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                DOT_F32: tl.constexpr):
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m_i = tl.full([BLOCK_M], _NEG, tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    p_first = tl.maximum(t - window + 1, 0)
+    n_keys = t - p_first + 1
+    for rr in tl.static_range(1, R):
+        rk = RK + slot * s_rks + (rr - 1) * s_rkr + kvh * s_rkh
+        rv = RV + slot * s_rvs + (rr - 1) * s_rvr + kvh * s_rvh
+        for j0 in range(0, n_keys, BLOCK_N):
+            offs_j = j0 + offs_n
+            ok = offs_j < n_keys
+            idx = (tl.where(ok, p_first + offs_j, 0) % window).to(tl.int64)
+            k = tl.load(rk + (idx * s_rkw)[:, None] + offs_d[None, :], mask=ok[:, None], other=0.0)
+            v = tl.load(rv + (idx * s_rvw)[:, None] + offs_d[None, :], mask=ok[:, None], other=0.0)
+            vis = ok[None, :] & (row_r == rr)[:, None]
+            m_i, l_i, acc = _online_update(q, k, v, vis, m_i, l_i, acc, qk_scale, DOT_F32)
+    return m_i, l_i, acc
+
+
+@triton.jit
+def _gswa_decode_kernel(
+    Q, KC, VC, BT, SEQ, RK, RV, SLOTS, GATE, O, WS_ACC, WS_ML, CNT,
+    qk_scale, window, num_kv_heads, page_size, num_splits,
+    s_qb, s_qr, s_qh,
+    s_kb, s_kt, s_kh, s_vb, s_vt, s_vh,
+    s_btb,
+    s_rks, s_rkr, s_rkw, s_rkh, s_rvs, s_rvr, s_rvw, s_rvh,
+    s_gb, s_gr, s_gh,
+    s_ob, s_or, s_oh,
+    R: tl.constexpr, QPG: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGED: tl.constexpr, HAS_LOCAL: tl.constexpr, SPLIT: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    bg = tl.program_id(0)
+    sid = tl.program_id(1)
+    b = bg // num_kv_heads
+    kvh = bg % num_kv_heads
+    seq_len = tl.load(SEQ + b)
+    t = seq_len - 1
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < R * QPG
+    row_r = offs_m // QPG  # loop index of the row
+    head = kvh * QPG + offs_m % QPG  # query head of the row
+    q = tl.load(Q + (b * s_qb + row_r * s_qr + head * s_qh)[:, None] + offs_d[None, :], mask=row_ok[:, None],
+                other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+    if HAS_LOCAL:
+        slot = tl.load(SLOTS + b).to(tl.int64)
+
+    # this program's share of the loop-0 context: whole blocks, split evenly by the actual length
+    n_blocks = tl.cdiv(seq_len, BLOCK_N)
+    per = tl.cdiv(n_blocks, num_splits)
+    n_lo = tl.minimum(sid * per * BLOCK_N, seq_len)
+    n_hi = tl.minimum(n_lo + per * BLOCK_N, seq_len)
+
+    if SPLIT:
+        if HAS_LOCAL:
+            if sid < num_splits:
+                m_i, l_i, acc = _global_part(q, KC, VC, BT, b, kvh, n_lo, n_hi, page_size, qk_scale,
+                                             s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_btb,
+                                             BLOCK_M, BLOCK_N, HEAD_DIM, PAGED, DOT_F32)
+            else:
+                m_i, l_i, acc = _local_part(q, RK, RV, slot, kvh, t, window, row_r, qk_scale,
+                                            s_rks, s_rkr, s_rkw, s_rkh, s_rvs, s_rvr, s_rvw, s_rvh,
+                                            R, BLOCK_M, BLOCK_N, HEAD_DIM, DOT_F32)
+            n_parts = num_splits + 1
+        else:
+            m_i, l_i, acc = _global_part(q, KC, VC, BT, b, kvh, n_lo, n_hi, page_size, qk_scale,
+                                         s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_btb,
+                                         BLOCK_M, BLOCK_N, HEAD_DIM, PAGED, DOT_F32)
+            n_parts = num_splits
+        # publish the partial state, then take a ticket; the last ticket merges
+        ws = (bg * n_parts + sid).to(tl.int64)
+        tl.store(WS_ACC + (ws * BLOCK_M + offs_m)[:, None] * HEAD_DIM + offs_d[None, :], acc)
+        tl.store(WS_ML + (ws * 2) * BLOCK_M + offs_m, m_i)
+        tl.store(WS_ML + (ws * 2 + 1) * BLOCK_M + offs_m, l_i)
+        tl.debug_barrier()
+        ticket = tl.atomic_add(CNT + bg, 1)
+        if ticket == n_parts - 1:
+            m_g = tl.full([BLOCK_M], _NEG, tl.float32)
+            l_g = tl.zeros([BLOCK_M], tl.float32)
+            acc_g = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+            for s in range(0, num_splits):
+                wsi = (bg * n_parts + s).to(tl.int64)
+                m_s = tl.load(WS_ML + (wsi * 2) * BLOCK_M + offs_m, cache_modifier=".cg")
+                l_s = tl.load(WS_ML + (wsi * 2 + 1) * BLOCK_M + offs_m, cache_modifier=".cg")
+                a_s = tl.load(WS_ACC + (wsi * BLOCK_M + offs_m)[:, None] * HEAD_DIM + offs_d[None, :],
+                              cache_modifier=".cg")
+                m_new = tl.maximum(m_g, m_s)
+                c_old = tl.exp2(m_g - m_new)
+                c_new = tl.exp2(m_s - m_new)
+                acc_g = acc_g * c_old[:, None] + a_s * c_new[:, None]
+                l_g = l_g * c_old + l_s * c_new
+                m_g = m_new
+            o = acc_g / l_g[:, None]
+            if HAS_LOCAL:
+                wsl = (bg * n_parts + num_splits).to(tl.int64)
+                l_l = tl.load(WS_ML + (wsl * 2 + 1) * BLOCK_M + offs_m, cache_modifier=".cg")
+                a_l = tl.load(WS_ACC + (wsl * BLOCK_M + offs_m)[:, None] * HEAD_DIM + offs_d[None, :],
+                              cache_modifier=".cg")
+                o_loc = a_l / tl.where(l_l == 0.0, 1.0, l_l)[:, None]
+                g_ok = row_ok & (row_r >= 1)
+                g = tl.load(GATE + b * s_gb + (row_r - 1) * s_gr + head * s_gh, mask=g_ok, other=1.0)
+                g = g.to(tl.float32)
+                o = g[:, None] * o + (1.0 - g)[:, None] * o_loc
+            tl.store(O + (b * s_ob + row_r * s_or + head * s_oh)[:, None] + offs_d[None, :],
+                     o.to(O.dtype.element_ty), mask=row_ok[:, None])
+            tl.store(CNT + bg, 0)
+    else:
+        m_i, l_i, acc = _global_part(q, KC, VC, BT, b, kvh, 0, seq_len, page_size, qk_scale,
+                                     s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_btb,
+                                     BLOCK_M, BLOCK_N, HEAD_DIM, PAGED, DOT_F32)
+        o = acc / l_i[:, None]
+        if HAS_LOCAL:
+            m_l, l_l, acc_l = _local_part(q, RK, RV, slot, kvh, t, window, row_r, qk_scale,
+                                          s_rks, s_rkr, s_rkw, s_rkh, s_rvs, s_rvr, s_rvw, s_rvh,
+                                          R, BLOCK_M, BLOCK_N, HEAD_DIM, DOT_F32)
+            o_loc = acc_l / tl.where(l_l == 0.0, 1.0, l_l)[:, None]
+            g_ok = row_ok & (row_r >= 1)
+            g = tl.load(GATE + b * s_gb + (row_r - 1) * s_gr + head * s_gh, mask=g_ok, other=1.0).to(tl.float32)
+            o = g[:, None] * o + (1.0 - g)[:, None] * o_loc
+        tl.store(O + (b * s_ob + row_r * s_or + head * s_oh)[:, None] + offs_d[None, :],
+                 o.to(O.dtype.element_ty), mask=row_ok[:, None])
+
+
+_counters: dict[torch.device, torch.Tensor] = {}
+_sm_count: dict[int, int] = {}
+
+
+def _counter_buffer(device: torch.device, n: int) -> torch.Tensor:
+    buf = _counters.get(device)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+        _counters[device] = buf
+    return buf
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 8
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _sm_count:
+        _sm_count[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _sm_count[idx]
+
+
+def choose_num_splits(batch_kv_heads: int, max_seq_len: int, device: torch.device) -> int:
+    """Splits per (request, KV head): enough programs for ~2 waves, each with >= MIN_KEYS_PER_SPLIT keys."""
+    target = 2 * _num_sms(device)
+    want = triton.cdiv(target, max(batch_kv_heads, 1))
+    return max(1, min(want, max_seq_len // MIN_KEYS_PER_SPLIT))
+
+
+def _interpreting() -> bool:
+    return triton.knobs.runtime.interpret
+
+
+def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate, *,
+                       scale=None, num_splits=None, max_seq_len=None, block_n=None, num_warps=None,
+                       num_stages=None):
+    """Triton path of gswa_decode (CUDA, or CPU under TRITON_INTERPRET=1). Same contract as the reference.
+
+    block_table None: contiguous cache [B, S_max, G, D], request b in block b. num_splits (context splits per
+    request and KV head) defaults to a heuristic from the SM count and max_seq_len (default: the cache's
+    capacity); it never changes the result beyond rounding.
+    """
+    _check_gqa(q, k_cache)
+    bsz, r, h, d = q.shape
+    nb, page_size, g, _ = k_cache.shape
+    qpg = h // g
+    rows = r * qpg
+    block_m = max(16, triton.next_power_of_2(rows))
+    if block_m > 128:
+        raise ValueError(f"R * H/G = {rows} query rows per KV head; at most 128 supported")
+    if d not in (16, 32, 64, 128, 256):
+        raise ValueError(f"head_dim {d} not supported (16, 32, 64, 128, 256)")
+    for t in (q, k_cache, v_cache):
+        if t.stride(-1) != 1:
+            raise ValueError("last dim of q and caches must be contiguous")
+    paged = block_table is not None
+    has_local = r > 1
+    if has_local:
+        if ring_k is None or ring_v is None or gate is None or ring_slots is None:
+            raise ValueError("R > 1 needs ring_k, ring_v, ring_slots and gate")
+        if ring_k.shape[1] < r - 1 or ring_k.stride(-1) != 1 or ring_v.stride(-1) != 1:
+            raise ValueError("ring_k/ring_v must be [slots, R-1, W, G, D] with contiguous last dim")
+    scale = d ** -0.5 if scale is None else scale
+    o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if bsz == 0:
+        return o
+    interp = _interpreting() or not q.is_cuda
+    capacity = block_table.shape[1] * page_size if paged else page_size
+    if num_splits is None:
+        num_splits = choose_num_splits(bsz * g, max_seq_len or capacity, q.device)
+    split = num_splits > 1
+    n_parts = num_splits + (1 if (split and has_local) else 0)
+    if split:
+        ws_acc = torch.empty(bsz * g * n_parts * block_m * d, dtype=torch.float32, device=q.device)
+        ws_ml = torch.empty(bsz * g * n_parts * 2 * block_m, dtype=torch.float32, device=q.device)
+        cnt = _counter_buffer(q.device, bsz * g)
+    else:
+        ws_acc = ws_ml = cnt = o  # unused
+    bt = block_table if paged else seq_lens
+    rk, rv, slots, gt = (ring_k, ring_v, ring_slots, gate) if has_local else (k_cache, v_cache, seq_lens, q)
+    rks = tuple(ring_k.stride()[:4]) if has_local else (0, 0, 0, 0)
+    rvs = tuple(ring_v.stride()[:4]) if has_local else (0, 0, 0, 0)
+    gs = tuple(gate.stride()) if has_local else (0, 0, 0)
+    window = ring_k.shape[2] if has_local else 1
+    dot_f32 = interp and q.dtype == torch.bfloat16
+    kw = {} if interp else {"num_warps": num_warps or 4, "num_stages": num_stages or 3}
+    _gswa_decode_kernel[(bsz * g, n_parts)](
+        q, k_cache, v_cache, bt, seq_lens, rk, rv, slots, gt, o, ws_acc, ws_ml, cnt,
+        scale * LOG2E, window, g, page_size, num_splits,
+        q.stride(0), q.stride(1), q.stride(2),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        bt.stride(0),
+        *rks, *rvs, *gs,
+        o.stride(0), o.stride(1), o.stride(2),
+        R=r, QPG=qpg, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n or (16 if interp else 64),
+        PAGED=paged, HAS_LOCAL=has_local, SPLIT=split, DOT_F32=dot_f32, **kw,
+    )
+    return o
+
+
+def gswa_decode_contiguous_triton(q, k_cache, v_cache, seq_lens, ring_k, ring_v, ring_slots, gate, **kw):
+    """gswa_decode_triton over a contiguous (HF static) cache k_cache [B, S_max, G, D], any strides."""
+    return gswa_decode_triton(q, k_cache, v_cache, None, seq_lens, ring_k, ring_v, ring_slots, gate, **kw)
