@@ -24,7 +24,7 @@ def gswa_prefill(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen
     """
     kw = dict(k_loc=k_loc, v_loc=v_loc, cu_seqlens_kl=cu_seqlens_kl, gate=gate, window=window, scale=scale)
     if q.is_cuda:
-        from .gswa_prefill import gswa_prefill_triton
+        from .triton_prefill import gswa_prefill_triton
 
         return gswa_prefill_triton(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kw)
     return gswa_prefill_reference(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kw)
@@ -37,7 +37,7 @@ def gswa_decode(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring
     loop-0 K/V and ring entries are already written. R=1: ring_*, ring_slots and gate may be None.
     """
     if q.is_cuda:
-        from .gswa_decode import gswa_decode_triton
+        from .triton_decode import gswa_decode_triton
 
         return gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate,
                                   scale=scale)
@@ -52,13 +52,13 @@ def gswa_decode_contiguous(q, k_cache, v_cache, seq_lens, ring_k, ring_v, ring_s
 
 def __getattr__(name):  # lazy: importing the package must not import triton (CPU-only callers)
     if name in ("gswa_prefill_triton",):
-        from . import gswa_prefill
+        from . import triton_prefill
 
-        return gswa_prefill.gswa_prefill_triton
+        return triton_prefill.gswa_prefill_triton
     if name in ("gswa_decode_triton", "gswa_decode_contiguous_triton"):
-        from . import gswa_decode
+        from . import triton_decode
 
-        return getattr(gswa_decode, name)
+        return getattr(triton_decode, name)
     raise AttributeError(name)
 
 

@@ -22,7 +22,10 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _interpreter_compat
 from .reference import _check_gqa
+
+_interpreter_compat.apply()
 
 LOG2E = 1.4426950408889634
 _NEG = -1.0e30
