@@ -68,10 +68,10 @@ class TagIndex:
         for info in self.workspace.list_files():
             if info.size <= self.workspace.max_file_bytes and language_for(info.rel):
                 current[info.rel] = (info.mtime_ns, info.size)
-        removed = [rel for rel in self._stamps if rel not in current]
+        removed = [rel for rel in self.files if rel not in current]
         for rel in removed:
-            del self._stamps[rel]
-            self.files.pop(rel, None)
+            self._stamps.pop(rel, None)
+            del self.files[rel]
         todo = [rel for rel, stamp in current.items() if self._stamps.get(rel) != stamp]
         done = 0
         try:
@@ -85,6 +85,10 @@ class TagIndex:
                 if self.persist:
                     self._save()
         return ScanStats(len(current), done, len(removed), time.perf_counter() - t0)
+
+    def invalidate(self, rel: str) -> None:
+        """Forget ``rel``'s stamp so the next refresh re-tags it (an edit within one mtime tick keeps it)."""
+        self._stamps.pop(rel, None)
 
     def _tag_files(self, rels: list[str], progress: Progress | None) -> Iterator[tuple[str, tuple, FileTags]]:
         root = str(self.workspace.root)
