@@ -110,6 +110,7 @@ _RUST = r"""
 (call_expression function: [(identifier) @name (field_expression field: (field_identifier) @name)
                             (scoped_identifier name: (identifier) @name)]) @ref.call
 (macro_invocation macro: (identifier) @name) @ref.call
+(token_tree (identifier) @name @ref.call . (token_tree))
 (type_identifier) @name @ref.type
 """
 
@@ -151,6 +152,8 @@ _RUBY = r"""
 (module name: [(constant) @name (scope_resolution name: (_) @name)]) @def.module
 (assignment left: (constant) @name) @def.constant
 (call method: (identifier) @name) @ref.call
+(assignment right: (identifier) @name) @ref.call
+(body_statement (identifier) @name @ref.call)
 (superclass [(constant) @name (scope_resolution name: (constant) @name)]) @ref.class
 (constant) @name @ref.constant
 """
