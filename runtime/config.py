@@ -1,0 +1,119 @@
+"""Runtime settings (``configs/runtime.yaml``): sandbox limits and user, image names, Debian mirror."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from loopcoder.configs import load_config
+
+FALLBACK_MIRROR = "http://deb.debian.org/debian"
+
+
+class SandboxConfig(BaseModel):
+    """How one sandbox container is started."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = "loopcoder/base:bookworm"
+    # "uid:gid" inside the container; "host" runs as the host user's uid:gid (workspace stays theirs).
+    user: str = "1000:1000"
+    cpus: float = Field(2.0, gt=0)
+    memory: str = "2g"
+    pids_limit: int = Field(512, ge=16)
+    network: Literal["none", "bridge", "host"] = "none"
+    output_limit_bytes: int = Field(100_000, ge=64)
+    default_timeout_s: float = Field(600.0, gt=0)
+    init: bool = True  # tini as PID 1: reaps zombies of background jobs
+    # false: a command's leftover background processes are killed when it returns (a fork bomb or a
+    # forgotten server cannot outlive its command); true: they keep running, as in a terminal.
+    keep_background: bool = False
+    labels: dict[str, str] = {}
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if v != "host" and not re.fullmatch(r"[1-9]\d*:\d+", v):
+            raise ValueError("must be 'host' or a non-root 'uid:gid' such as 1000:1000")
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+[bkmg]?", v.lower()):
+            raise ValueError("must look like 512m or 2g")
+        return v.lower()
+
+
+class LocalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allow: bool = False  # LocalSandbox runs agent code on this machine unconfined: explicit opt-in only
+    shell: str = "/bin/bash"
+
+
+class ImagesConfig(BaseModel):
+    """Base and environment images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_image: str = "loopcoder/base:bookworm"
+    env_repository: str = "loopcoder/env"
+    # auto: a FROM Dockerfile when the registry answers, else debootstrap + docker import.
+    method: Literal["auto", "debootstrap", "dockerfile"] = "auto"
+    from_image: str = "debian:bookworm-slim"
+    registry_probe: str = "registry-1.docker.io:443"
+    suite: str = "bookworm"
+    mirror: str | None = None  # None: the host's apt mirror (/etc/apt/sources.list*), else FALLBACK_MIRROR
+    packages: list[str] = ["python3", "git", "bash", "coreutils", "patch", "procps"]
+    sandbox_uid: int = 1000
+    ca_bundle: Path = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+class WorkspaceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    exclude_paths: list[str] = []  # git pathspec globs left out of extracted patches
+    git_user_name: str = "LoopCoder"
+    git_user_email: str = "loopcoder@localhost"
+
+
+class RuntimeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sandbox: SandboxConfig = SandboxConfig()
+    local: LocalConfig = LocalConfig()
+    images: ImagesConfig = ImagesConfig()
+    workspace: WorkspaceConfig = WorkspaceConfig()
+
+
+def load_runtime_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RuntimeConfig:
+    """Load ``path`` or the shipped ``configs/runtime.yaml``, with ``key=value`` overrides."""
+    return load_config(RuntimeConfig, path, overrides, default="runtime")
+
+
+def host_debian_mirror(sources_dirs: tuple[Path, ...] = (Path("/etc/apt/sources.list.d"),),
+                       sources_list: Path = Path("/etc/apt/sources.list")) -> str:
+    """The first Debian archive URL this host's apt uses (deb822 or one-line format), else the fallback."""
+    files = [p for d in sources_dirs if d.is_dir() for p in sorted(d.iterdir()) if p.suffix in (".sources", ".list")]
+    if sources_list.is_file():
+        files.insert(0, sources_list)
+    for f in files:
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("URIs:"):
+                urls = line.split()[1:]
+            elif line.startswith("deb "):
+                urls = [w for w in line.split()[1:] if "://" in w][:1]
+            else:
+                continue
+            for url in urls:
+                if "debian" in url and "security" not in url:
+                    return url.rstrip("/")
+    return FALLBACK_MIRROR
