@@ -12,7 +12,7 @@ import click
 import typer
 
 from loopcoder.configs import ConfigError
-from loopcoder.model_server.errors import ModelError
+from loopcoder.scenarios.model_cli import diagnose_command, model_app
 
 app = typer.Typer(
     name="loopcoder",
@@ -21,22 +21,51 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(model_app, name="model")
+app.command("diagnose")(diagnose_command)
 
 # Exception types whose message is meant for the user; each part of the system adds its own here.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ModelError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
+# Options that take several values (`--loops 1 2 3 4`); click wants `--loops 1 --loops 2 ...`.
+VARIADIC_OPTIONS = {"--loops"}
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    # model_server is imported only by the commands that need it (importing torch takes seconds), so
+    # its error type is known only once it is loaded, which any ModelError implies.
+    errors = sys.modules.get("loopcoder.model_server.errors")
+    return USER_ERRORS + ((errors.ModelError,) if errors else ())
+
+
+def expand_variadic(argv: list[str]) -> list[str]:
+    """Rewrite `--opt a b c` as `--opt a --opt b --opt c` for the options in VARIADIC_OPTIONS."""
+    out, current = [], None
+    for arg in argv:
+        if arg in VARIADIC_OPTIONS:
+            current = arg
+            continue
+        if current and not arg.startswith("-"):
+            out += [current, arg]
+            continue
+        current = None
+        out.append(arg)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
-        app(args=argv, prog_name="loopcoder", standalone_mode=False)
+        app(args=expand_variadic(sys.argv[1:] if argv is None else argv), prog_name="loopcoder",
+            standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except USER_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, _user_error_types()):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

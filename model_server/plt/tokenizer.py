@@ -86,7 +86,7 @@ def load_tokenizer(path: str | Path):
             tok.add_special_tokens({"additional_special_tokens": extra}, replace_extra_special_tokens=False)
     elif (path / "tokenizer.model").exists():
         # The IQuest tokenizer class lives in remote code; it is a SentencePiece Llama-style tokenizer.
-        tok = LlamaTokenizer(vocab_file=str(path / "tokenizer.model"), legacy=False, **kwargs)
+        tok = LlamaTokenizer.from_pretrained(str(path), **kwargs)
     elif config.get("tokenizer_class"):
         tok = AutoTokenizer.from_pretrained(str(path))
     else:

@@ -1,0 +1,132 @@
+"""`loopcoder model ...` and `loopcoder diagnose`: make, run and inspect PLT checkpoints.
+
+torch and transformers are imported inside the commands so the rest of the CLI starts instantly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+model_app = typer.Typer(help="Create and run LoopCoder checkpoints.", no_args_is_help=True)
+console = Console()
+
+
+def _quiet_transformers() -> None:
+    """Our own status lines replace transformers' per-shard progress bars and load reports."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+@model_app.command("init")
+def init(
+    out: Path = typer.Option(..., "--out", help="Directory to write the checkpoint to."),
+    shape: str = typer.Option("tiny", "--shape", help="tiny | loopcoder-v2 | iquest-v1-tiny"),
+    seed: int = typer.Option(0, help="Random seed of the weights."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    max_shard_size: str = typer.Option("5GB", help="Split the safetensors into shards of at most this size."),
+) -> None:
+    """Write a randomly initialised checkpoint in the released format (config, safetensors, tokenizer)."""
+    from loopcoder.model_server.plt.checkpoint import init_checkpoint
+
+    _quiet_transformers()
+    if shape == "loopcoder-v2":
+        console.print("[yellow]loopcoder-v2 is 7.6B parameters: about 15 GB of memory and disk in bfloat16[/]")
+    with console.status(f"writing {shape} checkpoint to {out}"):
+        init_checkpoint(out, shape, seed=seed, dtype=dtype, max_shard_size=max_shard_size)
+    console.print(f"wrote {shape} checkpoint to {out}")
+
+
+@model_app.command("generate")
+def generate(
+    model: Path = typer.Option(..., "--model", help="Checkpoint directory."),
+    prompt: str = typer.Option(..., "--prompt", help="Text to continue (or the user message with --chat)."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.0, help="0 means greedy."),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    top_k: int = typer.Option(0, "--top-k", help="0 means no top-k cut."),
+    seed: int = typer.Option(0),
+    num_loops: Optional[int] = typer.Option(None, "--num-loops", help="Override the trained loop count."),
+    chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the checkpoint's chat template."),
+    thinking: bool = typer.Option(False, "--thinking", help="With --chat: enable thinking mode."),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    dtype: str = typer.Option("auto", help="auto (as saved) | float32 | bfloat16 | float16"),
+) -> None:
+    """Print a continuation of PROMPT, streamed as it is generated."""
+    import torch
+    from transformers import TextStreamer
+
+    from loopcoder.model_server.plt.checkpoint import load_checkpoint
+
+    _quiet_transformers()
+    net, tok = load_checkpoint(model, dtype=dtype, device=device, num_loops=num_loops)
+    if chat:
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True, enable_thinking=thinking)
+    else:
+        text = prompt
+    ids = tok(text, return_tensors="pt").input_ids.to(device)
+    torch.manual_seed(seed)
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k or None) if temperature > 0 \
+        else dict(do_sample=False)
+    streamer = TextStreamer(tok, skip_prompt=True)
+    if not chat:
+        print(prompt, end="", flush=True)
+    with torch.no_grad():
+        net.generate(ids, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=tok.pad_token_id,
+                     **sampling)
+
+
+def diagnose_command(
+    model: Path = typer.Option(..., "--model", help="Checkpoint directory."),
+    input: Path = typer.Option(..., "--input", help="Text file to run the loops over."),
+    loops: list[int] = typer.Option([1, 2, 3, 4], "--loops", help="Loops to report, e.g. --loops 1 2 3 4."),
+    max_tokens: int = typer.Option(512, "--max-tokens", help="Use at most this many tokens of the input."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON here."),
+    plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG plot here."),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto"),
+) -> None:
+    """Per-loop diagnostics: step size, update alignment, output shift, rank, attention, CLP offset, gates."""
+    from loopcoder.model_server.errors import ModelError
+    from loopcoder.model_server.plt import diagnostics
+    from loopcoder.model_server.plt.checkpoint import load_checkpoint
+
+    if not input.is_file():
+        raise ModelError(f"input file not found: {input}")
+    if any(n < 1 for n in loops):
+        raise ModelError(f"loops are numbered from 1, got {loops}")
+    _quiet_transformers()
+    net, tok = load_checkpoint(model, dtype=dtype, device=device)
+    ids = tok(input.read_text(errors="replace"), return_tensors="pt").input_ids[:, :max_tokens].to(device)
+    if ids.shape[1] < 2:
+        raise ModelError(f"{input} holds fewer than 2 tokens")
+    with console.status(f"running {max(loops)} loops over {ids.shape[1]} tokens"):
+        stats = diagnostics.diagnose(net, ids, sorted(set(loops)))
+    table = Table(title=f"loop diagnostics: {model.name}, {ids.shape[1]} tokens of {input.name}")
+    headers = {"step_size": "step", "update_alignment": "align", "output_kl": "KL", "effective_rank": "eff rank",
+               "attention_entropy": "attn H", "attention_change": "attn JS", "clp_offset_cost": "CLP offset"}
+    columns = list(headers)
+    table.add_column("loop", justify="right")
+    for c in columns:
+        table.add_column(headers[c], justify="right")
+    table.add_column("mean gate", justify="right")
+    for s in stats:
+        cells = [f"{getattr(s, c):.4f}" if getattr(s, c) is not None else "-" for c in columns]
+        gate = f"{sum(s.gate_per_layer) / len(s.gate_per_layer):.3f}" if s.gate_per_layer else "-"
+        table.add_row(str(s.loop), *cells, gate)
+    console.print(table)
+    console.print("definitions: docs/model.md#loop-diagnostics", style="dim")
+    meta = {"model": str(model), "input": str(input), "tokens": int(ids.shape[1]),
+            "trained_loops": net.model.loop_spec().trained_loops}
+    if json_out:
+        diagnostics.write_json(stats, json_out, meta)
+        console.print(f"wrote {json_out}")
+    if plot_out:
+        diagnostics.plot(stats, plot_out, f"{model.name}: {ids.shape[1]} tokens")
+        console.print(f"wrote {plot_out}")
