@@ -224,8 +224,8 @@ def _closest(text: str, old: str) -> str:
     if not want:
         return "old_str is only whitespace"
     # Same text, different indentation or spacing: the most common miss.
-    squashed = [" ".join(ln.split()) for ln in lines]
-    key = " ".join(want[0].split())
+    squashed = ["".join(ln.split()) for ln in lines]
+    key = "".join(want[0].split())
     same = [i for i, ln in enumerate(squashed) if ln == key]
     if same:
         spots = ", ".join(f"line {i + 1}: {lines[i][:80]!r}" for i in same[:MAX_CANDIDATES])
