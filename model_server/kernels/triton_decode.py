@@ -28,7 +28,7 @@ from .reference import _check_gqa
 _interpreter_compat.apply()
 
 LOG2E = 1.4426950408889634
-_NEG = -1.0e30
+_NEG = tl.constexpr(-1.0e30)  # finite "minus infinity" for running maxima: exp2(m_old - m_new) stays finite
 MIN_KEYS_PER_SPLIT = 256
 
 

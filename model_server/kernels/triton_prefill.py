@@ -21,7 +21,7 @@ from .reference import LOCAL_WINDOW, _check_gqa
 _interpreter_compat.apply()
 
 LOG2E = 1.4426950408889634
-_NEG = -1.0e30  # finite "minus infinity" for running maxima: keeps exp2(m_old - m_new) finite on empty rows
+_NEG = tl.constexpr(-1.0e30)  # finite "minus infinity" for running maxima: exp2(m_old - m_new) stays finite
 
 
 @triton.jit

@@ -1,0 +1,112 @@
+"""G-SWA kernels at LoopCoder-V2 shapes on a CUDA GPU (40 query / 8 KV heads, head_dim 128, window 65).
+
+Run on the device machine (docs/gpu.md): `pytest -m gpu tests/kernels -s`. Each test prints its max abs error.
+The reference runs on the GPU in float32; the kernels in bf16/fp16.
+"""
+
+import pytest
+import torch
+
+from loopcoder.model_server import kernels as K
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+H, G, W = 40, 8, 65
+TOL = {torch.float16: 5e-3, torch.bfloat16: 1.5e-2}  # max abs error relative to the output's max |value|
+
+
+def cu(lens):
+    return torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+
+
+def report(name, out, ref):
+    err = (out.float() - ref.float()).abs().max().item()
+    rel = err / ref.float().abs().max().item()
+    print(f"\n{name}: max abs err {err:.3e} (relative to max |ref| {rel:.3e})")
+    return rel
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("d", [128, 64])
+def test_prefill_varlen_real_heads(dtype, d):
+    # a 4K prompt, an extend chunk (1000 new tokens after 3000 cached), a 77-token prompt
+    lq, lk = [4096, 1000, 77], [4096, 4000, 77]
+    ll = [4096, 1064, 77]  # the extend chunk's loop-1 keys: its own 1000 plus the 64 before it
+    torch.manual_seed(0)
+    q = torch.randn(sum(lq), H, d, device="cuda", dtype=dtype)
+    k0, v0 = (torch.randn(sum(lk), G, d, device="cuda", dtype=dtype) for _ in range(2))
+    kl, vl = (torch.randn(sum(ll), G, d, device="cuda", dtype=dtype) for _ in range(2))
+    gate = torch.rand(sum(lq), H, device="cuda", dtype=dtype)
+    args = (q, k0, v0, cu(lq), cu(lk), max(lq), max(lk))
+    loc = dict(k_loc=kl, v_loc=vl, cu_seqlens_kl=cu(ll), gate=gate, window=W)
+    assert report(f"prefill loop0 {dtype} d{d}", K.gswa_prefill(*args), K.gswa_prefill_reference(*args)) < TOL[dtype]
+    assert report(f"prefill gswa {dtype} d{d}", K.gswa_prefill(*args, **loc),
+                  K.gswa_prefill_reference(*args, **loc)) < TOL[dtype]
+
+
+def test_prefill_extend_at_32k_context():
+    lk, lq = 32768, 256
+    torch.manual_seed(1)
+    dt = torch.bfloat16
+    q = torch.randn(lq, H, 128, device="cuda", dtype=dt)
+    k0, v0 = (torch.randn(lk, G, 128, device="cuda", dtype=dt) for _ in range(2))
+    kl, vl = (torch.randn(lq + W - 1, G, 128, device="cuda", dtype=dt) for _ in range(2))
+    gate = torch.rand(lq, H, device="cuda", dtype=dt)
+    args = (q, k0, v0, cu([lq]), cu([lk]), lq, lk)
+    loc = dict(k_loc=kl, v_loc=vl, cu_seqlens_kl=cu([lq + W - 1]), gate=gate, window=W)
+    assert report("prefill gswa 32K extend", K.gswa_prefill(*args, **loc),
+                  K.gswa_prefill_reference(*args, **loc)) < TOL[dt]
+
+
+def decode_inputs(b, r, seq_lens, dtype, page=16, d=128, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, device="cuda", generator=g).to(dtype)  # noqa: E731
+    nb_req = -(-max(seq_lens) // page)
+    nblocks = b * nb_req
+    return dict(q=rnd(b, r, H, d), k_cache=rnd(nblocks, page, G, d), v_cache=rnd(nblocks, page, G, d),
+                block_table=torch.randperm(nblocks, device="cuda", generator=g).reshape(b, nb_req).int(),
+                seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device="cuda"),
+                ring_k=rnd(b, r - 1, W, G, d) if r > 1 else None, ring_v=rnd(b, r - 1, W, G, d) if r > 1 else None,
+                ring_slots=torch.arange(b, device="cuda", dtype=torch.int32).flip(0) if r > 1 else None,
+                gate=torch.rand(b, r - 1, H, device="cuda", generator=g).to(dtype) if r > 1 else None)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_decode_paged_up_to_32k(r, dtype):
+    lens = [32768, 1, 40, 65, 4096, 12345, 30000, 777]
+    x = decode_inputs(len(lens), r, lens, dtype, seed=r)
+    ref = K.gswa_decode_reference(**x)
+    for splits in (None, 1, 7):
+        out = K.gswa_decode_triton(**x, num_splits=splits)
+        assert report(f"decode R={r} {dtype} splits={splits}", out, ref) < TOL[dtype]
+
+
+def test_decode_split_merge_is_race_free_and_deterministic():
+    """The last-ticket merge must see every partial: 50 launches give identical bits."""
+    lens = [32768] * 4 + [4096] * 4
+    x = decode_inputs(len(lens), 2, lens, torch.bfloat16, seed=9)
+    first = K.gswa_decode_triton(**x, num_splits=16)
+    for _ in range(50):
+        assert torch.equal(K.gswa_decode_triton(**x, num_splits=16), first)
+    assert report("decode R=2 split 16", first, K.gswa_decode_reference(**x)) < TOL[torch.bfloat16]
+
+
+def test_decode_contiguous_hf_layout_and_cuda_graph():
+    b, s = 4, 8192
+    dt = torch.bfloat16
+    x = decode_inputs(b, 2, [s, 100, 5000, 8000], dt, seed=5)
+    hf_k = torch.randn(b, G, s, 128, device="cuda", dtype=dt)  # HF static cache layout
+    hf_v = torch.randn(b, G, s, 128, device="cuda", dtype=dt)
+    args = (x["q"], hf_k.transpose(1, 2), hf_v.transpose(1, 2), x["seq_lens"], x["ring_k"], x["ring_v"],
+            x["ring_slots"], x["gate"])
+    ref = K.gswa_decode_contiguous_reference(*args)
+    out = K.gswa_decode_contiguous(*args)
+    assert report("decode contiguous HF view", out, ref) < TOL[dt]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out_g = K.gswa_decode_contiguous(*args)
+    graph.replay()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out_g, out)
