@@ -24,11 +24,10 @@ class PLTCache:
         self.num_layers = num_layers
         self.num_loops = num_loops
         self.window = window
-        self.key: list[torch.Tensor | None] = [None] * num_layers  # [B, G, S, D]
+        self.key: list[torch.Tensor | None] = [None] * num_layers  # [B, S, G, D]
         self.value: list[torch.Tensor | None] = [None] * num_layers
-        # ring[r - 1][layer] -> [B, G, window, D]
-        self.ring_key: list[list[torch.Tensor | None]] = [[None] * num_layers for _ in range(num_loops - 1)]
-        self.ring_value: list[list[torch.Tensor | None]] = [[None] * num_layers for _ in range(num_loops - 1)]
+        self.ring_key: list[torch.Tensor | None] = [None] * num_layers  # [B, R-1, window, G, D]
+        self.ring_value: list[torch.Tensor | None] = [None] * num_layers
         self.carry: torch.Tensor | None = None  # [R - 1, B, d]
         self.key_valid: torch.Tensor | None = None  # [B, S] bool
         self.num_valid: torch.Tensor | None = None  # [B] long
@@ -44,8 +43,8 @@ class PLTCache:
             return None if t is None else t.index_select(0, beam_idx.to(t.device))
         self.key = [pick(t) for t in self.key]
         self.value = [pick(t) for t in self.value]
-        self.ring_key = [[pick(t) for t in loop] for loop in self.ring_key]
-        self.ring_value = [[pick(t) for t in loop] for loop in self.ring_value]
+        self.ring_key = [pick(t) for t in self.ring_key]
+        self.ring_value = [pick(t) for t in self.ring_value]
         if self.carry is not None:
             self.carry = self.carry.index_select(1, beam_idx.to(self.carry.device))
         self.key_valid = pick(self.key_valid)
@@ -78,31 +77,39 @@ class PLTCache:
         return self.carry
 
     # -- K/V storage ------------------------------------------------------------------------------
+    # Stored token-major, the layout the kernels read: loop 0 [B, S, G, D], rings [B, R-1, window, G, D].
+    # The torch attention path reads transposed views [B, G, S, D] of the same memory.
     def append_global(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append loop-0 K/V [B, G, T, D] for the new slots; return the full [B, G, S, D] tensors."""
+        """Append loop-0 K/V [B, G, T, D] for the new slots; return the full [B, G, S, D] views."""
+        key, value = key.transpose(1, 2), value.transpose(1, 2)
         if self.key[layer] is None:
-            self.key[layer], self.value[layer] = key, value
+            self.key[layer], self.value[layer] = key.contiguous(), value.contiguous()
         else:
-            self.key[layer] = torch.cat([self.key[layer], key], dim=2)
-            self.value[layer] = torch.cat([self.value[layer], value], dim=2)
-        return self.key[layer], self.value[layer]
+            self.key[layer] = torch.cat([self.key[layer], key], dim=1)
+            self.value[layer] = torch.cat([self.value[layer], value], dim=1)
+        return self.global_kv(layer)
 
     def global_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.key[layer], self.value[layer]
+        return self.key[layer].transpose(1, 2), self.value[layer].transpose(1, 2)
+
+    def ring_tensors(self, layer: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All rings of ``layer``, [B, R-1, window, G, D], allocated on first use (``like``: [B, G, T, D])."""
+        if self.ring_key[layer] is None:
+            b, g, _, d = like.shape
+            shape = (b, self.num_loops - 1, self.window, g, d)
+            self.ring_key[layer], self.ring_value[layer] = like.new_zeros(shape), like.new_zeros(shape)
+        return self.ring_key[layer], self.ring_value[layer]
 
     def ring(self, loop: int, layer: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ring K/V [B, G, window, D] of ``loop`` (>= 1) at ``layer``, allocated on first use."""
-        if self.ring_key[loop - 1][layer] is None:
-            b, g, _, d = like.shape
-            self.ring_key[loop - 1][layer] = like.new_zeros(b, g, self.window, d)
-            self.ring_value[loop - 1][layer] = like.new_zeros(b, g, self.window, d)
-        return self.ring_key[loop - 1][layer], self.ring_value[loop - 1][layer]
+        """Ring K/V of ``loop`` (>= 1) at ``layer`` as [B, G, window, D] views."""
+        ring_k, ring_v = self.ring_tensors(layer, like)
+        return ring_k[:, loop - 1].transpose(1, 2), ring_v[:, loop - 1].transpose(1, 2)
 
     def write_ring(self, loop: int, layer: int, start: int, key: torch.Tensor, value: torch.Tensor) -> None:
         """Store K/V [B, G, T, D] of slots start..start+T-1; only the last ``window`` of them survive."""
-        ring_k, ring_v = self.ring(loop, layer, key)
+        ring_k, ring_v = self.ring_tensors(layer, key)
         t = key.shape[2]
         keep = min(t, self.window)
         slots = torch.arange(start + t - keep, start + t, device=key.device) % self.window
-        ring_k.index_copy_(2, slots, key[:, :, t - keep:])
-        ring_v.index_copy_(2, slots, value[:, :, t - keep:])
+        ring_k[:, loop - 1].index_copy_(1, slots, key[:, :, t - keep:].transpose(1, 2))
+        ring_v[:, loop - 1].index_copy_(1, slots, value[:, :, t - keep:].transpose(1, 2))

@@ -131,6 +131,7 @@ class ChunkContext:
     local_old_slots: torch.Tensor  # ring slots of the old local keys (lo..start-1), as absolute slots
     window: int
     probe: object | None = None
+    use_kernels: bool = False
 
 
 @dataclass
@@ -143,6 +144,7 @@ class DecodeContext:
     sin: torch.Tensor
     global_mask: torch.Tensor  # [B, 1, 1, slot + 1]
     ring_mask: torch.Tensor  # [B, 1, 1, window]
+    use_kernels: bool = False
 
 
 class PLTAttention(nn.Module):
@@ -177,6 +179,8 @@ class PLTAttention(nn.Module):
     def forward_chunk(self, x, residual, loop: int, ctx: ChunkContext, gate: LoopGate | None):
         """Loop ``loop`` over the chunk's T slots: x = normed input [B, T, d], residual = layer input."""
         q, k, v = self._qkv(x, ctx.cos, ctx.sin)
+        if ctx.use_kernels:
+            return self._chunk_kernels(q, k, v, residual, loop, ctx, gate)
         cache, layer, probe = ctx.cache, self.layer_idx, ctx.probe
         if loop == 0:
             keys, values = cache.append_global(layer, k, v)
@@ -200,6 +204,35 @@ class PLTAttention(nn.Module):
             probe.on_gate(loop, layer, g[..., 0])
         return self._out(g * o_glob + (1 - g) * o_loc)
 
+    def _chunk_kernels(self, q, k, v, residual, loop, ctx: ChunkContext, gate):
+        """forward_chunk through the packed-varlen G-SWA kernel (Triton on CUDA, its reference on CPU)."""
+        from ..kernels import gswa_prefill
+
+        cache, layer = ctx.cache, self.layer_idx
+        b, h, t, d = q.shape
+        if loop == 0:
+            cache.append_global(layer, k, v)
+        keys, values = cache.key[layer], cache.value[layer]  # [B, S, G, D]
+        s, g = keys.shape[1], keys.shape[2]
+
+        def offsets(n):
+            return torch.arange(0, (b + 1) * n, n, dtype=torch.int32, device=q.device)
+
+        local = {}
+        if loop > 0:
+            ring_k, ring_v = cache.ring_tensors(layer, k)
+            old = ctx.local_old_slots % ctx.window
+            local_k = torch.cat([ring_k[:, loop - 1].index_select(1, old), k.transpose(1, 2)], dim=1)
+            local_v = torch.cat([ring_v[:, loop - 1].index_select(1, old), v.transpose(1, 2)], dim=1)
+            n_local = local_k.shape[1]
+            cache.write_ring(loop, layer, ctx.start, k, v)
+            mix = gate(residual, q)[..., 0].transpose(1, 2).reshape(b * t, h)
+            local = dict(k_loc=local_k.reshape(b * n_local, g, d), v_loc=local_v.reshape(b * n_local, g, d),
+                         cu_seqlens_kl=offsets(n_local), gate=mix, window=ctx.window)
+        out = gswa_prefill(q.transpose(1, 2).reshape(b * t, h, d), keys.reshape(b * s, g, d),
+                           values.reshape(b * s, g, d), offsets(t), offsets(s), t, s, scale=self.scale, **local)
+        return self.o_proj(out.view(b, t, h * d))
+
     def forward_rows(self, x, residual, num_rows: int, ctx: DecodeContext, gate: LoopGate):
         """Fused decode: x [R*B, 1, d], rows ordered loop-major (row r of request b at r*B + b)."""
         batch = x.shape[0] // num_rows
@@ -207,6 +240,8 @@ class PLTAttention(nn.Module):
         sin = ctx.sin.repeat(num_rows, 1, 1)
         q, k, v = self._qkv(x, cos, sin)
         cache, layer = ctx.cache, self.layer_idx
+        if ctx.use_kernels:
+            return self._rows_kernels(q, k, v, residual, num_rows, batch, ctx, gate)
         # Loop 0 writes the new slot's K/V first; every row's global branch then reads it.
         keys, values = cache.append_global(layer, k[:batch], v[:batch])
         # All R rows of a request attend the same loop-0 keys: fold rows into the query length.
@@ -223,6 +258,25 @@ class PLTAttention(nn.Module):
             g = gate(residual[rows], q[rows])
             outs.append(g * o_glob[r] + (1 - g) * o_loc)
         return self._out(torch.cat(outs, dim=0))
+
+    def _rows_kernels(self, q, k, v, residual, num_rows, batch, ctx: DecodeContext, gate):
+        """forward_rows through the one-launch decode kernel: all R rows share each loop-0 K/V read."""
+        from ..kernels import gswa_decode
+
+        cache, layer, device = ctx.cache, self.layer_idx, q.device
+        cache.append_global(layer, k[:batch], v[:batch])
+        mixes = []
+        for r in range(1, num_rows):
+            rows = slice(r * batch, (r + 1) * batch)
+            cache.write_ring(r, layer, ctx.slot, k[rows], v[rows])
+            mixes.append(gate(residual[rows], q[rows])[:, :, 0, 0])  # [B, H]
+        ring_k, ring_v = cache.ring_tensors(layer, k)
+        seq_lens = torch.full((batch,), ctx.slot + 1, dtype=torch.int32, device=device)
+        rows_q = q.view(num_rows, batch, self.num_heads, self.head_dim).transpose(0, 1)  # [B, R, H, D]
+        out = gswa_decode(rows_q, cache.key[layer], cache.value[layer], None, seq_lens, ring_k, ring_v,
+                          torch.arange(batch, dtype=torch.int32, device=device), torch.stack(mixes, 1),
+                          scale=self.scale)
+        return self.o_proj(out.transpose(0, 1).reshape(num_rows * batch, 1, self.num_heads * self.head_dim))
 
 
 class PLTMLP(nn.Module):
@@ -281,6 +335,10 @@ class IQuestLoopModel(IQuestLoopPreTrainedModel):
             )
         self.norm = PLTRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = PLTRotaryEmbedding(config)
+        # "auto": attention through the PLT kernels on CUDA (Triton), plain torch elsewhere; "kernels"
+        # forces the kernel API (its PyTorch reference on CPU); "torch" forces the plain path. Batches
+        # with padding and diagnostic probes always take the torch path (the kernels take no key mask).
+        self.attention_impl = "auto"
         LoopSpec.from_config(config)  # validates the loop settings; warns once if config.num_loops overrides
         self.post_init()
 
@@ -308,15 +366,17 @@ class IQuestLoopModel(IQuestLoopPreTrainedModel):
             positions = position_ids
         embeds = self.embed_tokens(input_ids)
         cos, sin = self.rotary_emb(positions, embeds.dtype)
+        use_kernels = self.attention_impl == "kernels" or (self.attention_impl == "auto" and embeds.is_cuda)
+        use_kernels = use_kernels and probe is None and bool(cache.key_valid.all())
         if spec.clp and spec.num_loops > 1 and input_ids.shape[1] == 1 and fused_decode and probe is None:
-            hidden = self._run_decode_rows(embeds, cache, spec, start, cos, sin)
+            hidden = self._run_decode_rows(embeds, cache, spec, start, cos, sin, use_kernels)
         else:
-            hidden = self._run_chunk(embeds, cache, spec, start, cos, sin, probe)
+            hidden = self._run_chunk(embeds, cache, spec, start, cos, sin, probe, use_kernels)
         cache.end_chunk(input_ids.shape[1])
         return hidden
 
     # -- loops one after another over a chunk ------------------------------------------------------
-    def _run_chunk(self, embeds, cache, spec, start, cos, sin, probe):
+    def _run_chunk(self, embeds, cache, spec, start, cos, sin, probe, use_kernels=False):
         batch, t, d = embeds.shape
         valid = cache.key_valid  # [B, S] incl. the chunk
         device = embeds.device
@@ -332,7 +392,7 @@ class IQuestLoopModel(IQuestLoopPreTrainedModel):
         band = (l_slots[None, :] <= q_slots[:, None]) & (l_slots[None, :] > q_slots[:, None] - spec.window)
         local_mask = (band[None] & valid[:, l_slots][:, None, :]) | (l_slots[None, :] == q_slots[:, None])[None]
         ctx = ChunkContext(cache, start, cos, sin, global_mask[:, None], local_mask[:, None], old_slots,
-                           spec.window, probe)
+                           spec.window, probe, use_kernels)
         carry = cache.carry_or_zeros(batch, d, embeds.dtype, device)
         # Validity of the slot before each new slot: the CLP input from a padding slot is zero.
         prev_valid = torch.cat([valid[:, start - 1:start] if start > 0 else valid.new_zeros(batch, 1),
@@ -360,7 +420,7 @@ class IQuestLoopModel(IQuestLoopPreTrainedModel):
         return h
 
     # -- one new token, all loops in one pass ------------------------------------------------------
-    def _run_decode_rows(self, embeds, cache, spec, slot, cos, sin):
+    def _run_decode_rows(self, embeds, cache, spec, slot, cos, sin, use_kernels=False):
         batch, _, d = embeds.shape
         rows = spec.num_loops
         valid = cache.key_valid
@@ -379,7 +439,7 @@ class IQuestLoopModel(IQuestLoopPreTrainedModel):
         ring_ok = ring_slots >= 0
         ring_mask = valid[:, ring_slots.clamp(min=0)] & ring_ok
         ring_mask[:, slot % spec.window] = True
-        ctx = DecodeContext(cache, slot, cos, sin, global_mask, ring_mask[:, None, None, :])
+        ctx = DecodeContext(cache, slot, cos, sin, global_mask, ring_mask[:, None, None, :], use_kernels)
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = layer(h, lambda x, res, a=attn, i=i: a.forward_rows(x, res, rows, ctx, self._gate(i)))

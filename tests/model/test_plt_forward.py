@@ -226,3 +226,20 @@ def test_bf16_decode_close_to_fp32():
         ref = F.log_softmax(model32(ids).logits, -1)
         got = F.log_softmax(model16(ids).logits.float(), -1)
     assert (got - ref).abs().max().item() < 0.1
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_kernel_api_path_equals_torch_path(name):
+    """The layout plumbing into the PLT kernels (their PyTorch references on CPU) changes nothing."""
+    model = make_model(name)
+    ids = torch.randint(1, SMALL["vocab_size"], (2, 17))
+    results = {}
+    for impl in ("torch", "kernels"):
+        model.model.attention_impl = impl
+        with torch.no_grad():
+            cache = model.new_cache()
+            prefill = model(ids[:, :9], past_key_values=cache).logits
+            more = model(ids[:, 9:12], past_key_values=cache).logits
+            steps = [model(ids[:, t: t + 1], past_key_values=cache).logits for t in range(12, 17)]
+        results[impl] = torch.cat([prefill, more, *steps], 1)
+    assert (results["torch"] - results["kernels"]).abs().max().item() <= 1e-5
