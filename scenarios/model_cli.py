@@ -5,11 +5,14 @@ torch and transformers are imported inside the commands so the rest of the CLI s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
+
+from loopcoder.configs import load_config
 
 model_app = typer.Typer(help="Create and run LoopCoder checkpoints.", no_args_is_help=True)
 console = Console()
@@ -42,43 +45,67 @@ def init(
     console.print(f"wrote {shape} checkpoint to {out}")
 
 
+class GenerateConfig(BaseModel):
+    """`loopcoder model generate` settings (configs/generate.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    seed: int = 0
+    num_loops: Optional[int] = Field(None, ge=1)
+    chat: bool = False
+    thinking: bool = False
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
 @model_app.command("generate")
 def generate(
     model: Path = typer.Option(..., "--model", help="Checkpoint directory."),
     prompt: str = typer.Option(..., "--prompt", help="Text to continue (or the user message with --chat)."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
-    temperature: float = typer.Option(0.0, help="0 means greedy."),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    top_k: int = typer.Option(0, "--top-k", help="0 means no top-k cut."),
-    seed: int = typer.Option(0),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML settings (default configs/generate.yaml)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a setting: --set temperature=0.7"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+    temperature: Optional[float] = typer.Option(None, help="0 means greedy."),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="0 means no top-k cut."),
+    seed: Optional[int] = typer.Option(None),
     num_loops: Optional[int] = typer.Option(None, "--num-loops", help="Override the trained loop count."),
-    chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the checkpoint's chat template."),
-    thinking: bool = typer.Option(False, "--thinking", help="With --chat: enable thinking mode."),
-    device: str = typer.Option("cpu", help="cpu | cuda"),
-    dtype: str = typer.Option("auto", help="auto (as saved) | float32 | bfloat16 | float16"),
+    chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Wrap the prompt in the chat template."),
+    thinking: Optional[bool] = typer.Option(None, "--thinking/--no-thinking", help="With --chat: thinking mode."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda"),
+    dtype: Optional[str] = typer.Option(None, help="auto (as saved) | float32 | bfloat16 | float16"),
 ) -> None:
     """Print a continuation of PROMPT, streamed as it is generated."""
+    flags = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                 num_loops=num_loops, chat=chat, thinking=thinking, device=device, dtype=dtype)
+    overrides = list(overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
+    cfg = load_config(GenerateConfig, config, overrides, default="generate")
+
     import torch
     from transformers import TextStreamer
 
     from loopcoder.model_server.plt.checkpoint import load_checkpoint
 
     _quiet_transformers()
-    net, tok = load_checkpoint(model, dtype=dtype, device=device, num_loops=num_loops)
-    if chat:
+    net, tok = load_checkpoint(model, dtype=cfg.dtype, device=cfg.device, num_loops=cfg.num_loops)
+    if cfg.chat:
         text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True, enable_thinking=thinking)
+                                       add_generation_prompt=True, enable_thinking=cfg.thinking)
     else:
         text = prompt
-    ids = tok(text, return_tensors="pt").input_ids.to(device)
-    torch.manual_seed(seed)
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k or None) if temperature > 0 \
-        else dict(do_sample=False)
+    ids = tok(text, return_tensors="pt").input_ids.to(cfg.device)
+    torch.manual_seed(cfg.seed)
+    sampling = dict(do_sample=False)
+    if cfg.temperature > 0:
+        sampling = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
     streamer = TextStreamer(tok, skip_prompt=True)
-    if not chat:
+    if not cfg.chat:
         print(prompt, end="", flush=True)
     with torch.no_grad():
-        net.generate(ids, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=tok.pad_token_id,
+        net.generate(ids, max_new_tokens=cfg.max_new_tokens, streamer=streamer, pad_token_id=tok.pad_token_id,
                      **sampling)
 
 

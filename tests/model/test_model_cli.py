@@ -91,3 +91,17 @@ def test_diagnostics_values_follow_their_definitions(tmp_path):
     # attention rows are distributions: entropy between 0 and log(T)
     assert 0 < stats[0].attention_entropy < torch.log(torch.tensor(40.0)).item()
     assert all(0 < g < 1 for g in stats[1].gate_per_layer)
+
+
+def test_generate_config_file_and_overrides(checkpoint, tmp_path):
+    cfg = tmp_path / "gen.yaml"
+    cfg.write_text("max_new_tokens: 3\ntemperature: 0.5\n")
+    proc = run("model", "generate", "--model", str(checkpoint), "--prompt", "x", "--config", str(cfg),
+               "--set", "top_k=5", "--set", "seed=3")
+    assert proc.returncode == 0, proc.stderr
+    proc = run("model", "generate", "--model", str(checkpoint), "--prompt", "x", "--set", "temprature=1")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: invalid config in " + str(
+        __import__("loopcoder.configs", fromlist=["x"]).default_config_path("generate")) + ": temprature: unknown key"
+    proc = run("model", "generate", "--model", str(checkpoint), "--prompt", "x", "--set", "top_p=2")
+    assert proc.returncode == 2 and "top_p: Input should be less than or equal to 1 (got 2)" in proc.stderr
