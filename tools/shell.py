@@ -87,14 +87,14 @@ class ShellTools:
         self.summary = ""
 
     def shell(self, args: ShellArgs) -> CommandOutput:
-        res = self._sandbox().exec(args.command, timeout=args.timeout_s or self.config.shell.timeout_s)
+        res = self._exec(args.command, args.timeout_s or self.config.shell.timeout_s)
         return CommandOutput.from_exec(args.command, res)
 
     def run_tests(self, args: RunTestsArgs) -> TestsOutput:
         for p in args.paths:
             self.workspace.resolve(p.split("::", 1)[0])  # confined, and a clear error for a typo
         command = " ".join([self.test_command, *(shlex.quote(p) for p in args.paths)])
-        res = self._sandbox().exec(command, timeout=self.config.shell.test_timeout_s)
+        res = self._exec(command, self.config.shell.test_timeout_s)
         out = CommandOutput.from_exec(command, res)
         found = _SUMMARY.findall(res.output)
         summary = found[-1].strip().rstrip(",") if found else ""
@@ -105,7 +105,10 @@ class ShellTools:
         self.summary = args.summary
         return SubmitOutput(submitted=True, summary=args.summary)
 
-    def _sandbox(self) -> Sandbox:
+    def _exec(self, command: str, timeout: float) -> ExecResult:
         if self.sandbox is None:
             raise ToolError("no sandbox is attached to this session; shell and run_tests are unavailable")
-        return self.sandbox
+        try:
+            return self.sandbox.exec(command, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - a broken sandbox is reported to the model, not raised
+            raise ToolError(f"sandbox error: {type(exc).__name__}: {exc}".replace("\n", " ")[:500]) from None
