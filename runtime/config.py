@@ -69,6 +69,7 @@ class ImagesConfig(BaseModel):
     mirror: str | None = None  # None: the host's apt mirror (/etc/apt/sources.list*), else FALLBACK_MIRROR
     packages: list[str] = ["python3", "git", "bash", "coreutils", "patch", "procps"]
     sandbox_uid: int = 1000
+    build_network: Literal["bridge", "host", "none"] = "bridge"  # image builds only; sandboxes stay offline
     ca_bundle: Path = Path("/etc/ssl/certs/ca-certificates.crt")
 
 

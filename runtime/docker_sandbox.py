@@ -75,7 +75,7 @@ class DockerSandbox:
             LABEL: "1",
             "loopcoder.run": self.run_id,
             "loopcoder.host": socket.gethostname(),
-            "loopcoder.pid": str(os.getpid()),
+            **_owner_labels(),
             "loopcoder.workspace": str(self.workspace),
             **self.config.labels,
             **(labels or {}),
@@ -371,6 +371,17 @@ class _FrameReader:
             out += self._buf[8 : 8 + size]
             del self._buf[: 8 + size]
         return bytes(out)
+
+
+def _owner_labels() -> dict[str, str]:
+    """pid and kernel start time of this process: `sandbox gc` treats the run as dead once they change."""
+    pid = os.getpid()
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            start = f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except OSError:
+        start = ""
+    return {"loopcoder.pid": str(pid), "loopcoder.pid_start": start}
 
 
 def _container_path(path: str) -> PurePosixPath:
