@@ -13,6 +13,8 @@ import typer
 
 from loopcoder.configs import ConfigError
 from loopcoder.scenarios.model_cli import diagnose_command, model_app
+from loopcoder.runtime.errors import RuntimeFailure
+from loopcoder.scenarios.sandbox_cli import doctor_command, sandbox_app
 
 app = typer.Typer(
     name="loopcoder",
@@ -23,9 +25,11 @@ app = typer.Typer(
 )
 app.add_typer(model_app, name="model")
 app.command("diagnose")(diagnose_command)
+app.add_typer(sandbox_app, name="sandbox")
+app.command("doctor")(doctor_command)
 
 # Exception types whose message is meant for the user; each part of the system adds its own here.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, RuntimeFailure)
 # Options that take several values (`--loops 1 2 3 4`); click wants `--loops 1 --loops 2 ...`.
 VARIADIC_OPTIONS = {"--loops"}
 
