@@ -17,6 +17,7 @@ class SandboxConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    backend: Literal["docker", "local"] = "docker"  # local also needs local.allow: true
     image: str = "loopcoder/base:bookworm"
     # "uid:gid" inside the container; "host" runs as the host user's uid:gid (workspace stays theirs).
     user: str = "1000:1000"
