@@ -67,7 +67,7 @@ def kernel_stats():
             "shared_bytes": getattr(getattr(k, "metadata", None), "shared", None)}
 
 
-def bench_decode(batch, ctx, errors, sweep=False):
+def bench_decode(batch, ctx, errors, sweep=False, sweep_local=False):
     kv_bytes = batch * ctx * G * D * 2 * 2
     copies = max(1, min(8, math.ceil(L2_MISS_BYTES / kv_bytes)))
     gen = torch.Generator(device="cuda").manual_seed(batch * 7 + ctx)
@@ -111,6 +111,9 @@ def bench_decode(batch, ctx, errors, sweep=False):
             t2 = graph_ms(lambda i: gswa_decode_triton(q, *caches[i % copies], seq, ring_k, ring_v, slots, gate,
                                                        num_splits=ns)) * 1e3
             out["split_sweep_us"][ns] = {"r1": round(t1, 2), "r2": round(t2, 2)}
+    if sweep_local:
+        out["block_l_sweep_r2_us"] = {bl: round(graph_ms(lambda i: gswa_decode_triton(
+            q, *caches[i % copies], seq, ring_k, ring_v, slots, gate, block_l=bl)) * 1e3, 2) for bl in (16, 32, 64)}
     if batch * ctx <= 8 * 32768:  # correctness at these shapes (the reference loops over requests)
         kc, vc, bt = caches[0]
         errors[f"decode R=2 B={batch} ctx={ctx}"] = max_err(
@@ -208,6 +211,7 @@ def main():
     ap.add_argument("--skip-prefill", action="store_true")
     ap.add_argument("--skip-decode", action="store_true")
     ap.add_argument("--sweep-splits", action="store_true", help="also time decode at B=1, 8 for several num_splits")
+    ap.add_argument("--sweep-local", action="store_true", help="also time decode R=2 at B=64 for ring tiles 16-64")
     a = ap.parse_args()
     name = torch.cuda.get_device_name()
     tag = "h100" if "H100" in name else "h200" if "H200" in name else name.split()[-1].lower()
@@ -221,15 +225,17 @@ def main():
     if not a.skip_decode:
         for ctx in (4096, 32768):
             for batch in ((1, 8) if a.quick else (1, 8, 64)):
-                row = {"batch": batch, "ctx": ctx, **bench_decode(batch, ctx, errors, a.sweep_splits and batch < 64)}
+                row = {"batch": batch, "ctx": ctx, **bench_decode(batch, ctx, errors, a.sweep_splits and batch < 64,
+                                                                a.sweep_local and batch == 64)}
                 res["decode"].append(row)
                 print(f"decode B={batch:3d} ctx={ctx:6d}: ours R1 {row['ours_r1_us']:8.1f} us  R2 "
                       f"{row['ours_r2_us']:8.1f} us (x{row['ratio_r2_over_r1']:.3f})  sdpa R1 {row['sdpa_r1_us']:8.1f}"
                       f"  sdpa2+gate {row['sdpa2_gate_r2_us']:8.1f}  sdpa3+gate {row['sdpa3_gate_r2_us']:8.1f}  "
                       f"R2 {row['ours_r2_GBps']:.0f} GB/s  regs {row['kernel_r1']['n_regs']}/{row['kernel_r2']['n_regs']}"
                       f" smem {row['kernel_r1']['shared_bytes']}/{row['kernel_r2']['shared_bytes']}", flush=True)
-                if "split_sweep_us" in row:
-                    print("   splits sweep (us):", json.dumps(row["split_sweep_us"]), flush=True)
+                for key in ("split_sweep_us", "block_l_sweep_r2_us"):
+                    if key in row:
+                        print(f"   {key}:", json.dumps(row[key]), flush=True)
                 torch.cuda.empty_cache()
     if not a.skip_prefill:
         for batch, seqlen in ([(1, 4096), (1, 16384)] if a.quick else [(1, 4096), (1, 16384), (8, 2048),

@@ -82,6 +82,8 @@ def _local_part(q, RK, RV, slot, kvh, t, window, row_r, qk_scale,
                 s_rks, s_rkr, s_rkw, s_rkh, s_rvs, s_rvr, s_rvw, s_rvh,
                 R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                 DOT_F32: tl.constexpr):
+    # BLOCK_N here is the ring tile (BLOCK_L): small, because this loop loads straight into registers and the
+    # kernel's register count (so its occupancy, so the R=2 / R=1 ratio at large batch) is set by its peak
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     m_i = tl.full([BLOCK_M], _NEG, tl.float32)
@@ -92,7 +94,7 @@ def _local_part(q, RK, RV, slot, kvh, t, window, row_r, qk_scale,
     for rr in tl.static_range(1, R):
         rk = RK + slot * s_rks + (rr - 1) * s_rkr + kvh * s_rkh
         rv = RV + slot * s_rvs + (rr - 1) * s_rvr + kvh * s_rvh
-        # not pipelined: a 2-3 tile loop gains little, and its buffers would cost occupancy of the whole kernel
+        # not pipelined: a few tiles, and pipeline buffers would cost the whole kernel occupancy
         for j0 in tl.range(0, n_keys, BLOCK_N, num_stages=1):
             offs_j = j0 + offs_n
             ok = offs_j < n_keys
@@ -115,7 +117,7 @@ def _gswa_decode_kernel(
     s_gb, s_gr, s_gh,
     s_ob, s_or, s_oh,
     R: tl.constexpr, QPG: tl.constexpr, HEAD_DIM: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
     PAGED: tl.constexpr, HAS_LOCAL: tl.constexpr, SPLIT: tl.constexpr, DOT_F32: tl.constexpr,
 ):
     bg = tl.program_id(0)
@@ -152,7 +154,7 @@ def _gswa_decode_kernel(
             else:
                 m_i, l_i, acc = _local_part(q, RK, RV, slot, kvh, t, window, row_r, qk_scale,
                                             s_rks, s_rkr, s_rkw, s_rkh, s_rvs, s_rvr, s_rvw, s_rvh,
-                                            R, BLOCK_M, BLOCK_N, HEAD_DIM, DOT_F32)
+                                            R, BLOCK_M, BLOCK_L, HEAD_DIM, DOT_F32)
             n_parts = num_splits + 1
         else:
             m_i, l_i, acc = _global_part(q, KC, VC, BT, b, kvh, n_lo, n_hi, page_size, qk_scale,
@@ -204,7 +206,7 @@ def _gswa_decode_kernel(
         if HAS_LOCAL:
             m_l, l_l, acc_l = _local_part(q, RK, RV, slot, kvh, t, window, row_r, qk_scale,
                                           s_rks, s_rkr, s_rkw, s_rkh, s_rvs, s_rvr, s_rvw, s_rvh,
-                                          R, BLOCK_M, BLOCK_N, HEAD_DIM, DOT_F32)
+                                          R, BLOCK_M, BLOCK_L, HEAD_DIM, DOT_F32)
             o_loc = acc_l / tl.where(l_l == 0.0, 1.0, l_l)[:, None]
             g_ok = row_ok & (row_r >= 1)
             g = tl.load(GATE + b * s_gb + (row_r - 1) * s_gr + head * s_gh, mask=g_ok, other=1.0).to(tl.float32)
@@ -247,7 +249,7 @@ def _interpreting() -> bool:
 
 
 def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate, *,
-                       scale=None, num_splits=None, max_seq_len=None, block_n=None, num_warps=None,
+                       scale=None, num_splits=None, max_seq_len=None, block_n=None, block_l=16, num_warps=None,
                        num_stages=None):
     """Triton path of gswa_decode (CUDA, or CPU under TRITON_INTERPRET=1). Same contract as the reference.
 
@@ -308,7 +310,7 @@ def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_
         bt.stride(0),
         *rks, *rvs, *gs,
         o.stride(0), o.stride(1), o.stride(2),
-        R=r, QPG=qpg, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n or (16 if interp else 64),
+        R=r, QPG=qpg, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n or (16 if interp else 64), BLOCK_L=block_l,
         PAGED=paged, HAS_LOCAL=has_local, SPLIT=split, DOT_F32=dot_f32, **kw,
     )
     return o
