@@ -138,6 +138,86 @@ print(json.dumps(out))
 '''
 
 
+AIDER_TAGS = r'''
+import json, sys
+from aider.io import InputOutput
+from aider.repomap import RepoMap
+spec = json.load(open(sys.argv[1]))
+rm = RepoMap(root=spec["root"], io=InputOutput(pretty=False, yes=True, fancy_input=False))
+out = {}
+for rel in spec["files"]:
+    try:
+        tags = list(rm.get_tags_raw(spec["root"] + "/" + rel, rel) or [])
+    except Exception as exc:  # a query that does not compile against the grammar
+        out[rel] = {"error": f"{type(exc).__name__}: {exc}"[:200], "defs": [], "refs": []}
+        continue
+    out[rel] = {"defs": sorted({(t.name, t.line + 1) for t in tags if t.kind == "def"}),
+                "refs": sorted({t.name for t in tags if t.kind == "ref"})}
+print(json.dumps(out))
+'''
+
+
+def coverage(aider_python: str | None) -> dict:
+    """Share of the expected definitions and references found, per language, on the test suite's samples."""
+    sys.path.insert(0, str(ROOT / "tests" / "tools"))
+    from tools_lang_samples import CONSTRUCTS, SAMPLES
+
+    from loopcoder.tools.languages import language_for
+    from loopcoder.tools.tags import extract_tags
+
+    def line_of(source: str, text: str) -> int:
+        return next(n for n, line in enumerate(source.splitlines(), 1) if text in line)
+
+    result: dict = {}
+    with tempfile.TemporaryDirectory(prefix="repomap-coverage-") as tmp:
+        files = []
+        expected = {}
+        for lang, sample in sorted(SAMPLES.items()):
+            for rel, text in sample.files.items():
+                path = Path(tmp) / lang / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+                files.append(f"{lang}/{rel}")
+            store = sample.files[sample.store]
+            expected[lang] = {
+                "defs": {(f"{lang}/{sample.store}", name, line_of(store, marker)) for name, _, marker in sample.defs},
+                "refs": {(f"{lang}/{sample.app}", n) for n in (sample.func, sample.method, sample.helper)}
+                | {(f"{lang}/{sample.store}", sample.helper)},
+            }
+            fname, source, names = CONSTRUCTS[lang]
+            (Path(tmp) / lang / "forms").mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / lang / "forms" / fname).write_text(source)
+            files.append(f"{lang}/forms/{fname}")
+            expected[lang]["forms"] = (f"{lang}/forms/{fname}", names)
+        ours = {}
+        for rel in files:
+            tags = extract_tags((Path(tmp) / rel).read_bytes(), language_for(rel))
+            ours[rel] = {"defs": [(d.name, d.start_line) for d in tags.defs] + [(d.name, d.line) for d in tags.defs],
+                         "refs": list(tags.refs)}
+        theirs = None
+        if aider_python and Path(aider_python).exists():
+            spec = Path(tmp) / "spec.json"
+            spec.write_text(json.dumps({"root": tmp, "files": files}))
+            theirs = run_child([aider_python, "-c", AIDER_TAGS, str(spec)])
+        for lang, exp in expected.items():
+            row = {}
+            for who, found in (("loopcoder", ours), ("aider", theirs)):
+                if found is None:
+                    continue
+                defs = sum(1 for rel, name, line in exp["defs"] if [name, line] in [list(x) for x in found[rel]["defs"]])
+                refs = sum(1 for rel, name in exp["refs"] if name in found[rel]["refs"])
+                forms_rel, names = exp["forms"]
+                got = {d[0] for d in found[forms_rel]["defs"]}
+                row[who] = {"defs": f"{defs}/{len(exp['defs'])}", "refs": f"{refs}/{len(exp['refs'])}",
+                            "definition_forms": f"{sum(n in got for n in names)}/{len(names)}",
+                            "forms_missed": [n for n in names if n not in got]}
+                errors = sorted({found[rel].get("error") for rel in found if rel.startswith(lang + "/")} - {None})
+                if errors:
+                    row[who]["errors"] = errors
+            result[lang] = row
+    return result
+
+
 def run_child(cmd: list[str]) -> dict:
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
@@ -163,6 +243,7 @@ def main() -> None:
     ap.add_argument("--aider-python", default="/tmp/aider-venv/bin/python",
                     help="python of a virtualenv with aider-chat installed ('' to skip)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "repomap.json")
+    ap.add_argument("--coverage-only", action="store_true", help="print the language coverage table and exit")
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--touch", help=argparse.SUPPRESS)
@@ -175,6 +256,10 @@ def main() -> None:
     from rich.console import Console
 
     console = Console(stderr=True)
+    if args.coverage_only:
+        sys.path.insert(0, str(ROOT))
+        print(json.dumps(coverage(args.aider_python or None), indent=1))
+        return
     command = shlex.join([os.path.relpath(sys.executable, ROOT), *sys.argv])
     tree = args.tree.resolve() if args.tree else fetch_tree(args.package)
     sys.path.insert(0, str(ROOT))
@@ -275,6 +360,10 @@ def main() -> None:
                          "token counter: len(text)/3.5 stand-in",
             }
 
+    cov = coverage(args.aider_python or None)
+    for lang, row in cov.items():
+        console.print(f"coverage {lang:10s} " + "  ".join(
+            f"{who}: defs {v['defs']} refs {v['refs']} forms {v['definition_forms']}" for who, v in row.items()))
     load_after = os.getloadavg()
     still = [f.rel for f in ws.list_files() if language_for(f.rel) and f.size <= ws.max_file_bytes]
     if still != sources or ours["files_indexed"] != len(sources):
@@ -305,6 +394,11 @@ def main() -> None:
         "repeats": args.repeats,
         "loopcoder": ours,
         "aider": aider,
+        "coverage": {"what": "defs/refs: expected definitions (name at its line) and references (name) found in "
+                             "the three-file sample project per language; definition_forms: names defined in "
+                             "one file per language using the common definition forms (CONSTRUCTS); both "
+                             "from tests/tools/tools_lang_samples.py",
+                     "languages": cov},
         "targets": {k: {"limit": v, "measured": ours[k], "met": ours[k] < v} for k, v in TARGETS.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ _PYTHON = r"""
 (class_definition name: (identifier) @name) @def.class
 (function_definition name: (identifier) @name) @def.function
 (module (expression_statement (assignment left: (identifier) @name) @def.constant))
+(module (assignment left: (identifier) @name) @def.constant)
 (call function: [(identifier) @name (attribute attribute: (identifier) @name)]) @ref.call
 (class_definition superclasses: (argument_list [(identifier) @name (attribute attribute: (identifier) @name)])) @ref.class
 (decorator [(identifier) @name (attribute attribute: (identifier) @name)

@@ -92,3 +92,13 @@ def test_repo_map_puts_the_file_defining_a_mentioned_symbol_first(lang, make_too
     assert first_file == f"{s.store}:"
     marker = next(m for n, _, m in s.defs if n == s.method)
     assert marker in res.output
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_every_common_definition_form_is_found(lang):
+    from tools_lang_samples import CONSTRUCTS
+
+    name, source, expected = CONSTRUCTS[lang]
+    assert language_for(name) == lang
+    found = {d.name for d in extract_tags(source.encode(), lang).defs}
+    assert sorted(set(expected) - found) == []

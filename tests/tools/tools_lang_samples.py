@@ -428,3 +428,182 @@ function main(): void
 )
 
 SAMPLES = {s.lang: s for s in (PY, JS, TS, JAVA, GO, RUST, C, CPP, RUBY, PHP)}
+
+
+# One file per language with the definition forms an agent asks about; every name listed must be found as a
+# definition. The benchmark runs Aider's tag queries on the same files (benchmarks/repomap.py, "coverage").
+CONSTRUCTS: dict[str, tuple[str, str, list[str]]] = {
+    "python": ("shapes.py", '''import functools
+
+MAX_SIDES = 12
+Point = tuple
+
+
+class Shape:
+    class Meta:
+        abstract = True
+
+    @property
+    def area(self):
+        return 0
+
+    @functools.cache
+    def scaled(self, k):
+        return k
+
+
+async def load_shapes(path):
+    return []
+''', ["MAX_SIDES", "Point", "Shape", "Meta", "area", "scaled", "load_shapes"]),
+    "javascript": ("shapes.js", '''export const MAX_SIDES = 12;
+export const area = (s) => s.w * s.h;
+const helpers = {
+  scale(s, k) { return s * k; },
+  clamp: function (v) { return v; },
+};
+export default class Shape {
+  #sides = 0;
+  perimeter() { return 0; }
+  static of(w) { return new Shape(w); }
+  get name() { return "shape"; }
+}
+Shape.prototype.describe = function () { return "a shape"; };
+function* generateShapes() { yield 1; }
+''', ["area", "scale", "clamp", "Shape", "perimeter", "of", "name", "describe", "generateShapes"]),
+    "typescript": ("shapes.ts", '''export interface Sized { size(): number; }
+export type Area = number;
+export enum Kind { Square, Circle }
+export abstract class Shape implements Sized {
+  abstract area(): Area;
+  size(): number { return 1; }
+}
+export namespace Geometry { export const PI = 3.14; }
+export function makeShape(kind: Kind): Shape | null { return null; }
+export const scale = (s: Shape, k: number): number => k;
+declare function externalArea(s: Shape): Area;
+''', ["Sized", "size", "Area", "Kind", "Shape", "area", "Geometry", "makeShape", "scale", "externalArea"]),
+    "java": ("Shapes.java", '''package demo;
+
+public interface Sized { int size(); }
+
+enum Kind { SQUARE, CIRCLE; }
+
+record Point(int x, int y) {}
+
+@interface Checked {}
+
+public class Shapes {
+    public static final int MAX_SIDES = 12;
+    public Shapes() {}
+    public <T> T pick(T a) { return a; }
+    static class Inner { void run() {} }
+}
+''', ["Sized", "size", "Kind", "Point", "Checked", "Shapes", "MAX_SIDES", "pick", "Inner", "run"]),
+    "go": ("shapes.go", '''package shapes
+
+const MaxSides = 12
+
+var DefaultKind = "square"
+
+type Area = float64
+
+type Sized interface {
+	Size() int
+}
+
+type Shape struct{ w, h int }
+
+func (s Shape) Size() int { return s.w * s.h }
+
+func NewShape(w, h int) Shape { return Shape{w, h} }
+
+func Map[T any](xs []T, f func(T) T) []T { return xs }
+''', ["MaxSides", "DefaultKind", "Area", "Sized", "Size", "Shape", "NewShape", "Map"]),
+    "rust": ("shapes.rs", '''pub const MAX_SIDES: u32 = 12;
+static mut COUNT: u32 = 0;
+pub type Area = f64;
+pub trait Sized2 { fn size(&self) -> u32; }
+pub enum Kind { Square, Circle }
+pub struct Shape<T> { w: T }
+impl<T> Shape<T> { pub fn new(w: T) -> Self { Shape { w } } }
+impl<T> Sized2 for Shape<T> { fn size(&self) -> u32 { 1 } }
+pub mod geometry { pub fn pi() -> f64 { 3.14 } }
+macro_rules! square { ($x:expr) => { $x * $x }; }
+union Bits { i: u32, f: f32 }
+''', ["MAX_SIDES", "COUNT", "Area", "Sized2", "size", "Kind", "Shape", "new", "geometry", "pi", "square", "Bits"]),
+    "c": ("shapes.c", '''#include <stdlib.h>
+#define MAX_SIDES 12
+#define SQUARE(x) ((x) * (x))
+typedef struct shape { int w, h; } shape_t;
+enum kind { SQUARE_KIND, CIRCLE_KIND };
+union bits { int i; float f; };
+int area(const shape_t *s);
+static inline int perimeter(const shape_t *s) { return 2 * (s->w + s->h); }
+shape_t *new_shape(int w, int h) { shape_t *s = malloc(sizeof *s); return s; }
+int area(const shape_t *s) { return s->w * s->h; }
+''', ["MAX_SIDES", "SQUARE", "shape", "shape_t", "kind", "bits", "area", "perimeter", "new_shape"]),
+    "cpp": ("shapes.cpp", '''#include <vector>
+namespace geo {
+template <typename T>
+class Shape {
+ public:
+  Shape() = default;
+  virtual ~Shape() {}
+  virtual T area() const = 0;
+  bool operator==(const Shape& o) const { return true; }
+  int sides() const;
+};
+template <typename T>
+int Shape<T>::sides() const { return 4; }
+struct Point { int x, y; };
+using Points = std::vector<Point>;
+enum class Kind { Square, Circle };
+Points make_points(int n) { return Points(n); }
+}  // namespace geo
+''', ["geo", "Shape", "area", "sides", "Point", "Points", "Kind", "make_points"]),
+    "ruby": ("shapes.rb", '''module Geometry
+  MAX_SIDES = 12
+
+  class Shape
+    attr_reader :sides
+
+    def initialize(sides)
+      @sides = sides
+    end
+
+    def self.square
+      new(4)
+    end
+
+    def area = 0
+
+    def ==(other)
+      sides == other.sides
+    end
+  end
+end
+
+class Geometry::Circle < Geometry::Shape
+end
+''', ["Geometry", "MAX_SIDES", "Shape", "initialize", "square", "area", "Circle"]),
+    "php": ("shapes.php", '''<?php
+namespace Geo;
+
+const MAX_SIDES = 12;
+
+interface Sized { public function size(): int; }
+
+trait Named { public function name(): string { return "shape"; } }
+
+enum Kind: string { case Square = "s"; }
+
+abstract class Shape implements Sized {
+    use Named;
+    const KIND = "abstract";
+    abstract public function area(): float;
+    public static function make(): static { return new static(); }
+}
+
+function perimeter(Shape $s): int { return 0; }
+''', ["MAX_SIDES", "Sized", "size", "Named", "name", "Kind", "Shape", "KIND", "area", "make", "perimeter"]),
+}
