@@ -1,0 +1,27 @@
+"""Engine settings (configs/serve.yaml's `engine` section feeds these)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    """How the native engine loads the model and sizes its batches and caches."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(..., description="checkpoint directory")
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    num_loops: int | None = Field(None, ge=1, description="loops per token; default the trained count")
+    max_num_seqs: int = Field(32, ge=1, description="requests decoded together (running batch)")
+    max_num_batched_tokens: int = Field(2048, ge=16, description="prompt tokens per prefill step (chunking)")
+    max_model_len: int = Field(4096, ge=16, description="prompt + output tokens per request")
+    max_waiting: int = Field(256, ge=0, description="queued requests before new ones are refused")
+    block_size: int = Field(16, ge=1, description="tokens per loop-0 KV block")
+    num_kv_blocks: int | None = Field(
+        None, ge=1, description="loop-0 KV blocks; default enough for max_num_seqs full-length requests")
+    decode_mode: Literal["fused", "sequential"] = Field(
+        "fused", description="fused: all loops of a token in one pass; sequential: one pass per loop (baseline)")
+    cuda_graphs: bool = Field(True, description="capture decode steps as CUDA graphs (cuda only)")
+    graph_batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 48, 64])

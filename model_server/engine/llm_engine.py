@@ -1,0 +1,287 @@
+"""The engine loop: requests in, one step at a time, token events out; and its asyncio front.
+
+``LLMEngine`` is synchronous and single-threaded: ``submit`` puts requests in an inbox, ``step`` drains
+the inbox and pending aborts, asks the scheduler what to run, runs it and samples. ``AsyncLLMEngine``
+runs ``step`` on a background thread and hands each request's events to the asyncio task that waits
+for them, so a web server can stream tokens and abort requests whose clients went away.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import threading
+import time
+import uuid
+from typing import AsyncIterator
+
+import torch
+
+from ..plt.configuration import LoopSpec
+from .block_manager import BlockManager
+from .config import EngineConfig
+from .model_runner import ModelRunner
+from .sampler import sample
+from .scheduler import Scheduler
+from .sequence import Sequence, Status
+from .types import EngineOverloaded, EngineStats, RequestTooLong, SamplingParams, TokenEvent
+
+log = logging.getLogger(__name__)
+
+
+class LLMEngine:
+    def __init__(self, model, tokenizer, cfg: EngineConfig):
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = tokenizer
+        # load_checkpoint already warned if the loop count differs from the trained one
+        self.spec = LoopSpec.from_config(model.config, cfg.num_loops, warn=False)
+        num_blocks = cfg.num_kv_blocks or cfg.max_num_seqs * -(-cfg.max_model_len // cfg.block_size)
+        self.runner = ModelRunner(model, cfg, self.spec, num_blocks)
+        self.blocks = BlockManager(num_blocks, cfg.block_size, cfg.max_num_seqs)
+        self.scheduler = Scheduler(self.blocks, cfg.max_num_seqs, cfg.max_num_batched_tokens)
+        self.vocab_size = model.config.vocab_size
+        self.eos_ids = frozenset(_eos_ids(model, tokenizer))
+        self.generator = torch.Generator(device=self.runner.device)
+        self.generator.seed()
+        self._inbox: collections.deque[Sequence] = collections.deque()
+        self._aborts: set[str] = set()
+        self._lock = threading.Lock()  # guards inbox and aborts (the only state other threads touch)
+        self._requests: dict[str, Sequence] = {}
+        self.counters = collections.Counter()
+        if cfg.cuda_graphs and self.runner.device.type == "cuda":
+            self.runner.capture_graphs()
+
+    @classmethod
+    def from_config(cls, cfg: EngineConfig) -> "LLMEngine":
+        from ..plt.checkpoint import load_checkpoint
+
+        model, tokenizer = load_checkpoint(cfg.model, dtype=cfg.dtype, device=cfg.device, num_loops=cfg.num_loops)
+        return cls(model, tokenizer, cfg)
+
+    @property
+    def max_model_len(self) -> int:
+        return self.cfg.max_model_len
+
+    # -- requests ---------------------------------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None) -> str:
+        """Queue a request (thread-safe); raises RequestTooLong, EngineOverloaded or ValueError at once."""
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        if len(prompt_ids) >= self.cfg.max_model_len:
+            raise RequestTooLong(f"prompt has {len(prompt_ids)} tokens; the engine's max_model_len is "
+                                 f"{self.cfg.max_model_len} (prompt plus at least one new token)")
+        bad = [t for t in prompt_ids if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (size {self.vocab_size})")
+        request_id = request_id or uuid.uuid4().hex
+        seq = Sequence(request_id, list(prompt_ids), params,
+                       frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_ids),
+                       time.monotonic())
+        if params.seed is not None:
+            seq.generator = torch.Generator(device=self.runner.device).manual_seed(params.seed)
+        with self._lock:
+            if len(self._inbox) + len(self.scheduler.waiting) >= self.cfg.max_waiting:
+                raise EngineOverloaded(f"{self.cfg.max_waiting} requests are already waiting; retry later")
+            self._inbox.append(seq)
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request and free its cache (thread-safe); its last event says finish_reason "abort"."""
+        with self._lock:
+            self._aborts.add(request_id)
+
+    def has_work(self) -> bool:
+        with self._lock:
+            return bool(self._inbox or self._aborts or self.scheduler.has_work())
+
+    # -- one step ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self) -> list[TokenEvent]:
+        events: list[TokenEvent] = []
+        with self._lock:
+            incoming, self._inbox = list(self._inbox), collections.deque()
+            aborts, self._aborts = self._aborts, set()
+        for seq in incoming:
+            self._requests[seq.request_id] = seq
+            self.scheduler.add(seq)
+        for rid in aborts:
+            seq = self._requests.get(rid)
+            if seq is not None and seq.status is not Status.FINISHED:
+                self._finish(seq, "abort", events)
+        schedule = self.scheduler.schedule()
+        if schedule.prefill:
+            for chunk in schedule.prefill:
+                if chunk.start == 0:
+                    self.runner.reset_slot(chunk.seq.slot)
+            logits = self.runner.prefill(schedule.prefill)
+            sampling = [(i, c.seq) for i, c in enumerate(schedule.prefill) if c.samples]
+            for chunk in schedule.prefill:
+                chunk.seq.num_computed += chunk.length
+                self.counters["prompt_tokens"] += chunk.length
+            if sampling:
+                rows = torch.tensor([i for i, _ in sampling], device=logits.device)
+                self._append(logits[rows], [s for _, s in sampling], events)
+        elif schedule.decode:
+            logits = self.runner.decode(schedule.decode)
+            for seq in schedule.decode:
+                seq.num_computed += 1
+            self._append(logits, schedule.decode, events)
+        self.counters["steps"] += 1
+        return events
+
+    def _append(self, logits: torch.Tensor, seqs: list[Sequence], events: list[TokenEvent]) -> None:
+        for seq, token in zip(seqs, sample(logits, seqs, self.generator)):
+            seq.output_ids.append(token)
+            self.counters["generation_tokens"] += 1
+            if token in seq.stop_ids:
+                self._finish(seq, "stop", events)
+            elif len(seq.output_ids) >= seq.params.max_tokens or seq.num_tokens >= self.cfg.max_model_len:
+                self._finish(seq, "length", events)
+            else:
+                events.append(self._event(seq))
+
+    def _finish(self, seq: Sequence, reason: str, events: list[TokenEvent]) -> None:
+        self.scheduler.finish(seq, reason)
+        self._requests.pop(seq.request_id, None)
+        self.counters["aborted" if reason == "abort" else "finished"] += 1
+        events.append(self._event(seq))
+
+    @staticmethod
+    def _event(seq: Sequence) -> TokenEvent:
+        new = seq.output_ids[seq.num_emitted:]
+        seq.num_emitted = len(seq.output_ids)
+        return TokenEvent(seq.request_id, new, seq.status is Status.FINISHED, seq.finish_reason,
+                          len(seq.prompt_ids), len(seq.output_ids))
+
+    def fail_all(self, reason: str = "error") -> list[TokenEvent]:
+        """Finish every request (after an engine failure) so no caller waits forever."""
+        events: list[TokenEvent] = []
+        with self._lock:
+            pending, self._inbox = list(self._inbox), collections.deque()
+        for seq in pending + list(self.scheduler.waiting) + list(self.scheduler.running):
+            self._finish(seq, reason, events)
+        return events
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            num_waiting=len(self.scheduler.waiting) + len(self._inbox), num_running=len(self.scheduler.running),
+            kv_blocks_used=self.blocks.used_blocks, kv_blocks_total=self.blocks.num_blocks,
+            prompt_tokens_total=self.counters["prompt_tokens"],
+            generation_tokens_total=self.counters["generation_tokens"],
+            requests_finished_total=self.counters["finished"], requests_aborted_total=self.counters["aborted"],
+            steps_total=self.counters["steps"],
+        )
+
+    # -- offline use --------------------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
+                 arrivals: list[int] | None = None) -> list[list[int]]:
+        """Run prompts to completion; ``arrivals[i]`` = engine step at which prompt i is submitted."""
+        params = params if isinstance(params, list) else [params] * len(prompts)
+        arrivals = arrivals or [0] * len(prompts)
+        ids = [f"offline-{i}" for i in range(len(prompts))]
+        outputs: dict[str, list[int]] = {rid: [] for rid in ids}
+        pending = sorted(range(len(prompts)), key=lambda i: arrivals[i])
+        for step in itertools.count():
+            while pending and arrivals[pending[0]] <= step:
+                i = pending.pop(0)
+                self.submit(prompts[i], params[i], ids[i])
+            if not pending and not self.has_work():
+                break
+            for event in self.step():
+                outputs[event.request_id] += event.token_ids
+        return [outputs[rid] for rid in ids]
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model.generation_config, "eos_token_id", None), model.config.eos_token_id,
+                   getattr(tokenizer, "eos_token_id", None)):
+        if source is None:
+            continue
+        ids.update(source if isinstance(source, (list, tuple)) else [source])
+    return ids
+
+
+class AsyncLLMEngine:
+    """asyncio front of LLMEngine: the engine steps on its own thread; each request gets a queue."""
+
+    def __init__(self, engine: LLMEngine, model_name: str | None = None):
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.model_name = model_name or str(engine.cfg.model).rstrip("/").split("/")[-1]
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_config(cls, cfg: EngineConfig, model_name: str | None = None) -> "AsyncLLMEngine":
+        return cls(LLMEngine.from_config(cfg), model_name)
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="loopcoder-engine", daemon=True)
+        self._thread.start()
+
+    async def shutdown(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def abort(self, request_id: str) -> None:
+        self.engine.abort(request_id)
+        self._wake.set()
+
+    async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
+                       request_id: str | None = None) -> AsyncIterator[TokenEvent]:
+        """Token events of one request; leaving the loop early (client gone) aborts the request."""
+        request_id = request_id or uuid.uuid4().hex
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = queue
+        try:
+            self.engine.submit(prompt_token_ids, params, request_id)
+        except Exception:
+            self._queues.pop(request_id, None)
+            raise
+        self._wake.set()
+        finished = False
+        try:
+            while not finished:
+                event = await queue.get()
+                finished = event.finished
+                yield event
+        finally:
+            if not finished:
+                self.abort(request_id)
+            self._queues.pop(request_id, None)
+
+    def _deliver(self, events: list[TokenEvent]) -> None:
+        for event in events:
+            queue = self._queues.get(event.request_id)
+            if queue is not None:
+                queue.put_nowait(event)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.engine.has_work():
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            try:
+                events = self.engine.step()
+            except Exception:  # keep serving: fail the requests in flight, report, go on
+                log.exception("engine step failed; finishing all requests in flight")
+                events = self.engine.fail_all("error")
+            if events:
+                self._loop.call_soon_threadsafe(self._deliver, events)

@@ -1,0 +1,331 @@
+"""Tensors on the device: the cache pools, the prefill and decode forwards, CUDA graphs for decode.
+
+The runner reuses the PLT model's modules (same weights, same per-layer maths: norms, projections,
+RoPE, gate, MLP) and replaces its attention bookkeeping with engine-owned pools:
+
+| pool | shape | indexed by |
+|---|---|---|
+| loop-0 K/V | [L, blocks + 1, block_size, G, D] | a request's block table (paged) |
+| rings | [L, slots + 1, R-1, window, G, D] | a request's slot; position p at p % window |
+| carry | [max(R-1, 1), slots + 1, d] | a request's slot |
+
+The extra block and slot are scratch space for the padding rows of captured CUDA graphs.
+
+Decode modes: ``fused`` runs all R loops of each new token as R rows of one pass (plt_spec.md 4.1):
+weights are read once per token. ``sequential`` runs one pass per loop, like the authors' vLLM fork;
+it is the baseline the benchmark compares against and the only schedule IQuest v1 allows (its loop r
+needs loop r-1 at the same position).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..kernels import gswa_decode, gswa_prefill
+from ..plt.configuration import LoopSpec
+from .config import EngineConfig
+from .scheduler import PrefillChunk
+from .sequence import Sequence
+
+
+def _ring_attention(q, ring_k, ring_v, valid, scale):
+    """q [B, H, D] over each request's ring [B, W, G, D] where valid [B, W]."""
+    rep = q.shape[1] // ring_k.shape[2]
+    k = ring_k.repeat_interleave(rep, dim=2).transpose(1, 2)  # [B, H, W, D]
+    v = ring_v.repeat_interleave(rep, dim=2).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=valid[:, None, None, :], scale=scale)
+    return out[:, :, 0]
+
+
+class ModelRunner:
+    def __init__(self, model, cfg: EngineConfig, spec: LoopSpec, num_blocks: int):
+        self.model = model
+        self.inner = model.model
+        config = model.config
+        self.spec = spec
+        self.cfg = cfg
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.num_layers = config.num_hidden_layers
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.hidden = config.hidden_size
+        self.scale = self.head_dim ** -0.5
+        self.block_size = cfg.block_size
+        self.max_blocks_per_seq = -(-cfg.max_model_len // cfg.block_size)
+        self.dummy_block, self.dummy_slot = num_blocks, cfg.max_num_seqs
+        kv = (self.num_layers, num_blocks + 1, cfg.block_size, self.num_kv_heads, self.head_dim)
+        self.k_pool = torch.zeros(kv, dtype=self.dtype, device=self.device)
+        self.v_pool = torch.zeros(kv, dtype=self.dtype, device=self.device)
+        rings = max(spec.num_loops - 1, 1)
+        ring = (self.num_layers, cfg.max_num_seqs + 1, rings, spec.window, self.num_kv_heads, self.head_dim)
+        self.ring_k = torch.zeros(ring, dtype=self.dtype, device=self.device)
+        self.ring_v = torch.zeros(ring, dtype=self.dtype, device=self.device)
+        self.carry = torch.zeros(rings, cfg.max_num_seqs + 1, self.hidden, dtype=self.dtype, device=self.device)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._static: dict[str, torch.Tensor] = {}
+
+    # -- small helpers -------------------------------------------------------------------------------
+    def _gate(self, layer: int):
+        return self.inner._gate(layer)
+
+    def _qkv(self, layer, x, cos, sin):
+        return self.inner.layers[layer].self_attn._qkv(x, cos, sin)
+
+    def _finish_layer(self, layer, residual, attn_out):
+        lay = self.inner.layers[layer]
+        h = residual + lay.self_attn.o_proj(attn_out)
+        return h + lay.mlp(lay.post_attention_layernorm(h))
+
+    def _loop_output(self, h):
+        return self.inner.norm(h) if self.spec.normalize_per_loop else h
+
+    def kv_bytes_per_token(self) -> int:
+        """Loop-0 K/V bytes one more token of context costs (rings and carry are per request)."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.k_pool.element_size()
+
+    def per_request_bytes(self) -> int:
+        """Fixed bytes per running request: rings of loops >= 1 plus the carry."""
+        if self.spec.num_loops == 1:
+            return 0
+        ring = 2 * self.num_layers * (self.spec.num_loops - 1) * self.spec.window * self.num_kv_heads * self.head_dim
+        return (ring + (self.spec.num_loops - 1) * self.hidden) * self.k_pool.element_size()
+
+    def reset_slot(self, slot: int) -> None:
+        """A new request starts with a zero carry (H^{r-1}_{-1} = 0)."""
+        self.carry[:, slot].zero_()
+
+    def _flat_slots(self, block_table: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Index into k_pool[layer].view(-1, G, D) of each position, through the block table."""
+        return block_table[positions // self.block_size] * self.block_size + positions % self.block_size
+
+    # -- prefill ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefill(self, chunks: list[PrefillChunk]) -> torch.Tensor:
+        """Run chunks of prompts through all loops (loops one after another, each over all tokens).
+        Returns the last-loop logits at the last token of every chunk, [len(chunks), V]."""
+        dev, spec, window = self.device, self.spec, self.spec.window
+        ids, pos, global_index, old_slot, old_pos, local_order, ring_tok, ring_slot, ring_pos = ([] for _ in range(9))
+        cu_q, cu_k, cu_l = [0], [0], [0]
+        n_tok = sum(c.length for c in chunks)
+        n_old = sum(c.start - max(0, c.start - window + 1) for c in chunks)
+        old_offset = 0
+        for c in chunks:
+            seq = c.seq
+            table = torch.tensor(seq.block_table, dtype=torch.long)
+            chunk_pos = torch.arange(c.start, c.start + c.length)
+            ids.append(torch.tensor(seq.token_ids[c.start: c.start + c.length]))
+            pos.append(chunk_pos)
+            global_index.append(self._flat_slots(table, torch.arange(c.start + c.length)))
+            lo = max(0, c.start - window + 1)
+            old = torch.arange(lo, c.start)
+            # Local keys are gathered from [all chunks' ring entries ; all chunks' tokens]; this chunk's,
+            # in packed order, are its ring entries and then its own tokens.
+            local_order.append(torch.cat([old_offset + torch.arange(len(old)),
+                                          n_old + cu_q[-1] + torch.arange(c.length)]))
+            old_offset += len(old)
+            old_slot.append(torch.full((len(old),), seq.slot))
+            old_pos.append(old)
+            keep = min(c.length, window)
+            ring_tok.append(cu_q[-1] + torch.arange(c.length - keep, c.length))
+            ring_slot.append(torch.full((keep,), seq.slot))
+            ring_pos.append(chunk_pos[c.length - keep:] % window)
+            cu_q.append(cu_q[-1] + c.length)
+            cu_k.append(cu_k[-1] + c.start + c.length)
+            cu_l.append(cu_l[-1] + len(old) + c.length)
+
+        def cat(parts):
+            return torch.cat(parts).to(dev)
+
+        ids, pos, global_index = cat(ids), cat(pos), cat(global_index)
+        old_slot, old_pos, local_order = cat(old_slot), cat(old_pos) % window, cat(local_order)
+        ring_tok, ring_slot, ring_pos = cat(ring_tok), cat(ring_slot), cat(ring_pos)
+        write_index = torch.cat([self._flat_slots(torch.tensor(c.seq.block_table),
+                                                  torch.arange(c.start, c.start + c.length)) for c in chunks]).to(dev)
+        cu_q_t, cu_k_t, cu_l_t = (torch.tensor(x, dtype=torch.int32, device=dev) for x in (cu_q, cu_k, cu_l))
+        max_q, max_k = max(c.length for c in chunks), max(c.start + c.length for c in chunks)
+        slots = torch.tensor([c.seq.slot for c in chunks], device=dev)
+        first, last = cu_q_t[:-1].long(), cu_q_t[1:].long() - 1
+
+        embeds = self.inner.embed_tokens(ids)[None]  # [1, N, d]
+        cos, sin = self.inner.rotary_emb(pos[None], embeds.dtype)
+        old_carry = self.carry[:, slots].clone()
+        g, d = self.num_kv_heads, self.head_dim
+        loop_out = h = None
+        for r in range(spec.num_loops):
+            if r == 0:
+                h = embeds
+            elif spec.clp:
+                shifted = torch.cat([embeds.new_zeros(1, 1, self.hidden), loop_out[:, :-1]], dim=1)
+                shifted[0, first] = old_carry[r - 1]
+                h = spec.emb_scale * embeds + spec.hidden_scale * shifted
+            else:
+                h = loop_out
+            for layer in range(self.num_layers):
+                x = self.inner.layers[layer].input_layernorm(h)
+                q, k, v = self._qkv(layer, x, cos, sin)  # [1, H|G, N, D]
+                qp, kp, vp = q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1)
+                k_flat, v_flat = self.k_pool[layer].view(-1, g, d), self.v_pool[layer].view(-1, g, d)
+                if r == 0:
+                    k_flat[write_index] = kp
+                    v_flat[write_index] = vp
+                local = {}
+                if r > 0:
+                    rk, rv = self.ring_k[layer][:, r - 1], self.ring_v[layer][:, r - 1]
+                    lk = torch.cat([rk[old_slot, old_pos], kp])[local_order]
+                    lv = torch.cat([rv[old_slot, old_pos], vp])[local_order]
+                    rk[ring_slot, ring_pos] = kp[ring_tok]
+                    rv[ring_slot, ring_pos] = vp[ring_tok]
+                    gate = self._gate(layer)(h, q)[0, :, :, 0].transpose(0, 1)  # [N, H]
+                    local = dict(k_loc=lk, v_loc=lv, cu_seqlens_kl=cu_l_t, gate=gate, window=window)
+                out = gswa_prefill(qp, k_flat[global_index], v_flat[global_index], cu_q_t, cu_k_t, max_q, max_k,
+                                   scale=self.scale, **local)
+                h = self._finish_layer(layer, h, out.reshape(1, n_tok, -1))
+            if r < spec.num_loops - 1:
+                loop_out = self._loop_output(h) if spec.clp else h
+                if spec.clp:
+                    self.carry[r, slots] = loop_out[0, last]
+        return self.model.lm_head(self.inner.norm(h[0, last])).float()
+
+    # -- decode -----------------------------------------------------------------------------------------
+    def _decode_inputs(self, seqs: list[Sequence]):
+        dev = self.device
+        ids = torch.tensor([s.token_ids[-1] for s in seqs], device=dev)
+        pos = torch.tensor([s.num_tokens - 1 for s in seqs], device=dev)
+        slots = torch.tensor([s.slot for s in seqs], device=dev)
+        tables = torch.full((len(seqs), self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32)
+        for i, s in enumerate(seqs):
+            tables[i, : len(s.block_table)] = torch.tensor(s.block_table, dtype=torch.int32)
+        return ids, pos, slots, tables.to(dev)
+
+    @torch.no_grad()
+    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
+        """One new token for each sequence; returns last-loop logits [B, V]."""
+        ids, pos, slots, tables = self._decode_inputs(seqs)
+        batch = len(seqs)
+        size = next((n for n in sorted(self.graphs) if n >= batch), None)
+        if size is None:
+            return self._decode_step(ids, pos, slots, tables)
+        st = self._static
+        st["ids"][:batch], st["pos"][:batch], st["slots"][:batch], st["tables"][:batch] = ids, pos, slots, tables
+        st["ids"][batch:size] = 0
+        st["pos"][batch:size] = 0
+        st["slots"][batch:size] = self.dummy_slot
+        st["tables"][batch:size] = self.dummy_block
+        graph, logits = self.graphs[size]
+        graph.replay()
+        return logits[:batch]
+
+    def _decode_step(self, ids, pos, slots, tables):
+        if self.cfg.decode_mode == "fused" and self.spec.clp and self.spec.num_loops > 1:
+            return self._decode_fused(ids, pos, slots, tables)
+        return self._decode_sequential(ids, pos, slots, tables)
+
+    def _write_kv(self, layer, pos, tables, k, v):
+        """Write loop-0 K/V [B, G, D] of each request's new position into the paged pool."""
+        flat = tables.gather(1, (pos // self.block_size)[:, None])[:, 0].long() * self.block_size + pos % self.block_size
+        self.k_pool[layer].view(-1, self.num_kv_heads, self.head_dim)[flat] = k
+        self.v_pool[layer].view(-1, self.num_kv_heads, self.head_dim)[flat] = v
+
+    def _decode_fused(self, ids, pos, slots, tables):
+        spec, rows = self.spec, self.spec.num_loops
+        batch = ids.shape[0]
+        embeds = self.inner.embed_tokens(ids)[:, None]  # [B, 1, d]
+        carry = self.carry[:, slots]  # [R-1, B, d]
+        h = torch.cat([embeds] + [spec.emb_scale * embeds + spec.hidden_scale * carry[r - 1][:, None]
+                                  for r in range(1, rows)])  # [R*B, 1, d]
+        cos, sin = self.inner.rotary_emb(pos[:, None], embeds.dtype)
+        cos, sin = cos.repeat(rows, 1, 1), sin.repeat(rows, 1, 1)
+        seq_lens = (pos + 1).to(torch.int32)
+        ring_pos = pos % spec.window
+        slots32 = slots.to(torch.int32)
+        for layer in range(self.num_layers):
+            x = self.inner.layers[layer].input_layernorm(h)
+            q, k, v = self._qkv(layer, x, cos, sin)  # [R*B, H|G, 1, D]
+            self._write_kv(layer, pos, tables, k[:batch, :, 0], v[:batch, :, 0])
+            gates = []
+            for r in range(1, rows):
+                part = slice(r * batch, (r + 1) * batch)
+                self.ring_k[layer][slots, r - 1, ring_pos] = k[part, :, 0]
+                self.ring_v[layer][slots, r - 1, ring_pos] = v[part, :, 0]
+                gates.append(self._gate(layer)(h[part], q[part])[:, :, 0, 0])
+            rows_q = q[:, :, 0].view(rows, batch, self.num_heads, self.head_dim).transpose(0, 1)
+            out = gswa_decode(rows_q, self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
+                              self.ring_k[layer], self.ring_v[layer], slots32, torch.stack(gates, 1),
+                              scale=self.scale)  # [B, R, H, D]
+            h = self._finish_layer(layer, h, out.transpose(0, 1).reshape(rows * batch, 1, -1))
+        h = h.view(rows, batch, self.hidden)
+        self.carry[:, slots] = self._loop_output(h[:-1])
+        return self.model.lm_head(self.inner.norm(h[-1])).float()
+
+    def _decode_sequential(self, ids, pos, slots, tables):
+        spec = self.spec
+        embeds = self.inner.embed_tokens(ids)[:, None]
+        cos, sin = self.inner.rotary_emb(pos[:, None], embeds.dtype)
+        seq_lens = (pos + 1).to(torch.int32)
+        ring_pos = pos % spec.window
+        # ring entry e holds position p = pos - ((pos - e) mod window); it is valid when p >= 0
+        entries = torch.arange(spec.window, device=ids.device)
+        ring_valid = (pos[:, None] - ((pos[:, None] - entries[None]) % spec.window)) >= 0
+        old_carry = self.carry[:, slots].clone()
+        loop_out, outs = None, []
+        for r in range(spec.num_loops):
+            if r == 0:
+                h = embeds
+            elif spec.clp:
+                h = spec.emb_scale * embeds + spec.hidden_scale * old_carry[r - 1][:, None]
+            else:
+                h = loop_out
+            for layer in range(self.num_layers):
+                x = self.inner.layers[layer].input_layernorm(h)
+                q, k, v = self._qkv(layer, x, cos, sin)  # [B, H|G, 1, D]
+                if r == 0:
+                    self._write_kv(layer, pos, tables, k[:, :, 0], v[:, :, 0])
+                out = gswa_decode(q[:, :, 0][:, None], self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
+                                  None, None, None, None, scale=self.scale)[:, 0]  # [B, H, D]
+                if r > 0:
+                    rk, rv = self.ring_k[layer][:, r - 1], self.ring_v[layer][:, r - 1]
+                    rk[slots, ring_pos] = k[:, :, 0]
+                    rv[slots, ring_pos] = v[:, :, 0]
+                    local = _ring_attention(q[:, :, 0], rk[slots], rv[slots], ring_valid, self.scale)
+                    g = self._gate(layer)(h, q)[:, :, 0]  # [B, H, 1]
+                    out = g * out + (1 - g) * local
+                h = self._finish_layer(layer, h, out.reshape(out.shape[0], 1, -1))
+            if r < spec.num_loops - 1:
+                loop_out = self._loop_output(h) if spec.clp else h
+                outs.append(loop_out[:, 0])
+        if spec.clp and outs:
+            self.carry[:, slots] = torch.stack(outs)
+        return self.model.lm_head(self.inner.norm(h[:, 0])).float()
+
+    # -- CUDA graphs ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def capture_graphs(self) -> None:
+        """Capture one decode graph per batch size (<= max_num_seqs) on static input buffers."""
+        if self.device.type != "cuda":
+            return
+        sizes = sorted({min(n, self.cfg.max_num_seqs) for n in self.cfg.graph_batch_sizes})
+        top = sizes[-1]
+        dev = self.device
+        self._static = st = {
+            "ids": torch.zeros(top, dtype=torch.long, device=dev),
+            "pos": torch.zeros(top, dtype=torch.long, device=dev),
+            "slots": torch.full((top,), self.dummy_slot, dtype=torch.long, device=dev),
+            "tables": torch.full((top, self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32, device=dev),
+        }
+        pool = None
+        for size in reversed(sizes):  # largest first so smaller graphs reuse its memory pool
+            args = (st["ids"][:size], st["pos"][:size], st["slots"][:size], st["tables"][:size])
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm up: Triton compiles, cuBLAS picks kernels
+                    self._decode_step(*args)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                logits = self._decode_step(*args)
+            pool = graph.pool()
+            self.graphs[size] = (graph, logits)
+        torch.cuda.synchronize()
