@@ -51,10 +51,11 @@ class TagIndex:
         self.workers = workers or (os.cpu_count() or 1)
         self.persist = persist
         key = hashlib.sha1(str(workspace.root).encode()).hexdigest()[:16]
-        self.cache_path = (cache_dir or default_cache_dir()) / f"tags-v{CACHE_SCHEMA}-{key}.pkl"
+        self.cache_path = Path(cache_dir or default_cache_dir()) / f"tags-v{CACHE_SCHEMA}-{key}.pkl"
         self.files: dict[str, FileTags] = {}
         self._stamps: dict[str, tuple[int, int]] = {}
         self.generation = 0  # bumps whenever ``files`` changes; the repo map keys its graph on it
+        self.progress: Progress | None = None  # default progress callback for refresh()
         self._loaded = False
 
     def refresh(self, progress: Progress | None = None) -> ScanStats:
@@ -73,6 +74,7 @@ class TagIndex:
             self._stamps.pop(rel, None)
             del self.files[rel]
         todo = [rel for rel, stamp in current.items() if self._stamps.get(rel) != stamp]
+        progress = progress or self.progress
         done = 0
         try:
             for rel, stamp, tags in self._tag_files(todo, progress):

@@ -11,15 +11,20 @@ from loopcoder.tools.base import Tool
 from loopcoder.tools.config import ToolsConfig
 from loopcoder.tools.registry import ToolRegistry
 from loopcoder.tools.repomap import TokenCounter
+from loopcoder.tools.tag_index import Progress
 from loopcoder.tools.workspace import Workspace
 
 
 class Toolbox:
-    """The tools of one task. ``workspace`` defaults to ``sandbox.workspace``; ``task_text`` personalises maps."""
+    """The tools of one task. ``workspace`` defaults to ``sandbox.workspace``; ``task_text`` personalises maps.
+
+    ``token_counter`` (text -> tokens, e.g. the model's tokenizer) sizes the repo map; ``progress`` is told
+    (done, total) while a cold scan parses files, for a progress bar.
+    """
 
     def __init__(self, workspace: str | Path | None = None, config: ToolsConfig | None = None,
                  sandbox: Sandbox | None = None, task_text: str = "", test_command: str | None = None,
-                 token_counter: TokenCounter | None = None):
+                 token_counter: TokenCounter | None = None, progress: Progress | None = None):
         self.config = config or ToolsConfig()
         root = workspace if workspace is not None else (sandbox.workspace if sandbox is not None else None)
         if root is None:
@@ -27,6 +32,7 @@ class Toolbox:
         self.workspace = Workspace(root, self.config.limits.max_file_bytes)
         self.navigator = nav.Navigator(self.workspace, self.config, token_counter)
         self.navigator.focus_text = task_text
+        self.navigator.index.progress = progress  # (files parsed, files to parse) during a scan
         self.editor = ed.Editor(self.workspace, self.config)
         self.editor.on_change = self.navigator.index.invalidate
         self.shell = sh.ShellTools(self.workspace, self.config, sandbox, test_command)
