@@ -1,0 +1,189 @@
+"""Native-engine decode and prefill speed for a LoopCoder-V2-shaped model with random bf16 weights.
+
+Measures, side by side in one process on one GPU (issue 5's targets in brackets):
+- batch-1 decode tokens/s, R=2 fused [>= 170 tok/s, 85% of the 198 tok/s weight-read roofline];
+- decode step time R=2 / R=1 at batch 1 and 32 [<= 1.05 and <= 1.10];
+- R=2 fused vs R=2 as two sequential passes (the authors' vLLM fork) at batch 1 [>= 1.7x];
+- KV bytes per token at 32K context, R=2 / R=1 [<= 1.01];
+- time to first token for a 1K prompt; decode throughput at batch 64 with 2K context.
+
+Every decode step is a full ``LLMEngine.step()`` (scheduling, CUDA-graph replay, sampling), timed
+with a device synchronise around it; the median of ``--steps`` steps is reported.
+
+    python benchmarks/engine.py --out benchmarks/results/engine-h100.json
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+
+def build_model(layers: int):
+    from loopcoder.model_server.plt import IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM
+
+    config = IQuestPLTCoderConfig(
+        vocab_size=76800, hidden_size=5120, intermediate_size=27648, num_hidden_layers=layers,
+        num_attention_heads=40, num_key_value_heads=8, head_dim=128, plt_window_size=[64, 0],
+        plt_emb_scale=0.707, plt_hidden_scale=0.053, plt_normalize_per_loop=True,
+        plt_gate_use_hidden_states=True, eos_token_id=[2], max_position_embeddings=131072,
+    )
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = IQuestPLTCoderForCausalLM(config).eval()
+    torch.set_default_dtype(torch.float32)
+    return model
+
+
+def make_engine(model, num_loops: int, mode: str, max_num_seqs: int, max_model_len: int, graph_sizes):
+    from loopcoder.model_server.engine import EngineConfig, LLMEngine
+
+    model.config.num_loops = num_loops
+    cfg = EngineConfig(model="bench", device="cuda", num_loops=num_loops, max_num_seqs=max_num_seqs,
+                       max_model_len=max_model_len, max_num_batched_tokens=8192, decode_mode=mode,
+                       graph_batch_sizes=graph_sizes, max_waiting=10_000)
+    return LLMEngine(model, None, cfg)
+
+
+def _sync_time(fn):
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0, out
+
+
+def decode_step_ms(engine, batch: int, context: int, steps: int) -> float:
+    """Median wall time of a decode step with ``batch`` requests at about ``context`` tokens each."""
+    from loopcoder.model_server.engine import SamplingParams
+
+    params = SamplingParams(max_tokens=steps + 50, temperature=0, ignore_eos=True)
+    gen = torch.Generator().manual_seed(batch)
+    ids = [f"b{batch}-{i}" for i in range(batch)]
+    for rid in ids:
+        engine.submit(torch.randint(3, 70000, (context,), generator=gen).tolist(), params, rid)
+    while engine.scheduler.waiting or engine._inbox or any(s.in_prefill for s in engine.scheduler.running):
+        engine.step()
+    for _ in range(3):  # warm-up decode steps
+        engine.step()
+    times = [_sync_time(engine.step)[0] for _ in range(steps)]
+    for rid in ids:
+        engine.abort(rid)
+    engine.step()
+    assert not engine.scheduler.running, "requests left running"
+    return 1000 * statistics.median(times)
+
+
+def ttft_ms(engine, prompt_len: int, repeats: int = 3) -> float:
+    from loopcoder.model_server.engine import SamplingParams
+
+    params = SamplingParams(max_tokens=1, temperature=0, ignore_eos=True)
+    times = []
+    for i in range(repeats + 1):
+        prompt = torch.randint(3, 70000, (prompt_len,), generator=torch.Generator().manual_seed(i)).tolist()
+
+        def run():
+            engine.submit(prompt, params, f"ttft{i}")
+            while True:
+                if any(e.token_ids for e in engine.step()):
+                    return
+
+        elapsed, _ = _sync_time(run)
+        if i:  # the first run compiles kernels for new shapes
+            times.append(elapsed)
+    return 1000 * statistics.median(times)
+
+
+def kv_bytes_per_token(engine, context: int) -> float:
+    r = engine.runner
+    return (r.kv_bytes_per_token() * context + r.per_request_bytes()) / context
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="benchmarks/results/engine-h100.json")
+    ap.add_argument("--layers", type=int, default=14)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--short-context", type=int, default=1024, help="context of the R-ratio measurements")
+    args = ap.parse_args()
+
+    model = build_model(args.layers)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    results: dict[str, float] = {}
+    engines = {
+        "R1": (1, "fused"),
+        "R2": (2, "fused"),
+        "R2-sequential": (2, "sequential"),
+    }
+    for name, (loops, mode) in engines.items():
+        t0 = time.perf_counter()
+        engine = make_engine(model, loops, mode, max_num_seqs=64, max_model_len=2048 + 2 * args.steps + 128,
+                             graph_sizes=[1, 32, 64])
+        print(f"[{name}] engine ready in {time.perf_counter() - t0:.1f}s", flush=True)
+        for batch in (1, 32):
+            results[f"{name}.decode_ms.b{batch}"] = decode_step_ms(engine, batch, args.short_context, args.steps)
+            print(f"[{name}] batch {batch}: {results[f'{name}.decode_ms.b{batch}']:.3f} ms/step", flush=True)
+        results[f"{name}.kv_bytes_per_token_32k"] = kv_bytes_per_token(engine, 32768)
+        if name == "R2":
+            results["R2.ttft_ms.prompt1024"] = ttft_ms(engine, 1024)
+            step = decode_step_ms(engine, 64, 2048, max(10, args.steps // 2))
+            results["R2.decode_ms.b64.ctx2048"] = step
+            results["R2.throughput_tok_s.b64.ctx2048"] = 64 * 1000 / step
+            print(f"[R2] ttft {results['R2.ttft_ms.prompt1024']:.1f} ms; b64@2K {step:.2f} ms/step", flush=True)
+        del engine
+        gc.collect()
+        torch.cuda.empty_cache()
+
+    r = results
+    r["R2.decode_tok_s.b1"] = 1000 / r["R2.decode_ms.b1"]
+    r["roofline_tok_s.b1"] = None
+    ratios = {
+        "R2_over_R1.b1": r["R2.decode_ms.b1"] / r["R1.decode_ms.b1"],
+        "R2_over_R1.b32": r["R2.decode_ms.b32"] / r["R1.decode_ms.b32"],
+        "sequential_over_fused.b1": r["R2-sequential.decode_ms.b1"] / r["R2.decode_ms.b1"],
+        "sequential_over_fused.b32": r["R2-sequential.decode_ms.b32"] / r["R2.decode_ms.b32"],
+        "kv_bytes_R2_over_R1.32k": r["R2.kv_bytes_per_token_32k"] / r["R1.kv_bytes_per_token_32k"],
+    }
+    # Roofline: every weight read once per step, at the copy bandwidth measured on this GPU.
+    buf = torch.empty(2 * 1024 ** 3, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(buf)
+    for _ in range(3):
+        dst.copy_(buf)
+    copy_s = statistics.median(_sync_time(lambda: dst.copy_(buf))[0] for _ in range(10))
+    bandwidth = 2 * buf.numel() / copy_s
+    r["roofline_tok_s.b1"] = bandwidth / weight_bytes
+    targets = {
+        "R2.decode_tok_s.b1 >= 170": r["R2.decode_tok_s.b1"] >= 170,
+        "R2_over_R1.b1 <= 1.05": ratios["R2_over_R1.b1"] <= 1.05,
+        "R2_over_R1.b32 <= 1.10": ratios["R2_over_R1.b32"] <= 1.10,
+        "sequential_over_fused.b1 >= 1.7": ratios["sequential_over_fused.b1"] >= 1.7,
+        "kv_bytes_R2_over_R1.32k <= 1.01": ratios["kv_bytes_R2_over_R1.32k"] <= 1.01,
+    }
+    report = {
+        "command": "python " + " ".join(sys.argv),
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": __import__("triton").__version__,
+        "python": platform.python_version(),
+        "model": {"layers": args.layers, "hidden": 5120, "heads": "40/8", "head_dim": 128, "intermediate": 27648,
+                  "vocab": 76800, "dtype": "bfloat16", "weights_bytes": weight_bytes, "plt_window": 65},
+        "copy_bandwidth_bytes_s": bandwidth,
+        "short_context_tokens": args.short_context,
+        "results": r,
+        "ratios": ratios,
+        "targets_met": targets,
+    }
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(json.dumps({"ratios": ratios, "targets_met": targets, "tok_s_b1": r["R2.decode_tok_s.b1"],
+                      "roofline": r["roofline_tok_s.b1"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

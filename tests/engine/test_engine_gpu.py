@@ -1,0 +1,62 @@
+"""The engine on a CUDA GPU: Triton kernels, paged cache and CUDA graphs (run on the device machine,
+see docs/gpu.md). Marked gpu, so `make test` leaves it out."""
+import pytest
+import torch
+
+from loopcoder.model_server.engine import EngineConfig, LLMEngine, SamplingParams
+from loopcoder.model_server.plt import IQuestPLTCoderConfig, IQuestPLTCoderForCausalLM
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+GREEDY = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    config = IQuestPLTCoderConfig(vocab_size=2048, hidden_size=512, intermediate_size=1024, num_hidden_layers=3,
+                                  num_attention_heads=8, num_key_value_heads=2, head_dim=64,
+                                  plt_window_size=[64, 0], plt_emb_scale=0.707, plt_hidden_scale=0.053,
+                                  plt_gate_use_hidden_states=True, eos_token_id=[2])
+    return IQuestPLTCoderForCausalLM(config).to("cuda", torch.bfloat16).eval()
+
+
+def engine(model, **kw):
+    cfg = EngineConfig(model="gpu-test", device="cuda", max_num_seqs=8, max_model_len=512, block_size=16,
+                       max_num_batched_tokens=128, **kw)
+    return LLMEngine(model, None, cfg)
+
+
+def prompts():
+    g = torch.Generator().manual_seed(1)
+    return [torch.randint(3, 2048, (n,), generator=g).tolist() for n in (7, 150, 90, 1, 300)]
+
+
+def test_cuda_graphs_change_nothing(model):
+    graphs = engine(model, graph_batch_sizes=[1, 2, 4, 8])
+    assert graphs.runner.graphs
+    eager = engine(model, cuda_graphs=False)
+    batch = prompts()
+    assert graphs.generate(batch, GREEDY, arrivals=[0, 0, 2, 5, 9]) == eager.generate(batch, GREEDY,
+                                                                                      arrivals=[0, 0, 2, 5, 9])
+
+
+def test_engine_tokens_are_the_models_greedy_choices(model):
+    batch = prompts()
+    outs = engine(model).generate(batch, GREEDY, arrivals=[0, 1, 1, 4, 6])
+    agree = total = 0
+    for prompt, out in zip(batch, outs):
+        with torch.no_grad():
+            model.model.attention_impl = "torch"
+            logits = model(torch.tensor([prompt + out], device="cuda")).logits[0, len(prompt) - 1: -1]
+        agree += (logits.argmax(-1).cpu() == torch.tensor(out)).sum().item()
+        total += len(out)
+    print(f"greedy agreement with the torch path: {agree}/{total}")
+    assert agree / total > 0.95  # bf16: near-ties may flip
+
+
+def test_sequential_mode_matches_fused_mode(model):
+    batch = prompts()[:3]
+    fused = engine(model).generate(batch, GREEDY)
+    sequential = engine(model, decode_mode="sequential").generate(batch, GREEDY)
+    same = sum(a == b for x, y in zip(fused, sequential) for a, b in zip(x, y))
+    assert same / sum(map(len, fused)) > 0.95
