@@ -7,6 +7,7 @@ previous contents, so ``undo`` can step back, including deleting a file that ``c
 from __future__ import annotations
 
 import difflib
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -140,7 +141,7 @@ class Editor:
                 path.unlink()
             self.on_change(rel)
             return EditOutput(path=rel, action="undo", message=f"undid the creation of {rel} (file removed)")
-        path.write_bytes(previous)
+        _write_visibly(path, previous)
         self.on_change(rel)
         return EditOutput(path=rel, action="undo",
                           message=f"restored {rel} to its content before the last edit "
@@ -180,13 +181,32 @@ class Editor:
                                     "Fix the edit and try again")
                 warnings.append(f"the edit added a {problem}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(after.encode("utf-8"))
+        _write_visibly(path, after.encode("utf-8"))
         self.on_change(rel)
         stack = self.history[rel]
         stack.append(before.encode("utf-8") if before is not None else None)
         del stack[: -self.config.edit.max_undo]
         return EditOutput(path=rel, action=action, message=message, snippet=_snippet(after, first, last),
                           warnings=warnings)
+
+
+def _write_visibly(path: Path, data: bytes) -> None:
+    """Write ``data``, making sure (mtime seconds, size) changes so caches keyed on them see the edit.
+
+    Python's .pyc files (and make) trust whole-second mtimes plus size: a same-size edit within the second
+    of the last compile would otherwise run the old code.
+    """
+    try:
+        before = path.stat()
+    except FileNotFoundError:
+        before = None
+    path.write_bytes(data)
+    if before is None:
+        return
+    after = path.stat()
+    if after.st_size == before.st_size and int(after.st_mtime) == int(before.st_mtime):
+        bumped = (int(before.st_mtime) + 1) * 1_000_000_000
+        os.utime(path, ns=(after.st_atime_ns, bumped))
 
 
 def _new_syntax_errors(before: str, after: str, lang: str, first: int, last: int) -> list[tuple[int, str]]:

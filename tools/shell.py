@@ -74,6 +74,20 @@ _SUMMARY = re.compile(r"^=*\s*((?:\d+ (?:passed|failed|errors?|skipped|xfailed|x
                       r"(?:, )?)+)(?: in [\d.]+s.*)?=*\s*$", re.MULTILINE)
 
 
+_UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in [\d.]+s$", re.MULTILINE)
+_UNITTEST_END = re.compile(r"^(OK|FAILED)(?: \((.*)\))?\s*$", re.MULTILINE)
+
+
+def _unittest_summary(output: str) -> str:
+    """``Ran 3 tests: FAILED (failures=1)`` from unittest's closing lines, or "" when there are none."""
+    ran = _UNITTEST_RAN.findall(output)
+    end = _UNITTEST_END.findall(output)
+    if not ran or not end:
+        return ""
+    verdict, detail = end[-1]
+    return f"Ran {ran[-1]} tests: {verdict}" + (f" ({detail})" if detail else "")
+
+
 class ShellTools:
     """Runs commands in a ``Sandbox``; ``submitted`` turns true once the model calls submit."""
 
@@ -97,7 +111,7 @@ class ShellTools:
         res = self._exec(command, self.config.shell.test_timeout_s)
         out = CommandOutput.from_exec(command, res)
         found = _SUMMARY.findall(res.output)
-        summary = found[-1].strip().rstrip(",") if found else ""
+        summary = found[-1].strip().rstrip(",") if found else _unittest_summary(res.output)
         return TestsOutput(**out.model_dump(), passed=res.ok, summary=summary)
 
     def submit(self, args: SubmitArgs) -> SubmitOutput:

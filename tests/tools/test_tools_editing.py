@@ -140,3 +140,13 @@ def test_an_edit_is_seen_by_the_next_navigation_call(tb):
     assert res.ok, res.output
     locs = tb.registry.call("find_definition", {"symbol": "div"}).data.locations
     assert [(loc.path, loc.line) for loc in locs] == [("calc.py", 13)]
+
+
+def test_a_same_size_edit_changes_the_whole_second_mtime_so_pyc_caches_see_it(tb):
+    p = tb.workspace.root / "calc.py"
+    before = p.stat()
+    assert tb.registry.call("str_replace", {"path": "calc.py", "old_str": "a - b", "new_str": "b - a"}).ok
+    after = p.stat()
+    assert after.st_size == before.st_size and int(after.st_mtime) != int(before.st_mtime)
+    assert tb.registry.call("undo", {"path": "calc.py"}).ok
+    assert int(p.stat().st_mtime) != int(after.st_mtime)

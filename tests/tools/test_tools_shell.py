@@ -5,7 +5,7 @@ import pytest
 
 from loopcoder.tools.config import ToolsConfig
 
-local_sandbox = pytest.importorskip("loopcoder.runtime.local_sandbox", reason="runtime's LocalSandbox not present")
+from loopcoder.runtime import local_sandbox
 
 PROJECT = {
     "calc.py": "def add(a, b):\n    return a + b\n",

@@ -1,0 +1,57 @@
+"""The tools against a real DockerSandbox: host-side edits are seen by commands in the container."""
+import os
+
+import pytest
+
+from loopcoder.tools.config import ToolsConfig
+
+pytestmark = pytest.mark.docker
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str):
+    if IN_CI:  # same policy as tests/runtime: CI provides Docker, so a missing engine is a failure there
+        pytest.fail(f"{reason} -- CI=true, so Docker tests fail instead of skipping")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def docker_sandbox(tmp_path):
+    from loopcoder.runtime.config import SandboxConfig, load_runtime_config
+    from loopcoder.runtime.docker_sandbox import DockerSandbox
+    from loopcoder.runtime.engine import connect_docker
+    from loopcoder.runtime.errors import DockerUnavailableError
+    from loopcoder.runtime.images import base_image_exists
+
+    try:
+        client = connect_docker(timeout=60)
+    except DockerUnavailableError as exc:
+        unavailable(str(exc))
+    tag = load_runtime_config().images.base_image
+    if not base_image_exists(client, tag):
+        unavailable(f"sandbox base image {tag} missing; build it with `loopcoder sandbox build-base`")
+    root = tmp_path / "ws"
+    root.mkdir()
+    config = SandboxConfig(cpus=1.0, memory="256m", pids_limit=128, output_limit_bytes=20_000, default_timeout_s=60)
+    with DockerSandbox(root, config=config, image=tag, client=client, labels={"loopcoder.purpose": "test"}) as sb:
+        yield sb
+
+
+def test_edit_on_the_host_then_test_in_the_container(docker_sandbox, make_toolbox):
+    config = ToolsConfig()
+    config.shell.test_command = "python3 -m unittest -q"
+    tb = make_toolbox({
+        "calc.py": "def add(a, b):\n    return a - b\n",
+        "test_calc.py": "import unittest\nfrom calc import add\n\n\nclass T(unittest.TestCase):\n"
+                        "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n",
+    }, sandbox=docker_sandbox, config=config)
+    res = tb.registry.call("run_tests", {})
+    assert res.ok and not res.data.passed and res.data.summary == "Ran 1 tests: FAILED (failures=1)", res.output
+    assert tb.registry.call("str_replace", {"path": "/testbed/calc.py", "old_str": "a - b", "new_str": "a + b"}).ok
+    res = tb.registry.call("shell", {"command": "pwd && python3 -c 'import calc; print(calc.add(2, 3))'"})
+    assert res.ok and res.data.exit_code == 0 and res.output.endswith("/testbed\n5\n"), res.output
+    res = tb.registry.call("run_tests", {"paths": ["test_calc.py"]})
+    assert res.data.passed and res.data.summary == "Ran 1 tests: OK", res.output
+    res = tb.registry.call("shell", {"command": "sleep 20", "timeout_s": 1})
+    assert res.data.timed_out and tb.registry.call("shell", {"command": "echo alive"}).output.endswith("alive\n")
