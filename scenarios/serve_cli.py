@@ -1,0 +1,102 @@
+"""`loopcoder serve`: the OpenAI-compatible server on the native engine, in the foreground.
+
+torch, transformers and loopcoder.model_server are imported inside the command so the rest of the
+CLI starts instantly.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+
+from loopcoder.configs import ConfigError, load_config
+
+console = Console(stderr=True)
+
+
+class ServeConfig(BaseModel):
+    """`loopcoder serve` settings (configs/serve.yaml). ``engine`` holds EngineConfig fields (docs/engine.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    served_model_name: Optional[str] = None
+    api_key: Optional[str] = None
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    engine: dict[str, Any] = Field(default_factory=dict)
+
+
+def engine_config(settings: dict[str, Any]):
+    """Validate the `engine` section as the engine's EngineConfig; errors become one ConfigError line."""
+    from loopcoder.model_server.engine import EngineConfig
+
+    if not settings.get("model"):
+        raise ConfigError("no model to serve: pass --model DIR (or set engine.model in the config)")
+    try:
+        return EngineConfig.model_validate(settings)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = "engine." + ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            got = "" if err["type"] in ("extra_forbidden", "missing") else f" (got {err['input']!r})"
+            problems.append(f"{key}: {msg}{got}")
+        raise ConfigError("invalid config: " + "; ".join(problems)) from None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve_command(
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint directory to serve."),
+    host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default 8000; 0 picks a free one)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (as saved) | float32 | bfloat16 | float16"),
+    num_loops: Optional[int] = typer.Option(None, "--num-loops", help="Loops per token (default: trained count)."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Requests decoded together (engine.max_num_seqs)."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Prompt + output tokens per request."),
+    served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
+                                                    help="Model name clients use (default: checkpoint dir name)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Require Authorization: Bearer KEY on /v1/*."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML settings (default configs/serve.yaml)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a setting: --set engine.max_waiting=64"),
+) -> None:
+    """Serve a checkpoint over an OpenAI-compatible HTTP API (chat, completions, models, health, metrics)."""
+    flags = {"engine.model": str(model) if model else None, "host": host, "port": port, "engine.device": device,
+             "engine.dtype": dtype, "engine.num_loops": num_loops, "engine.max_num_seqs": max_batch,
+             "engine.max_model_len": max_model_len, "served_model_name": served_model_name, "api_key": api_key}
+    # JSON is YAML: quoting keeps a value like --api-key 0123 a string
+    overrides = list(overrides) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    cfg = load_config(ServeConfig, config, overrides, default="serve")
+    engine_cfg = engine_config(cfg.engine)
+    from loopcoder.model_server.api import bind_socket, checkpoint_eos_ids, create_app, serve_forever
+
+    try:
+        sock = bind_socket(cfg.host, cfg.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
+    from loopcoder.model_server.engine import AsyncLLMEngine
+    from loopcoder.scenarios.model_cli import _quiet_transformers
+
+    _quiet_transformers()
+    with console.status(f"loading {engine_cfg.model} on {engine_cfg.device}"):
+        engine = AsyncLLMEngine.from_config(engine_cfg, model_name=cfg.served_model_name)
+    app = create_app(engine, cfg.served_model_name, eos_token_ids=checkpoint_eos_ids(engine_cfg.model),
+                     api_key=cfg.api_key)
+    bound_host, bound_port = sock.getsockname()[:2]
+    console.print(f"serving {engine.model_name!r} at http://{bound_host}:{bound_port}/v1 "
+                  f"(max batch {engine_cfg.max_num_seqs}, context {engine_cfg.max_model_len}); Ctrl-C stops")
+    if not _is_loopback(cfg.host) and not cfg.api_key:
+        console.print(f"[yellow]listening on {cfg.host} without --api-key: anyone who can reach this port "
+                      "can use the model[/]")
+    serve_forever(app, sock, cfg.log_level)
