@@ -186,8 +186,14 @@ LANGUAGES: tuple[str, ...] = tuple(QUERIES)
 
 def language_for(path: str | PurePath) -> str | None:
     """Grammar name for a file path, or None when no supported grammar reads it."""
-    p = PurePath(path)
-    return EXTENSIONS.get(p.suffix.lower()) or FILENAMES.get(p.name)
+    # String ops, not PurePath: this runs for every file of the repository on every repo-map call.
+    name = str(path).rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    if dot > 0:
+        lang = EXTENSIONS.get(name[dot:].lower())
+        if lang:
+            return lang
+    return FILENAMES.get(name)
 
 
 @functools.cache

@@ -176,13 +176,13 @@ class Navigator:
     def repo_map(self, args: RepoMapArgs) -> RepoMapOutput:
         files = {self._rel_or_raise(p) for p in args.mentioned_files}
         idents = set(args.mentioned_symbols)
+        scan = self.index.refresh()
         if self.focus_text:
-            self.index.refresh()
             more_files, more_idents = mentions_from_text(self.focus_text, self.index)
             files |= more_files
             idents |= more_idents
         budget = args.token_budget or self.config.repo_map.token_budget
-        rendered = self.repo_map_.render(budget, files, idents)
+        rendered = self.repo_map_.render(budget, files, idents, scan)
         return RepoMapOutput(text=rendered.text, tokens=rendered.tokens, files_indexed=len(rendered.files),
                              files_shown=rendered.files_shown, definitions_shown=rendered.definitions_shown,
                              top_files=[f.path for f in rendered.files[:10]])

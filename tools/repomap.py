@@ -76,9 +76,12 @@ class RepoMap:
         self._graph_generation = -1
 
     def render(self, token_budget: int, mentioned_files: Iterable[str] = (),
-               mentioned_idents: Iterable[str] = ()) -> RenderedMap:
-        """The map text (at most ``token_budget`` tokens) and the full file ranking."""
-        scan = self.index.refresh()
+               mentioned_idents: Iterable[str] = (), scan: ScanStats | None = None) -> RenderedMap:
+        """The map text (at most ``token_budget`` tokens) and the full file ranking.
+
+        Refreshes the index first, unless the caller just did and passes its ``scan``.
+        """
+        scan = scan or self.index.refresh()
         graph = self._get_graph()
         files = set(mentioned_files)
         idents = set(mentioned_idents)

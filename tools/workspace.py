@@ -76,11 +76,11 @@ class Workspace:
                 if _is_regular(st.st_mode):
                     out.append(FileInfo(rel, st.st_size, st.st_mtime_ns))
         else:
-            self._walk(self.root, "", out)
+            self._walk(str(self.root), "", out)
         out.sort(key=lambda f: f.rel)
         return out
 
-    def _walk(self, directory: Path, prefix: str, out: list[FileInfo]) -> None:
+    def _walk(self, directory: str, prefix: str, out: list[FileInfo]) -> None:
         try:
             entries = list(os.scandir(directory))
         except OSError:
@@ -91,7 +91,7 @@ class Workspace:
                 continue
             rel = prefix + name
             if entry.is_dir(follow_symlinks=False):
-                self._walk(Path(entry.path), rel + "/", out)
+                self._walk(entry.path, rel + "/", out)
             elif entry.is_file(follow_symlinks=False):
                 st = entry.stat(follow_symlinks=False)
                 out.append(FileInfo(rel, st.st_size, st.st_mtime_ns))
