@@ -240,6 +240,8 @@ class Navigator:
     def outline(self, args: OutlineArgs) -> OutlineOutput:
         path = self.workspace.resolve(args.path)
         rel = self.workspace.rel(path)
+        if path.is_dir():
+            raise ToolError(f"{rel} is a directory; outline takes a source file (view lists a folder)")
         lang = language_for(path)
         if lang is None:
             raise ToolError(f"no outline for {rel}: not a source file in a supported language "

@@ -38,6 +38,14 @@ class ToolRegistry:
             raise KeyError(f"unknown tools: {', '.join(missing)}")
         return ToolRegistry(self.tools[n] for n in names)
 
+    def dispatch(self, tool_call: dict[str, Any]) -> ToolResult:
+        """Run one tool call as a model sends it: ``{"name", "arguments"}`` or OpenAI's
+        ``{"id", "type": "function", "function": {"name", "arguments"}}``."""
+        fn = tool_call.get("function", tool_call) if isinstance(tool_call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            return ToolResult.failure("?", "a tool call needs a function name: {\"name\": ..., \"arguments\": {...}}")
+        return self.call(fn["name"], fn.get("arguments"))
+
     def call(self, name: str, arguments: str | dict[str, Any] | None) -> ToolResult:
         """Run tool ``name`` with ``arguments`` (a JSON object, as text or parsed)."""
         tool = self.tools.get(name)

@@ -196,3 +196,22 @@ def test_tag_worker_process_answers_batches_like_the_main_process(tmp_path):
     assert proc.wait(timeout=30) == 0
     assert got == tag_index._tag_batch(str(root), rels)
     assert [rel for rel, _, _ in got] == ["core/base.py", "mod/m001.py"]
+
+
+def test_dispatch_takes_plain_and_openai_shaped_tool_calls(make_toolbox):
+    tb = make_toolbox({"a.py": "def f():\n    return 1\n"})
+    plain = tb.registry.dispatch({"name": "outline", "arguments": '{"path": "a.py"}'})
+    openai = tb.registry.dispatch({"id": "call_1", "type": "function",
+                                   "function": {"name": "outline", "arguments": '{"path": "a.py"}'}})
+    assert plain.ok and openai.ok and plain.output == openai.output
+    assert "needs a function name" in tb.registry.dispatch({"arguments": "{}"}).output
+    assert "needs a function name" in tb.registry.dispatch("outline").output
+
+
+def test_navigation_refuses_what_it_cannot_do_with_a_reason(make_toolbox):
+    tb = make_toolbox({"notes.md": "# notes\n", "a.py": "def f():\n    return 1\n"})
+    assert "not a source file in a supported language" in tb.registry.call("outline", {"path": "notes.md"}).output
+    assert "not an identifier" in tb.registry.call("find_references", {"symbol": "f()"}).output
+    assert "no definitions of 'g' found" in tb.registry.call("find_definition", {"symbol": "g"}).output
+    assert tb.registry.call("find_references", {"symbol": "f"}).output == "no references of 'f' found"
+    assert "is a directory" in tb.registry.call("outline", {"path": "."}).output
