@@ -26,6 +26,7 @@ from loopcoder.tools.workspace import Workspace, is_binary
 CACHE_SCHEMA = 1  # bump when FileTags or the tag queries change shape
 PARALLEL_MIN_FILES = 256  # below this, starting worker processes costs more than it saves
 BATCH = 64
+MAX_CACHE_FILES = 256  # one pickle per workspace; the oldest go when a new one would pass this
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
 
@@ -129,6 +130,7 @@ class TagIndex:
             with os.fdopen(fd, "wb") as fh:
                 pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, self.cache_path)
+            _evict_old(self.cache_path.parent)
         except OSError:
             pass  # a read-only cache dir only costs speed next time
 
@@ -201,6 +203,12 @@ def _feed_worker(proc: subprocess.Popen, batches: deque, results: queue.Queue) -
             proc.stdin.close()
         except OSError:
             pass
+
+
+def _evict_old(cache_dir: Path) -> None:
+    caches = sorted(cache_dir.glob("tags-v*.pkl"), key=lambda p: p.stat().st_mtime)
+    for old in caches[: max(0, len(caches) - MAX_CACHE_FILES)]:
+        old.unlink(missing_ok=True)
 
 
 def is_minified(source: bytes) -> bool:

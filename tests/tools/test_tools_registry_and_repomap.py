@@ -1,5 +1,6 @@
 """The registry's schemas and error handling; the repo map's budget, caching, and parallel cold scan."""
 import json
+import os
 import pickle
 
 import numpy as np
@@ -215,3 +216,17 @@ def test_navigation_refuses_what_it_cannot_do_with_a_reason(make_toolbox):
     assert "no definitions of 'g' found" in tb.registry.call("find_definition", {"symbol": "g"}).output
     assert tb.registry.call("find_references", {"symbol": "f"}).output == "no references of 'f' found"
     assert "is a directory" in tb.registry.call("outline", {"path": "."}).output
+
+
+def test_the_tag_cache_keeps_only_the_newest_workspaces(tmp_path, monkeypatch):
+    monkeypatch.setattr(tag_index, "MAX_CACHE_FILES", 2)
+    paths = []
+    for i in range(3):
+        root = tmp_path / f"ws{i}"
+        root.mkdir()
+        (root / "a.py").write_text("def f():\n    pass\n")
+        idx = TagIndex(Workspace(root), tmp_path / "cache", workers=1)
+        idx.refresh()
+        paths.append(idx.cache_path)
+        os.utime(idx.cache_path, (i, i))  # deterministic ages: ws0 oldest
+    assert [p.exists() for p in paths] == [False, True, True]
