@@ -23,9 +23,20 @@ import torch.nn.functional as F
 
 from ..kernels import gswa_decode, gswa_prefill
 from ..plt.configuration import LoopSpec
+from ..plt.modeling import apply_rope
 from .config import EngineConfig
 from .scheduler import PrefillChunk
 from .sequence import Sequence
+
+
+def _fuse(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """Concatenate parameters along dim 0 and make each one a view of its rows of the result."""
+    fused = torch.cat([p.data for p in params])
+    offset = 0
+    for p in params:
+        p.data = fused[offset: offset + p.shape[0]]
+        offset += p.shape[0]
+    return fused
 
 
 def _ring_attention(q, ring_k, ring_v, valid, scale):
@@ -65,21 +76,59 @@ class ModelRunner:
         self.carry = torch.zeros(rings, cfg.max_num_seqs + 1, self.hidden, dtype=self.dtype, device=self.device)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._static: dict[str, torch.Tensor] = {}
+        self.qkv_weight, self.qkv_bias, self.gate_up_weight = self._fuse_projections()
+
+    def _fuse_projections(self):
+        """One [q; k; v] and one [gate; up] matrix per layer: one GEMM instead of three (two) per pass.
+
+        The model's own q/k/v and gate/up weights become views into the fused storage, so memory does
+        not grow and the model object keeps working (the engine and model.generate() share weights).
+        """
+        qkv_w, qkv_b, gate_up = [], [], []
+        for layer in self.inner.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            parts = [attn.q_proj, attn.k_proj, attn.v_proj]
+            qkv_w.append(_fuse([p.weight for p in parts]))
+            qkv_b.append(_fuse([p.bias for p in parts]) if attn.q_proj.bias is not None else None)
+            gate_up.append(_fuse([mlp.gate_proj.weight, mlp.up_proj.weight]))
+        return qkv_w, qkv_b, gate_up
 
     # -- small helpers -------------------------------------------------------------------------------
     def _gate(self, layer: int):
         return self.inner._gate(layer)
 
+    def _norm(self, module, x):
+        # On CUDA one fused kernel instead of six small ones (a decode step is launch-bound at small
+        # batch); on CPU the model's own module, so CPU results equal model.generate() exactly.
+        if x.is_cuda:
+            return F.rms_norm(x, (x.shape[-1],), module.weight, module.eps)
+        return module(x)
+
     def _qkv(self, layer, x, cos, sin):
-        return self.inner.layers[layer].self_attn._qkv(x, cos, sin)
+        """x [N, T, d] -> q [N, H, T, D], k and v [N, G, T, D], RoPE applied."""
+        n, t, _ = x.shape
+        h, g, d = self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = F.linear(x, self.qkv_weight[layer], self.qkv_bias[layer])
+        q, k, v = qkv.split([h * d, g * d, g * d], dim=-1)
+        q = q.view(n, t, h, d).transpose(1, 2)
+        k = k.view(n, t, g, d).transpose(1, 2)
+        v = v.view(n, t, g, d).transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def _input_norm(self, layer, h):
+        return self._norm(self.inner.layers[layer].input_layernorm, h)
 
     def _finish_layer(self, layer, residual, attn_out):
         lay = self.inner.layers[layer]
         h = residual + lay.self_attn.o_proj(attn_out)
-        return h + lay.mlp(lay.post_attention_layernorm(h))
+        gate, up = F.linear(self._norm(lay.post_attention_layernorm, h), self.gate_up_weight[layer]).chunk(2, -1)
+        return h + lay.mlp.down_proj(F.silu(gate) * up)
 
     def _loop_output(self, h):
-        return self.inner.norm(h) if self.spec.normalize_per_loop else h
+        return self._norm(self.inner.norm, h) if self.spec.normalize_per_loop else h
+
+    def _logits(self, h):
+        return self.model.lm_head(self._norm(self.inner.norm, h)).float()
 
     def kv_bytes_per_token(self) -> int:
         """Loop-0 K/V bytes one more token of context costs (rings and carry are per request)."""
@@ -163,7 +212,7 @@ class ModelRunner:
             else:
                 h = loop_out
             for layer in range(self.num_layers):
-                x = self.inner.layers[layer].input_layernorm(h)
+                x = self._input_norm(layer, h)
                 q, k, v = self._qkv(layer, x, cos, sin)  # [1, H|G, N, D]
                 qp, kp, vp = q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1)
                 k_flat, v_flat = self.k_pool[layer].view(-1, g, d), self.v_pool[layer].view(-1, g, d)
@@ -186,18 +235,18 @@ class ModelRunner:
                 loop_out = self._loop_output(h) if spec.clp else h
                 if spec.clp:
                     self.carry[r, slots] = loop_out[0, last]
-        return self.model.lm_head(self.inner.norm(h[0, last])).float()
+        return self._logits(h[0, last])
 
     # -- decode -----------------------------------------------------------------------------------------
     def _decode_inputs(self, seqs: list[Sequence]):
-        dev = self.device
-        ids = torch.tensor([s.token_ids[-1] for s in seqs], device=dev)
-        pos = torch.tensor([s.num_tokens - 1 for s in seqs], device=dev)
-        slots = torch.tensor([s.slot for s in seqs], device=dev)
+        # Built on the host and sent in two copies: at batch 1 a decode step is a few milliseconds and
+        # every separate host-to-device copy shows.
+        meta = torch.tensor([[s.token_ids[-1] for s in seqs], [s.num_tokens - 1 for s in seqs],
+                             [s.slot for s in seqs]]).to(self.device, non_blocking=True)
         tables = torch.full((len(seqs), self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32)
         for i, s in enumerate(seqs):
             tables[i, : len(s.block_table)] = torch.tensor(s.block_table, dtype=torch.int32)
-        return ids, pos, slots, tables.to(dev)
+        return meta[0], meta[1], meta[2], tables.to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def decode(self, seqs: list[Sequence]) -> torch.Tensor:
@@ -222,9 +271,12 @@ class ModelRunner:
             return self._decode_fused(ids, pos, slots, tables)
         return self._decode_sequential(ids, pos, slots, tables)
 
-    def _write_kv(self, layer, pos, tables, k, v):
+    def _new_token_slots(self, pos, tables):
+        """Flat pool index of each request's new position (computed once per step, used per layer)."""
+        return tables.gather(1, (pos // self.block_size)[:, None])[:, 0].long() * self.block_size + pos % self.block_size
+
+    def _write_kv(self, layer, flat, k, v):
         """Write loop-0 K/V [B, G, D] of each request's new position into the paged pool."""
-        flat = tables.gather(1, (pos // self.block_size)[:, None])[:, 0].long() * self.block_size + pos % self.block_size
         self.k_pool[layer].view(-1, self.num_kv_heads, self.head_dim)[flat] = k
         self.v_pool[layer].view(-1, self.num_kv_heads, self.head_dim)[flat] = v
 
@@ -240,10 +292,11 @@ class ModelRunner:
         seq_lens = (pos + 1).to(torch.int32)
         ring_pos = pos % spec.window
         slots32 = slots.to(torch.int32)
+        flat = self._new_token_slots(pos, tables)
         for layer in range(self.num_layers):
-            x = self.inner.layers[layer].input_layernorm(h)
+            x = self._input_norm(layer, h)
             q, k, v = self._qkv(layer, x, cos, sin)  # [R*B, H|G, 1, D]
-            self._write_kv(layer, pos, tables, k[:batch, :, 0], v[:batch, :, 0])
+            self._write_kv(layer, flat, k[:batch, :, 0], v[:batch, :, 0])
             gates = []
             for r in range(1, rows):
                 part = slice(r * batch, (r + 1) * batch)
@@ -257,7 +310,7 @@ class ModelRunner:
             h = self._finish_layer(layer, h, out.transpose(0, 1).reshape(rows * batch, 1, -1))
         h = h.view(rows, batch, self.hidden)
         self.carry[:, slots] = self._loop_output(h[:-1])
-        return self.model.lm_head(self.inner.norm(h[-1])).float()
+        return self._logits(h[-1])
 
     def _decode_sequential(self, ids, pos, slots, tables):
         spec = self.spec
@@ -265,6 +318,7 @@ class ModelRunner:
         cos, sin = self.inner.rotary_emb(pos[:, None], embeds.dtype)
         seq_lens = (pos + 1).to(torch.int32)
         ring_pos = pos % spec.window
+        flat = self._new_token_slots(pos, tables)
         # ring entry e holds position p = pos - ((pos - e) mod window); it is valid when p >= 0
         entries = torch.arange(spec.window, device=ids.device)
         ring_valid = (pos[:, None] - ((pos[:, None] - entries[None]) % spec.window)) >= 0
@@ -278,10 +332,10 @@ class ModelRunner:
             else:
                 h = loop_out
             for layer in range(self.num_layers):
-                x = self.inner.layers[layer].input_layernorm(h)
+                x = self._input_norm(layer, h)
                 q, k, v = self._qkv(layer, x, cos, sin)  # [B, H|G, 1, D]
                 if r == 0:
-                    self._write_kv(layer, pos, tables, k[:, :, 0], v[:, :, 0])
+                    self._write_kv(layer, flat, k[:, :, 0], v[:, :, 0])
                 out = gswa_decode(q[:, :, 0][:, None], self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
                                   None, None, None, None, scale=self.scale)[:, 0]  # [B, H, D]
                 if r > 0:
@@ -297,7 +351,7 @@ class ModelRunner:
                 outs.append(loop_out[:, 0])
         if spec.clp and outs:
             self.carry[:, slots] = torch.stack(outs)
-        return self.model.lm_head(self.inner.norm(h[:, 0])).float()
+        return self._logits(h[:, 0])
 
     # -- CUDA graphs ------------------------------------------------------------------------------------
     @torch.no_grad()
