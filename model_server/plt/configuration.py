@@ -39,10 +39,9 @@ def _llama_post_init(cfg: PreTrainedConfig) -> None:
 
 
 @strict
-class IQuestPLTCoderConfig(PreTrainedConfig):
-    """LoopCoder-V2 (Parallel Loop Transformer). Defaults are the released 7B shape."""
+class _LoopCoderBaseConfig(PreTrainedConfig):
+    """The Llama fields both families share (defaults: the released shapes), and their validation."""
 
-    model_type = "iquestpltcoder"
     keys_to_ignore_at_inference = ["past_key_values"]
 
     vocab_size: int = 76800
@@ -63,58 +62,47 @@ class IQuestPLTCoderConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
     rope_parameters: dict | None = None
     attention_bias: bool = False
+    # Inference-time override of the loop count (None: the trained count).
+    num_loops: int | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.rope_parameters is None and "rope_theta" not in kwargs:
+            kwargs["rope_theta"] = 500000.0
+        super().__post_init__(**kwargs)
+        _llama_post_init(self)
+
+
+@strict
+class IQuestPLTCoderConfig(_LoopCoderBaseConfig):
+    """LoopCoder-V2 (Parallel Loop Transformer). Defaults are the released 7B shape."""
+
+    model_type = "iquestpltcoder"
+
     plt_num_loops: int = 2
     plt_window_size: list[int] | tuple[int, int] = (64, 0)
     plt_normalize_per_loop: bool = True
     plt_emb_scale: float | None = None
     plt_hidden_scale: float | None = None
     plt_gate_use_hidden_states: bool = False
-    # Inference-time override of the loop count (None: the trained plt_num_loops).
-    num_loops: int | None = None
 
     def __post_init__(self, **kwargs):
-        if self.rope_parameters is None and "rope_theta" not in kwargs:
-            kwargs["rope_theta"] = 500000.0
         super().__post_init__(**kwargs)
-        _llama_post_init(self)
         if len(self.plt_window_size) != 2 or self.plt_window_size[1] != 0 or self.plt_window_size[0] < 0:
             raise ModelError(f"plt_window_size must be [left, 0] with left >= 0, got {list(self.plt_window_size)}")
 
 
 @strict
-class IQuestLoopCoderConfig(PreTrainedConfig):
+class IQuestLoopCoderConfig(_LoopCoderBaseConfig):
     """IQuest LoopCoder v1: the loops run sequentially at the same position, gate from the query."""
 
     model_type = "iquestloopcoder"
-    keys_to_ignore_at_inference = ["past_key_values"]
 
-    vocab_size: int = 76800
-    hidden_size: int = 5120
-    intermediate_size: int = 27648
     num_hidden_layers: int = 80
-    num_attention_heads: int = 40
-    num_key_value_heads: int | None = 8
-    head_dim: int | None = 128
-    hidden_act: str = "silu"
-    max_position_embeddings: int = 131072
-    initializer_range: float = 0.02
-    rms_norm_eps: float = 1e-5
-    use_cache: bool = True
-    pad_token_id: int | None = None
-    bos_token_id: int | None = None
-    eos_token_id: int | list[int] | None = None
-    tie_word_embeddings: bool = False
-    rope_parameters: dict | None = None
-    attention_bias: bool = False
     loop_num: int = 2
     loop_window_size: int = 64
-    num_loops: int | None = None
 
     def __post_init__(self, **kwargs):
-        if self.rope_parameters is None and "rope_theta" not in kwargs:
-            kwargs["rope_theta"] = 500000.0
         super().__post_init__(**kwargs)
-        _llama_post_init(self)
         if self.loop_window_size < 1:
             raise ModelError(f"loop_window_size must be >= 1, got {self.loop_window_size}")
 
