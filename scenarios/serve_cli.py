@@ -80,7 +80,9 @@ def serve_command(
     cfg = load_config(ServeConfig, config, overrides, default="serve")
     engine_cfg = engine_config(cfg.engine)
     from loopcoder.model_server.api import bind_socket, checkpoint_eos_ids, create_app, serve_forever
+    from loopcoder.model_server.plt.checkpoint import read_model_type
 
+    read_model_type(Path(engine_cfg.model))  # a wrong path fails before the port is taken
     try:
         sock = bind_socket(cfg.host, cfg.port)
     except OSError as exc:

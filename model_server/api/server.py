@@ -50,13 +50,13 @@ def checkpoint_eos_ids(model_dir: str | Path) -> list[int]:
 
 
 def control_token_ids(tokenizer) -> set[int]:
-    """Special tokens hidden from answers: ChatML controls like <|im_end|>, not markup like <think>."""
-    ids = set()
+    """Special tokens hidden from answers: ChatML controls like <|im_start|>, not markup like <think>."""
+    candidates = {tid: tok.content for tid, tok in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items()
+                  if getattr(tok, "special", False)}
     for tid in getattr(tokenizer, "all_special_ids", []):
-        text = tokenizer.convert_ids_to_tokens(tid)
-        if isinstance(text, str) and text.startswith("<|") and text.endswith("|>"):
-            ids.add(tid)
-    return ids
+        candidates.setdefault(tid, tokenizer.convert_ids_to_tokens(tid))
+    return {tid for tid, text in candidates.items()
+            if isinstance(text, str) and text.startswith("<|") and text.endswith("|>")}
 
 
 def sse(payload: str) -> str:
@@ -153,6 +153,7 @@ class OpenAIServing:
         async for delta in gen:
             pieces.append(delta.text)
             last = delta
+        _raise_if_engine_failed(last)
         reasoning, content, calls = parser.parse(prefill + "".join(pieces))
         reason = _chat_finish_reason(last.finish_reason, calls)
         self.metrics.record_finish(reason, time.monotonic() - arrived)
@@ -178,6 +179,7 @@ class OpenAIServing:
             reasoning, content, calls = parser.push(prefill)
             async for delta in gen:
                 last = delta
+                _raise_if_engine_failed(delta)
                 r, c, k = parser.push(delta.text)
                 reasoning, content, calls = reasoning + r, content + c, calls + k
                 if delta.finished:
@@ -207,8 +209,10 @@ class OpenAIServing:
             self.metrics.record_disconnect()
             raise
         except Exception as exc:  # headers are sent: report in the stream, as OpenAI does
-            log.exception("chat stream %s failed", request_id)
-            yield sse(json.dumps(APIError(f"generation failed: {exc}").body()))
+            if not isinstance(exc, APIError):
+                log.exception("chat stream %s failed", request_id)
+                exc = APIError(f"generation failed: {exc}")
+            yield sse(json.dumps(exc.body()))
         finally:
             if not finished:
                 await gen.close()
@@ -237,6 +241,7 @@ class OpenAIServing:
         async for delta in gen:
             pieces.append(delta.text)
             last = delta
+        _raise_if_engine_failed(last)
         self.metrics.record_finish(last.finish_reason, time.monotonic() - arrived)
         response = CompletionResponse(id=request_id, model=self.model_name, usage=_usage(last),
                                       choices=[CompletionChoice(text="".join(pieces), finish_reason=last.finish_reason)])
@@ -256,6 +261,7 @@ class OpenAIServing:
             if echo:
                 yield chunk(echo)
             async for delta in gen:
+                _raise_if_engine_failed(delta)
                 if delta.finished:
                     self.metrics.record_finish(delta.finish_reason, time.monotonic() - arrived)
                     yield chunk(delta.text, delta.finish_reason)
@@ -271,8 +277,10 @@ class OpenAIServing:
             self.metrics.record_disconnect()
             raise
         except Exception as exc:
-            log.exception("completion stream %s failed", request_id)
-            yield sse(json.dumps(APIError(f"generation failed: {exc}").body()))
+            if not isinstance(exc, APIError):
+                log.exception("completion stream %s failed", request_id)
+                exc = APIError(f"generation failed: {exc}")
+            yield sse(json.dumps(exc.body()))
         finally:
             if not finished:
                 await gen.close()
@@ -301,6 +309,11 @@ class OpenAIServing:
 
 def _chat_finish_reason(reason: Optional[str], calls: list) -> Optional[str]:
     return "tool_calls" if calls and reason == "stop" else reason
+
+
+def _raise_if_engine_failed(delta: Optional[TextDelta]) -> None:
+    if delta is not None and delta.finish_reason == "error":
+        raise APIError("the engine failed while generating this answer; the server log has the details")
 
 
 def _usage(delta: Optional[TextDelta]) -> UsageInfo:
