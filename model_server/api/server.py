@@ -126,6 +126,13 @@ class OpenAIServing:
         self.metrics.record_disconnect()
         return None
 
+    async def start_unless_disconnected(self, request: Request, gen: TextGeneration) -> bool:
+        """Wait for the request's first token (queueing and prefill); False if the client left meanwhile."""
+        started = await self.run_unless_disconnected(request, _started(gen))
+        if not started:
+            await gen.close()
+        return bool(started)
+
     # -- chat ----------------------------------------------------------------------------------------
     async def chat(self, req: ChatCompletionRequest, request: Request) -> Response:
         arrived = time.monotonic()
@@ -135,7 +142,8 @@ class OpenAIServing:
         request_id = random_id("chatcmpl")
         gen = TextGeneration(self.engine, prompt.token_ids, self.sampling(req, len(prompt.token_ids)),
                              request_id, req.stop_strings(), self.hidden_ids(req))
-        await gen.start()
+        if not await self.start_unless_disconnected(request, gen):
+            return Response(status_code=499)
         self.metrics.record_first_token(time.monotonic() - arrived)
         parser = ChatOutputParser(prompt.starts_in_think, prompt.parse_tools, prompt.max_calls)
         if req.stream:
@@ -226,7 +234,8 @@ class OpenAIServing:
         request_id = random_id("cmpl")
         gen = TextGeneration(self.engine, ids, self.sampling(req, len(ids)), request_id, req.stop_strings(),
                              self.hidden_ids(req))
-        await gen.start()
+        if not await self.start_unless_disconnected(request, gen):
+            return Response(status_code=499)
         self.metrics.record_first_token(time.monotonic() - arrived)
         echo = prompt_text if req.echo else ""
         if req.stream:
@@ -309,6 +318,11 @@ class OpenAIServing:
 
 def _chat_finish_reason(reason: Optional[str], calls: list) -> Optional[str]:
     return "tool_calls" if calls and reason == "stop" else reason
+
+
+async def _started(gen: TextGeneration) -> bool:
+    await gen.start()
+    return True
 
 
 def _raise_if_engine_failed(delta: Optional[TextDelta]) -> None:

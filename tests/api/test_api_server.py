@@ -191,7 +191,7 @@ def test_32_concurrent_requests_are_all_answered(tiny_server):
 
 def test_client_disconnect_frees_the_slot(tiny_server):
     aborted = metric(tiny_server, "loopcoder_engine_requests_aborted_total")
-    body = {"model": MODEL, "messages": HELLO, "max_tokens": 900, "temperature": 0}
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 900, "temperature": 0, "ignore_eos": True}
     # streaming: read the first event, then hang up
     with httpx.stream("POST", tiny_server.url + "/v1/chat/completions", json={**body, "stream": True}) as r:
         assert r.status_code == 200
@@ -213,23 +213,51 @@ def test_metrics_count_requests_and_tokens(client, tiny_server):
     assert "# TYPE loopcoder_time_to_first_token_seconds histogram" in text
 
 
-def test_full_queue_answers_429(tiny_checkpoint):
-    server = start_server(tiny_checkpoint, max_model_len=1024, max_num_seqs=1, max_waiting=1)
-    try:
-        async def run():
-            client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
-            try:
-                return await asyncio.gather(*(client.completions.create(model=MODEL, prompt="def f(", max_tokens=256,
-                                                                        temperature=0) for _ in range(6)),
-                                            return_exceptions=True)
-            finally:
-                await client.close()
+@pytest.fixture(scope="module")
+def one_slot_server(tiny_checkpoint):
+    # a long context, so that one request can hold the only slot for many seconds
+    server = start_server(tiny_checkpoint, max_model_len=32768, max_num_seqs=1, max_waiting=1)
+    yield server
+    server.stop()
 
-        results = asyncio.run(run())
-        refused = [r for r in results if isinstance(r, openai.RateLimitError)]
-        answered = [r for r in results if not isinstance(r, Exception)]
-        assert refused and answered and len(refused) + len(answered) == 6
-        assert refused[0].status_code == 429 and "busy" in refused[0].message
-        assert json.loads(refused[0].response.text)["error"]["type"] == "rate_limit_error"
-    finally:
-        server.stop()
+
+def test_full_queue_answers_429(one_slot_server):
+    async def run():
+        client = openai.AsyncOpenAI(base_url=one_slot_server.url + "/v1", api_key="unused", max_retries=0,
+                                    timeout=300)
+        try:
+            return await asyncio.gather(*(client.completions.create(model=MODEL, prompt="def f(", max_tokens=256,
+                                                                    temperature=0) for _ in range(6)),
+                                        return_exceptions=True)
+        finally:
+            await client.close()
+
+    results = asyncio.run(run())
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    answered = [r for r in results if not isinstance(r, Exception)]
+    assert refused and answered and len(refused) + len(answered) == 6
+    assert refused[0].status_code == 429 and "busy" in refused[0].message
+    assert json.loads(refused[0].response.text)["error"]["type"] == "rate_limit_error"
+    assert refused[0].response.headers["retry-after"] == "1"
+
+
+def test_client_that_leaves_while_queued_is_dropped_from_the_queue(one_slot_server):
+    server = one_slot_server
+    wait_until_idle(server)
+    aborted = metric(server, "loopcoder_engine_requests_aborted_total")
+    body = {"model": MODEL, "prompt": "def f(", "max_tokens": 900, "temperature": 0}
+    holder = {**body, "stream": True, "ignore_eos": True, "max_tokens": 32000}
+    with httpx.stream("POST", server.url + "/v1/completions", json=holder) as running:
+        lines = running.iter_lines()  # kept: a dropped iterator closes the connection
+        next(lines)  # this request holds the only slot
+        for stream in (False, True):  # these wait in the queue until their client gives up
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(server.url + "/v1/completions", json={**body, "stream": stream},
+                           timeout=httpx.Timeout(30, read=0.3))
+            deadline = time.monotonic() + 30
+            while metric(server, "loopcoder_num_requests_waiting"):
+                assert time.monotonic() < deadline, "the abandoned request still waits for a slot"
+                time.sleep(0.05)
+            assert metric(server, "loopcoder_num_requests_running") == 1
+        assert metric(server, "loopcoder_engine_requests_aborted_total") == aborted + 2
+    wait_until_idle(server)
