@@ -70,9 +70,6 @@ class TextGeneration:
         except StopAsyncIteration:
             self.done = True
             raise Unavailable("the engine ended the request without an answer") from None
-        except RuntimeError as exc:
-            self.done = True
-            raise Unavailable(f"the engine is not running: {exc}") from None
 
     async def __aiter__(self) -> AsyncIterator[TextDelta]:
         if self.events is None:

@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import APIError, BadRequest, ModelNotFound, Unauthorized, Unavailable
+from .errors import APIError, BadRequest, ModelNotFound, Unauthorized
 from .generation import TextDelta, TextGeneration
 from .metrics import ServerMetrics
 from .output_parsers import ChatOutputParser
