@@ -204,6 +204,42 @@ def bench_prefill(batch, seqlen, errors):
     return out
 
 
+def sweep_b64(out_path):
+    """Decode at batch 64: R=1 and R=2 over num_splits and maxnreg; prints a table, writes JSON."""
+    rows = []
+    for ctx in (4096, 32768):
+        batch = 64
+        gen = torch.Generator(device="cuda").manual_seed(ctx)
+        nb = batch * ctx // PAGE
+        kc = torch.randn(nb, PAGE, G, D, device="cuda", dtype=DT, generator=gen)
+        vc = torch.randn(nb, PAGE, G, D, device="cuda", dtype=DT, generator=gen)
+        bt = torch.randperm(nb, device="cuda", generator=gen).reshape(batch, ctx // PAGE).int()
+        q = torch.randn(batch, 2, H, D, device="cuda", dtype=DT, generator=gen)
+        ring_k = torch.randn(batch, 1, W, G, D, device="cuda", dtype=DT, generator=gen)
+        ring_v = torch.randn(batch, 1, W, G, D, device="cuda", dtype=DT, generator=gen)
+        slots = torch.arange(batch, device="cuda", dtype=torch.int32)
+        gate = torch.rand(batch, 1, H, device="cuda", generator=gen).to(DT)
+        seq = torch.full((batch,), ctx, device="cuda", dtype=torch.int32)
+        q1 = q[:, :1].contiguous()
+        ref = K.gswa_decode_reference(q[:4], kc, vc, bt[:4], seq[:4], ring_k, ring_v, slots[:4], gate[:4])
+        for ns in (1, 2, 3, 4):
+            for reg in (None, 128):
+                t1 = graph_ms(lambda i: gswa_decode_triton(q1, kc, vc, bt, seq, None, None, None, None,
+                                                           num_splits=ns, maxnreg=reg)) * 1e3
+                t2 = graph_ms(lambda i: gswa_decode_triton(q, kc, vc, bt, seq, ring_k, ring_v, slots, gate,
+                                                           num_splits=ns, maxnreg=reg)) * 1e3
+                err = max_err(gswa_decode_triton(q, kc, vc, bt, seq, ring_k, ring_v, slots, gate, num_splits=ns,
+                                                 maxnreg=reg)[:4], ref)
+                rows.append({"ctx": ctx, "num_splits": ns, "maxnreg": reg, "r1_us": round(t1, 1),
+                             "r2_us": round(t2, 1), "max_abs_err_r2": err})
+                print(f"B=64 ctx={ctx:6d} splits={ns} maxnreg={reg}: R1 {t1:8.1f} us  R2 {t2:8.1f} us", flush=True)
+        del kc, vc
+        torch.cuda.empty_cache()
+    if out_path:
+        Path(out_path).write_text(json.dumps({"command": " ".join([Path(sys.executable).name] + sys.argv),
+                                              "gpu": torch.cuda.get_device_name(), "rows": rows}, indent=2))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
@@ -212,7 +248,11 @@ def main():
     ap.add_argument("--skip-decode", action="store_true")
     ap.add_argument("--sweep-splits", action="store_true", help="also time decode at B=1, 8 for several num_splits")
     ap.add_argument("--sweep-local", action="store_true", help="also time decode R=2 at B=64 for ring tiles 16-64")
+    ap.add_argument("--sweep-b64", action="store_true",
+                    help="only: decode at B=64 for num_splits x register cap (the R=2 occupancy miss)")
     a = ap.parse_args()
+    if a.sweep_b64:
+        return sweep_b64(a.out)
     name = torch.cuda.get_device_name()
     tag = "h100" if "H100" in name else "h200" if "H200" in name else name.split()[-1].lower()
     path = Path(a.out or Path(__file__).parent / "results" / f"attention-{tag}.json")

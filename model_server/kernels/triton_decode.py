@@ -250,7 +250,7 @@ def _interpreting() -> bool:
 
 def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate, *,
                        scale=None, num_splits=None, max_seq_len=None, block_n=None, block_l=16, num_warps=None,
-                       num_stages=None):
+                       num_stages=None, maxnreg=None):
     """Triton path of gswa_decode (CUDA, or CPU under TRITON_INTERPRET=1). Same contract as the reference.
 
     block_table None: contiguous cache [B, S_max, G, D], request b in block b. num_splits (context splits per
@@ -301,6 +301,14 @@ def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_
     window = ring_k.shape[2] if has_local else 1
     dot_f32 = interp and q.dtype == torch.bfloat16
     kw = {} if interp else {"num_warps": num_warps or 4, "num_stages": num_stages or 3}
+    if maxnreg is None and has_local and not interp and bsz * g * n_parts > 3 * _num_sms(q.device):
+        # Uncapped, the R>1 kernel needs ~168 registers per thread: 3 programs per SM instead of 4, so a
+        # grid of more than 3 x SMs programs runs in extra waves (R=2/R=1 was 1.20-1.27 at batch 64).
+        # Capped at 128 (the R=1 figure), the same grid is 1.01-1.04x R=1
+        # (benchmarks/results/attention-h100-b64-sweep.json). Smaller grids keep the uncapped kernel.
+        maxnreg = 128
+    if maxnreg and not interp:
+        kw["maxnreg"] = maxnreg  # register cap per thread: trades spills for resident programs per SM
     LAST_LAUNCH["decode"] = _gswa_decode_kernel[(bsz * g, n_parts)](
         q, k_cache, v_cache, bt, seq_lens, rk, rv, slots, gt, o, ws_acc, ws_ml, cnt,
         scale * LOG2E, window, g, page_size, num_splits,
