@@ -67,6 +67,17 @@ def kernel_stats():
             "shared_bytes": getattr(getattr(k, "metadata", None), "shared", None)}
 
 
+def decode_rows(batch, ctx, gen):
+    """Random decode inputs for R=2 (q, rings, slots, gate, seq_lens) and the R=1 query."""
+    q = torch.randn(batch, 2, H, D, device="cuda", dtype=DT, generator=gen)
+    ring_k = torch.randn(batch, 1, W, G, D, device="cuda", dtype=DT, generator=gen)
+    ring_v = torch.randn(batch, 1, W, G, D, device="cuda", dtype=DT, generator=gen)
+    slots = torch.arange(batch, device="cuda", dtype=torch.int32)
+    gate = torch.rand(batch, 1, H, device="cuda", generator=gen).to(DT)
+    seq = torch.full((batch,), ctx, device="cuda", dtype=torch.int32)
+    return q, ring_k, ring_v, slots, gate, seq, q[:, :1].contiguous()
+
+
 def bench_decode(batch, ctx, errors, sweep=False, sweep_local=False):
     kv_bytes = batch * ctx * G * D * 2 * 2
     copies = max(1, min(8, math.ceil(L2_MISS_BYTES / kv_bytes)))
@@ -78,13 +89,7 @@ def bench_decode(batch, ctx, errors, sweep=False, sweep_local=False):
         vc = torch.randn(nb, PAGE, G, D, device="cuda", dtype=DT, generator=gen)
         bt = torch.randperm(nb, device="cuda", generator=gen).reshape(batch, ctx // PAGE).int()
         caches.append((kc, vc, bt))
-    q = torch.randn(batch, 2, H, D, device="cuda", dtype=DT, generator=gen)
-    ring_k = torch.randn(batch, 1, W, G, D, device="cuda", dtype=DT, generator=gen)
-    ring_v = torch.randn(batch, 1, W, G, D, device="cuda", dtype=DT, generator=gen)
-    slots = torch.arange(batch, device="cuda", dtype=torch.int32)
-    gate = torch.rand(batch, 1, H, device="cuda", generator=gen).to(DT)
-    seq = torch.full((batch,), ctx, device="cuda", dtype=torch.int32)
-    q1 = q[:, :1].contiguous()
+    q, ring_k, ring_v, slots, gate, seq, q1 = decode_rows(batch, ctx, gen)
     out = {}
 
     def ours(r):
@@ -214,13 +219,7 @@ def sweep_b64(out_path):
         kc = torch.randn(nb, PAGE, G, D, device="cuda", dtype=DT, generator=gen)
         vc = torch.randn(nb, PAGE, G, D, device="cuda", dtype=DT, generator=gen)
         bt = torch.randperm(nb, device="cuda", generator=gen).reshape(batch, ctx // PAGE).int()
-        q = torch.randn(batch, 2, H, D, device="cuda", dtype=DT, generator=gen)
-        ring_k = torch.randn(batch, 1, W, G, D, device="cuda", dtype=DT, generator=gen)
-        ring_v = torch.randn(batch, 1, W, G, D, device="cuda", dtype=DT, generator=gen)
-        slots = torch.arange(batch, device="cuda", dtype=torch.int32)
-        gate = torch.rand(batch, 1, H, device="cuda", generator=gen).to(DT)
-        seq = torch.full((batch,), ctx, device="cuda", dtype=torch.int32)
-        q1 = q[:, :1].contiguous()
+        q, ring_k, ring_v, slots, gate, seq, q1 = decode_rows(batch, ctx, gen)
         ref = K.gswa_decode_reference(q[:4], kc, vc, bt[:4], seq[:4], ring_k, ring_v, slots[:4], gate[:4])
         for ns in (1, 2, 3, 4):
             for reg in (None, 128):
