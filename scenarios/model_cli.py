@@ -31,13 +31,16 @@ def init(
     out: Path = typer.Option(..., "--out", help="Directory to write the checkpoint to."),
     shape: str = typer.Option("tiny", "--shape", help="tiny | loopcoder-v2 | iquest-v1-tiny"),
     seed: int = typer.Option(0, help="Random seed of the weights."),
-    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    dtype: str = typer.Option("auto", help="auto (float32 for tiny shapes, bfloat16 for loopcoder-v2) | float32 | "
+                                           "bfloat16 | float16"),
     max_shard_size: str = typer.Option("5GB", help="Split the safetensors into shards of at most this size."),
 ) -> None:
     """Write a randomly initialised checkpoint in the released format (config, safetensors, tokenizer)."""
     from loopcoder.model_server.plt.checkpoint import init_checkpoint
 
     _quiet_transformers()
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise typer.BadParameter(f"unknown dtype {dtype!r}", param_hint="--dtype")
     if shape == "loopcoder-v2":
         console.print("[yellow]loopcoder-v2 is 7.6B parameters: about 15 GB of memory and disk in bfloat16[/]")
     with console.status(f"writing {shape} checkpoint to {out}"):

@@ -49,20 +49,32 @@ def make_config(shape: str, **overrides):
     return cls(**fields)
 
 
-def init_checkpoint(out_dir: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "float32",
+def init_checkpoint(out_dir: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "auto",
                     max_shard_size: str = "5GB", **overrides) -> Path:
-    """Write a randomly initialised checkpoint (config.json, safetensors, tokenizer) to ``out_dir``."""
-    from .modeling import IQuestLoopCoderForCausalLM, IQuestPLTCoderForCausalLM
+    """Write a randomly initialised checkpoint (config.json, safetensors, tokenizer) to ``out_dir``.
+
+    dtype "auto": float32 for the tiny shapes, bfloat16 for loopcoder-v2 (the released dtype; 15 GB
+    instead of 30). Weights are created directly in that dtype, so memory peaks at one copy. Every shape
+    gets the shipped 4,096-token tokenizer; with the 76,800-entry vocabulary of loopcoder-v2 it encodes
+    text into the low ids and decodes ids it does not know as nothing.
+    """
     from .configuration import IQuestPLTCoderConfig
+    from .modeling import IQuestLoopCoderForCausalLM, IQuestPLTCoderForCausalLM
 
     out = Path(out_dir)
     config = make_config(shape, **overrides)
+    if dtype == "auto":
+        dtype = "bfloat16" if shape == "loopcoder-v2" else "float32"
     torch.manual_seed(seed)
     cls = IQuestPLTCoderForCausalLM if isinstance(config, IQuestPLTCoderConfig) else IQuestLoopCoderForCausalLM
-    model = cls(config).to(getattr(torch, dtype))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        model = cls(config)
+    finally:
+        torch.set_default_dtype(previous)
     model.save_pretrained(out, max_shard_size=max_shard_size)
-    if config.vocab_size == 4096:
-        copy_shipped_tokenizer(out)
+    copy_shipped_tokenizer(out)
     return out
 
 

@@ -164,3 +164,11 @@ def test_sentencepiece_tokenizer_model_loads(tmp_path):
 def test_missing_tokenizer_is_an_error(tmp_path):
     with pytest.raises(CheckpointError, match="no tokenizer"):
         load_tokenizer(tmp_path)
+
+
+def test_init_in_bfloat16_builds_bf16_weights_and_restores_default_dtype(tmp_path):
+    init_checkpoint(tmp_path, "tiny", dtype="bfloat16")
+    assert {t.dtype for t in load_file(tmp_path / "model.safetensors").values()} == {torch.bfloat16}
+    assert torch.get_default_dtype() == torch.float32
+    model, tok = load_checkpoint(tmp_path)
+    assert model.dtype == torch.bfloat16 and tok is not None
