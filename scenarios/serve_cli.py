@@ -79,7 +79,7 @@ def serve_command(
     overrides = list(overrides) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     cfg = load_config(ServeConfig, config, overrides, default="serve")
     engine_cfg = engine_config(cfg.engine)
-    from loopcoder.model_server.api import bind_socket, checkpoint_eos_ids, create_app, serve_forever
+    from loopcoder.model_server.api import bind_socket, create_app, serve_forever
     from loopcoder.model_server.plt.checkpoint import read_model_type
 
     read_model_type(Path(engine_cfg.model))  # a wrong path fails before the port is taken
@@ -93,8 +93,7 @@ def serve_command(
     _quiet_transformers()
     with console.status(f"loading {engine_cfg.model} on {engine_cfg.device}"):
         engine = AsyncLLMEngine.from_config(engine_cfg, model_name=cfg.served_model_name)
-    app = create_app(engine, cfg.served_model_name, eos_token_ids=checkpoint_eos_ids(engine_cfg.model),
-                     api_key=cfg.api_key)
+    app = create_app(engine, cfg.served_model_name, api_key=cfg.api_key)
     bound_host, bound_port = sock.getsockname()[:2]
     console.print(f"serving {engine.model_name!r} at http://{bound_host}:{bound_port}/v1 "
                   f"(max batch {engine_cfg.max_num_seqs}, context {engine_cfg.max_model_len}); Ctrl-C stops")

@@ -4,6 +4,6 @@
 ``loopcoder serve`` (scenarios/serve_cli.py) runs it in the foreground.
 """
 from .embedded import ServerThread, bind_socket, serve_forever
-from .server import checkpoint_eos_ids, create_app
+from .server import create_app
 
-__all__ = ["ServerThread", "bind_socket", "checkpoint_eos_ids", "create_app", "serve_forever"]
+__all__ = ["ServerThread", "bind_socket", "create_app", "serve_forever"]

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import AsyncIterator, Iterable, Optional
 
 from fastapi import Depends, FastAPI, Request
@@ -30,23 +29,6 @@ from .protocol import (ChatChoice, ChatCompletionRequest, ChatCompletionResponse
                        UsageInfo, random_id)
 
 log = logging.getLogger("loopcoder.api")
-
-
-def checkpoint_eos_ids(model_dir: str | Path) -> list[int]:
-    """EOS ids a checkpoint declares in generation_config.json and config.json (either may be a list)."""
-    ids: list[int] = []
-    for name in ("generation_config.json", "config.json"):
-        path = Path(model_dir) / name
-        if not path.exists():
-            continue
-        try:
-            value = json.loads(path.read_text()).get("eos_token_id")
-        except (json.JSONDecodeError, AttributeError):
-            continue
-        for i in (value if isinstance(value, list) else [value]):
-            if isinstance(i, int) and i not in ids:
-                ids.append(i)
-    return ids
 
 
 def control_token_ids(tokenizer) -> set[int]:
@@ -71,7 +53,12 @@ class OpenAIServing:
         self.tokenizer = engine.tokenizer
         self.model_name = served_model_name or engine.model_name
         self.max_model_len = int(engine.max_model_len)
+        # The engine already gathered the checkpoint's EOS ids (generation config, config, tokenizer);
+        # eos_token_ids adds any the caller wants on top.
         eos = list(eos_token_ids)
+        for i in sorted(getattr(engine, "eos_ids", ())):
+            if i not in eos:
+                eos.append(i)
         tok_eos = getattr(self.tokenizer, "eos_token_id", None)
         if isinstance(tok_eos, int) and tok_eos not in eos:
             eos.append(tok_eos)
@@ -374,7 +361,7 @@ def create_app(engine, served_model_name: Optional[str] = None, eos_token_ids: I
                api_key: Optional[str] = None, manage_engine: bool = True) -> FastAPI:
     """The FastAPI app serving ``engine``.
 
-    ``eos_token_ids``: the checkpoint's EOS ids (``checkpoint_eos_ids``), added to the tokenizer's.
+    ``eos_token_ids``: extra EOS ids, added to the engine's (the checkpoint's) and the tokenizer's.
     ``api_key``: when set, /v1/* requests need ``Authorization: Bearer <key>``.
     ``manage_engine``: start the engine when the app starts and shut it down when it stops.
     """

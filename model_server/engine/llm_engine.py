@@ -225,6 +225,10 @@ class AsyncLLMEngine:
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        return self.engine.eos_ids
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="loopcoder-engine", daemon=True)

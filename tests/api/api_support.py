@@ -73,11 +73,11 @@ def fit_conversations(checkpoint_dir, conversations, max_steps: int = 3000) -> N
 
 
 def start_server(checkpoint_dir, **engine_fields):
-    from loopcoder.model_server.api import ServerThread, checkpoint_eos_ids, create_app
+    from loopcoder.model_server.api import ServerThread, create_app
     from loopcoder.model_server.engine import AsyncLLMEngine, EngineConfig
 
     engine = AsyncLLMEngine.from_config(EngineConfig(model=str(checkpoint_dir), **engine_fields))
-    app = create_app(engine, served_model_name=MODEL, eos_token_ids=checkpoint_eos_ids(checkpoint_dir))
+    app = create_app(engine, served_model_name=MODEL)
     server = ServerThread(app).start()
     server.engine = engine
     return server
