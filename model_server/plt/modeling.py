@@ -126,8 +126,8 @@ class ChunkContext:
     start: int  # first new slot
     cos: torch.Tensor
     sin: torch.Tensor
-    global_mask: torch.Tensor  # [B, 1, T, start + T]
-    local_mask: torch.Tensor  # [B, 1, T, n_old + T], keys: ring slots lo..start-1 then the chunk
+    global_mask: torch.Tensor | None  # [B, 1, T, start + T]; None on the kernel path
+    local_mask: torch.Tensor | None  # [B, 1, T, n_old + T], keys: ring slots lo..start-1 then the chunk
     local_old_slots: torch.Tensor  # ring slots of the old local keys (lo..start-1), as absolute slots
     window: int
     probe: object | None = None
@@ -142,8 +142,8 @@ class DecodeContext:
     slot: int
     cos: torch.Tensor  # [B, 1, D]
     sin: torch.Tensor
-    global_mask: torch.Tensor  # [B, 1, 1, slot + 1]
-    ring_mask: torch.Tensor  # [B, 1, 1, window]
+    global_mask: torch.Tensor | None  # [B, 1, 1, slot + 1]; None on the kernel path
+    ring_mask: torch.Tensor | None  # [B, 1, 1, window]
     use_kernels: bool = False
 
 
@@ -380,19 +380,14 @@ class IQuestLoopModel(IQuestLoopPreTrainedModel):
         batch, t, d = embeds.shape
         valid = cache.key_valid  # [B, S] incl. the chunk
         device = embeds.device
-        q_slots = torch.arange(start, start + t, device=device)
-        k_slots = torch.arange(start + t, device=device)
-        lo = max(0, start - spec.window + 1)
-        old_slots = torch.arange(lo, start, device=device)
-        l_slots = torch.cat([old_slots, q_slots])
-        # A padding slot may attend only itself: it stays finite and no real token ever sees it.
-        global_mask = ((k_slots[None, :] <= q_slots[:, None])[None] & valid[:, None, :]) | (
-            k_slots[None, :] == q_slots[:, None]
-        )[None]
-        band = (l_slots[None, :] <= q_slots[:, None]) & (l_slots[None, :] > q_slots[:, None] - spec.window)
-        local_mask = (band[None] & valid[:, l_slots][:, None, :]) | (l_slots[None, :] == q_slots[:, None])[None]
-        ctx = ChunkContext(cache, start, cos, sin, global_mask[:, None], local_mask[:, None], old_slots,
-                           spec.window, probe, use_kernels)
+        old_slots = torch.arange(max(0, start - spec.window + 1), start, device=device)
+        # The kernels compute causality and the band from positions; only the torch path needs masks
+        # (built as [B, T, S] booleans, which a long prompt would make large).
+        global_mask = local_mask = None
+        if not use_kernels:
+            global_mask, local_mask = _chunk_masks(valid, start, t, old_slots, spec.window)
+        ctx = ChunkContext(cache, start, cos, sin, global_mask, local_mask, old_slots, spec.window, probe,
+                           use_kernels)
         carry = cache.carry_or_zeros(batch, d, embeds.dtype, device)
         # Validity of the slot before each new slot: the CLP input from a padding slot is zero.
         prev_valid = torch.cat([valid[:, start - 1:start] if start > 0 else valid.new_zeros(batch, 1),
@@ -431,15 +426,10 @@ class IQuestLoopModel(IQuestLoopPreTrainedModel):
             for r in range(1, rows)
         ]
         h = torch.cat(inputs, dim=0)  # [R*B, 1, d]
-        global_mask = valid[:, None, None, :].clone()
-        global_mask[..., slot] = True
-        # Ring entry e holds the latest slot p <= slot with p % window == e.
-        entries = torch.arange(spec.window, device=embeds.device)
-        ring_slots = slot - ((slot - entries) % spec.window)
-        ring_ok = ring_slots >= 0
-        ring_mask = valid[:, ring_slots.clamp(min=0)] & ring_ok
-        ring_mask[:, slot % spec.window] = True
-        ctx = DecodeContext(cache, slot, cos, sin, global_mask, ring_mask[:, None, None, :], use_kernels)
+        global_mask = ring_mask = None
+        if not use_kernels:
+            global_mask, ring_mask = _decode_masks(valid, slot, spec.window)
+        ctx = DecodeContext(cache, slot, cos, sin, global_mask, ring_mask, use_kernels)
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = layer(h, lambda x, res, a=attn, i=i: a.forward_rows(x, res, rows, ctx, self._gate(i)))
@@ -447,6 +437,35 @@ class IQuestLoopModel(IQuestLoopPreTrainedModel):
         outs = self.norm(h[:-1]) if spec.normalize_per_loop else h[:-1]
         cache.carry = outs[:, :, 0]
         return h[-1]
+
+
+def _chunk_masks(valid, start: int, t: int, old_slots, window: int):
+    """Attention masks of a chunk's T queries (slots start..start+T-1), True = may attend.
+
+    global [B, 1, T, start+T]: causal over loop-0 keys; local [B, 1, T, n_old+T]: the band of ``window``
+    keys over the ring's old slots then the chunk. A padding slot may attend only itself: it stays
+    finite and no real token ever sees it.
+    """
+    q_slots = torch.arange(start, start + t, device=valid.device)
+    k_slots = torch.arange(start + t, device=valid.device)
+    l_slots = torch.cat([old_slots, q_slots])
+    self_only = (k_slots[None, :] == q_slots[:, None])[None]
+    global_mask = ((k_slots[None, :] <= q_slots[:, None])[None] & valid[:, None, :]) | self_only
+    band = (l_slots[None, :] <= q_slots[:, None]) & (l_slots[None, :] > q_slots[:, None] - window)
+    local_mask = (band[None] & valid[:, l_slots][:, None, :]) | (l_slots[None, :] == q_slots[:, None])[None]
+    return global_mask[:, None], local_mask[:, None]
+
+
+def _decode_masks(valid, slot: int, window: int):
+    """Masks of one decode step: global [B, 1, 1, slot+1] and ring [B, 1, 1, window]."""
+    global_mask = valid[:, None, None, :].clone()
+    global_mask[..., slot] = True
+    # Ring entry e holds the latest slot p <= slot with p % window == e.
+    entries = torch.arange(window, device=valid.device)
+    ring_slots = slot - ((slot - entries) % window)
+    ring_mask = valid[:, ring_slots.clamp(min=0)] & (ring_slots >= 0)
+    ring_mask[:, slot % window] = True
+    return global_mask, ring_mask[:, None, None, :]
 
 
 class _LoopCoderForCausalLM(IQuestLoopPreTrainedModel, GenerationMixin):
