@@ -155,7 +155,8 @@ class ModelRunner:
         """Run chunks of prompts through all loops (loops one after another, each over all tokens).
         Returns the last-loop logits at the last token of every chunk, [len(chunks), V]."""
         dev, spec, window = self.device, self.spec, self.spec.window
-        ids, pos, global_index, old_slot, old_pos, local_order, ring_tok, ring_slot, ring_pos = ([] for _ in range(9))
+        ids, pos, global_index, write_index, old_slot, old_pos, local_order, ring_tok, ring_slot, ring_pos = (
+            [] for _ in range(10))
         cu_q, cu_k, cu_l = [0], [0], [0]
         n_tok = sum(c.length for c in chunks)
         n_old = sum(c.start - max(0, c.start - window + 1) for c in chunks)
@@ -167,6 +168,7 @@ class ModelRunner:
             ids.append(torch.tensor(seq.token_ids[c.start: c.start + c.length]))
             pos.append(chunk_pos)
             global_index.append(self._flat_slots(table, torch.arange(c.start + c.length)))
+            write_index.append(global_index[-1][c.start:])  # the chunk's own positions
             lo = max(0, c.start - window + 1)
             old = torch.arange(lo, c.start)
             # Local keys are gathered from [all chunks' ring entries ; all chunks' tokens]; this chunk's,
@@ -187,11 +189,9 @@ class ModelRunner:
         def cat(parts):
             return torch.cat(parts).to(dev)
 
-        ids, pos, global_index = cat(ids), cat(pos), cat(global_index)
+        ids, pos, global_index, write_index = cat(ids), cat(pos), cat(global_index), cat(write_index)
         old_slot, old_pos, local_order = cat(old_slot), cat(old_pos) % window, cat(local_order)
         ring_tok, ring_slot, ring_pos = cat(ring_tok), cat(ring_slot), cat(ring_pos)
-        write_index = torch.cat([self._flat_slots(torch.tensor(c.seq.block_table),
-                                                  torch.arange(c.start, c.start + c.length)) for c in chunks]).to(dev)
         cu_q_t, cu_k_t, cu_l_t = (torch.tensor(x, dtype=torch.int32, device=dev) for x in (cu_q, cu_k, cu_l))
         max_q, max_k = max(c.length for c in chunks), max(c.start + c.length for c in chunks)
         slots = torch.tensor([c.seq.slot for c in chunks], device=dev)
