@@ -23,31 +23,12 @@ import triton
 import triton.language as tl
 
 from . import _interpreter_compat
+from ._common import _NEG, LOG2E, _online_update
 from .reference import _check_gqa
 
 _interpreter_compat.apply()
 
-LOG2E = 1.4426950408889634
-_NEG = tl.constexpr(-1.0e30)  # finite "minus infinity" for running maxima: exp2(m_old - m_new) stays finite
 MIN_KEYS_PER_SPLIT = 256
-
-
-@triton.jit
-def _online_update(q, k, v, s_mask, m_i, l_i, acc, qk_scale, DOT_F32: tl.constexpr):
-    if DOT_F32:
-        k = k.to(tl.float32)
-    s = tl.dot(q, tl.trans(k)) * qk_scale
-    s = tl.where(s_mask, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
-    p = p.to(v.dtype)
-    if DOT_F32:
-        p = p.to(tl.float32)
-        v = v.to(tl.float32)
-    acc = acc * alpha[:, None] + tl.dot(p, v)
-    return m_new, l_i, acc
 
 
 @triton.jit

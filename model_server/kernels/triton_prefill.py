@@ -16,12 +16,11 @@ import triton
 import triton.language as tl
 
 from . import _interpreter_compat
+from ._common import _NEG, LOG2E, _scores, _softmax_step
 from .reference import LOCAL_WINDOW, _check_gqa
 
 _interpreter_compat.apply()
 
-LOG2E = 1.4426950408889634
-_NEG = tl.constexpr(-1.0e30)  # finite "minus infinity" for running maxima: exp2(m_old - m_new) stays finite
 
 
 @triton.jit
@@ -82,22 +81,11 @@ def _gswa_prefill_kernel(
             kv_rows = (kl_start + offs_j).to(tl.int64)
             k = tl.load(KL + kv_rows[:, None] * s_klt + kvh * s_klh + offs_d[None, :], mask=j_ok[:, None], other=0.0)
             v = tl.load(VL + kv_rows[:, None] * s_vlt + kvh * s_vlh + offs_d[None, :], mask=j_ok[:, None], other=0.0)
-            if DOT_F32:
-                k = k.to(tl.float32)
-            s = tl.dot(q, tl.trans(k)) * qk_scale
+            s = _scores(q, k, qk_scale, DOT_F32)
             pos_j = l_off + offs_j
             vis = j_ok[None, :] & (pos_j[None, :] <= pos_m[:, None]) & (pos_j[None, :] > pos_m[:, None] - window)
             s = tl.where(vis, s, float("-inf"))
-            m_new = tl.maximum(m_l, tl.max(s, 1))
-            alpha = tl.exp2(m_l - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_l = l_l * alpha + tl.sum(p, 1)
-            p = p.to(v.dtype)
-            if DOT_F32:
-                p = p.to(tl.float32)
-                v = v.to(tl.float32)
-            acc_l = acc_l * alpha[:, None] + tl.dot(p, v)
-            m_l = m_new
+            m_l, l_l, acc_l = _softmax_step(s, v, m_l, l_l, acc_l, DOT_F32)
         g = tl.load(GATE + q_rows * s_gt + head * s_gh, mask=row_ok, other=0.0).to(tl.float32)
         l_l = tl.where(l_l == 0.0, 1.0, l_l)
         o_loc = acc_l * ((1.0 - g) / l_l)[:, None]
@@ -112,19 +100,7 @@ def _gswa_prefill_kernel(
         kv_rows = (k_start + n0 + offs_n).to(tl.int64)
         k = tl.load(K0 + kv_rows[:, None] * s_kt + kvh * s_kh + offs_d[None, :])
         v = tl.load(V0 + kv_rows[:, None] * s_vt + kvh * s_vh + offs_d[None, :])
-        if DOT_F32:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        p = p.to(v.dtype)
-        if DOT_F32:
-            p = p.to(tl.float32)
-            v = v.to(tl.float32)
-        acc = acc * alpha[:, None] + tl.dot(p, v)
-        m_i = m_new
+        m_i, l_i, acc = _softmax_step(_scores(q, k, qk_scale, DOT_F32), v, m_i, l_i, acc, DOT_F32)
     # diagonal blocks: causal mask
     for n0 in range(n_full, p_hi + 1, BLOCK_N):
         offs_k = n0 + offs_n
@@ -132,20 +108,9 @@ def _gswa_prefill_kernel(
         kv_rows = (k_start + offs_k).to(tl.int64)
         k = tl.load(K0 + kv_rows[:, None] * s_kt + kvh * s_kh + offs_d[None, :], mask=k_ok[:, None], other=0.0)
         v = tl.load(V0 + kv_rows[:, None] * s_vt + kvh * s_vh + offs_d[None, :], mask=k_ok[:, None], other=0.0)
-        if DOT_F32:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = _scores(q, k, qk_scale, DOT_F32)
         s = tl.where(k_ok[None, :] & (offs_k[None, :] <= pos_m[:, None]), s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        p = p.to(v.dtype)
-        if DOT_F32:
-            p = p.to(tl.float32)
-            v = v.to(tl.float32)
-        acc = acc * alpha[:, None] + tl.dot(p, v)
-        m_i = m_new
+        m_i, l_i, acc = _softmax_step(s, v, m_i, l_i, acc, DOT_F32)
 
     if HAS_LOCAL:
         o = acc * (g / l_i)[:, None] + o_loc
