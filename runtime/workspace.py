@@ -114,7 +114,7 @@ class GitWorkspace:
         if os.path.exists(src):
             src = str(Path(src).resolve())
         try:
-            repo = git.Repo.clone_from(src, dest, env=dict(os.environ, **GIT_ENV), no_checkout=commit is not None)
+            git.Repo.clone_from(src, dest, env=dict(os.environ, **GIT_ENV), no_checkout=commit is not None)
         except git.GitCommandError as exc:
             raise WorkspaceError(f"git clone {source} failed: {_git_error(exc)}") from None
         ws = cls(dest, config=config)

@@ -111,11 +111,11 @@ def train_tiny_tokenizer(out_dir: str | Path, sources: list[Path], vocab_size: i
     )
     tok.train([str(s) for s in sources], trainer)
     tok.save(str(out / "tokenizer.json"))
-    write_tokenizer_config(out, tok.get_vocab_size())
+    write_tokenizer_config(out)
     return out
 
 
-def write_tokenizer_config(out: Path, vocab_size: int) -> None:
+def write_tokenizer_config(out: Path) -> None:
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": None,
