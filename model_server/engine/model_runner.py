@@ -69,7 +69,7 @@ class ModelRunner:
         kv = (self.num_layers, num_blocks + 1, cfg.block_size, self.num_kv_heads, self.head_dim)
         self.k_pool = torch.zeros(kv, dtype=self.dtype, device=self.device)
         self.v_pool = torch.zeros(kv, dtype=self.dtype, device=self.device)
-        rings = max(spec.num_loops - 1, 1)
+        rings = spec.num_loops - 1  # zero for R = 1: no ring or carry memory at all
         ring = (self.num_layers, cfg.max_num_seqs + 1, rings, spec.window, self.num_kv_heads, self.head_dim)
         self.ring_k = torch.zeros(ring, dtype=self.dtype, device=self.device)
         self.ring_v = torch.zeros(ring, dtype=self.dtype, device=self.device)
@@ -131,15 +131,14 @@ class ModelRunner:
         return self.model.lm_head(self._norm(self.inner.norm, h)).float()
 
     def kv_bytes_per_token(self) -> int:
-        """Loop-0 K/V bytes one more token of context costs (rings and carry are per request)."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.k_pool.element_size()
+        """Loop-0 K/V bytes one more token of context costs, from the allocated pool."""
+        tokens = self.k_pool.shape[1] * self.k_pool.shape[2]
+        return (self.k_pool.numel() + self.v_pool.numel()) * self.k_pool.element_size() // tokens
 
     def per_request_bytes(self) -> int:
-        """Fixed bytes per running request: rings of loops >= 1 plus the carry."""
-        if self.spec.num_loops == 1:
-            return 0
-        ring = 2 * self.num_layers * (self.spec.num_loops - 1) * self.spec.window * self.num_kv_heads * self.head_dim
-        return (ring + (self.spec.num_loops - 1) * self.hidden) * self.k_pool.element_size()
+        """Fixed bytes per running request (rings of loops >= 1 plus the carry), from the allocated pools."""
+        total = self.ring_k.numel() + self.ring_v.numel() + self.carry.numel()
+        return total * self.k_pool.element_size() // self.carry.shape[1]
 
     def reset_slot(self, slot: int) -> None:
         """A new request starts with a zero carry (H^{r-1}_{-1} = 0)."""

@@ -90,6 +90,11 @@ def test_kv_bytes_per_token_do_not_grow_with_loops(plt_checkpoint):
     two, _ = make_engine(plt_checkpoint)
     assert one.runner.kv_bytes_per_token() == two.runner.kv_bytes_per_token()
     assert one.runner.per_request_bytes() == 0 < two.runner.per_request_bytes()
+    # the numbers come from the allocated pools: loop 0 is the same, R=1 allocates no ring at all
+    assert one.runner.k_pool.shape == two.runner.k_pool.shape
+    assert one.runner.ring_k.numel() == 0 and two.runner.ring_k.numel() > 0
+    cfg = two.model.config
+    assert two.runner.kv_bytes_per_token() == 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4
 
 
 def test_sampling_seed_top_k_and_stop_ids(plt_checkpoint):
