@@ -75,9 +75,14 @@ class ImagesConfig(BaseModel):
 
 
 class WorkspaceConfig(BaseModel):
+    """Git workspaces (``runtime/workspace.py``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     exclude_paths: list[str] = []  # git pathspec globs left out of extracted patches
+    # Where the host-private repository of each workspace lives (never mounted in a sandbox). None: the
+    # sibling "<tree>.loopcoder-git"; a folder: "<folder>/<tree name>-<hash of its path>.git".
+    private_git_root: Path | None = None
     git_user_name: str = "LoopCoder"
     git_user_email: str = "loopcoder@localhost"
 

@@ -6,7 +6,6 @@ symlinks are resolved, and anything that lands outside the root is refused with 
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,16 +96,14 @@ class Workspace:
                 out.append(FileInfo(rel, st.st_size, st.st_mtime_ns))
 
     def _git_files(self) -> list[str] | None:
+        # Never `git -C root`: root/.git is writable from the sandbox (its config can run commands on the
+        # host). hostgit lists the tree against an empty private repository, .gitignore files honoured.
+        from loopcoder.runtime.hostgit import HostGitError, list_worktree_files
+
         try:
-            proc = subprocess.run(
-                ["git", "-C", str(self.root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                capture_output=True, timeout=60, check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
+            return list_worktree_files(self.root, timeout=60)
+        except HostGitError:
             return None
-        if proc.returncode != 0:
-            return None
-        return sorted({p for p in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if p})
 
     def read_text(self, path: Path, what: str = "file") -> str:
         """Text of a workspace file; binary and huge files are refused with a one-line summary."""
