@@ -258,6 +258,8 @@ class GitWorkspace:
             # numstat says "-\t-" for binary files; gitlinks (nested repos, submodule moves) cannot be replayed.
             binaries = _binary_paths(z(["diff", "--cached", "--numstat", "-z", "-M", "--no-ext-diff", "--no-textconv",
                                         self.base_commit]))
+            # A binary renamed or re-moded with its content unchanged replays without binary data: keep it.
+            binaries -= self._unchanged_blobs(env)
             for p in sorted(binaries):
                 excluded.append(ExcludedPath(path=p, reason="binary"))
             for p in self._gitlinks(env):
@@ -343,6 +345,20 @@ class GitWorkspace:
             objects.mkdir()
             yield Path(tmp), {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_OBJECT_DIRECTORY": str(objects),
                               "GIT_ALTERNATE_OBJECT_DIRECTORIES": _quote_alt(self.git_dir / "objects")}
+
+    def _unchanged_blobs(self, env: dict[str, str]) -> set[str]:
+        """Paths (old and new) of renames and mode changes whose blob is the same on both sides."""
+        parts = self._git(["diff", "--cached", "--raw", "-z", "-M", self.base_commit], env=env).split("\0")
+        out: set[str] = set()
+        i = 0
+        while i < len(parts) - 1:
+            meta = parts[i].lstrip(":").split()
+            n = 2 if meta and meta[-1][:1] in ("R", "C") else 1
+            paths = parts[i + 1 : i + 1 + n]
+            if len(meta) >= 4 and meta[2] == meta[3] and meta[0] != _GITLINK and meta[1] != _GITLINK:
+                out.update(paths)
+            i += 1 + n
+        return out
 
     def _gitlinks(self, env: dict[str, str]) -> list[str]:
         raw = self._git(["diff", "--cached", "--raw", "-z", "--no-renames", self.base_commit], env=env)
