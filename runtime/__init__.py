@@ -1,6 +1,6 @@
 """Runtime: sandboxes (Docker, local), offline image building, git workspaces.
 
-Importing this package is cheap; the docker SDK and GitPython load when first used.
+Importing this package is cheap; the docker SDK loads when first used.
 Contract for callers: ``loopcoder.runtime.sandbox`` (``Sandbox``, ``ExecResult``).
 """
 from __future__ import annotations

@@ -10,6 +10,7 @@ and ``tools.workspace``.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -141,6 +142,7 @@ def _neutral_dir() -> str:
     with _neutral_lock:
         if _neutral is None or not os.path.isdir(_neutral):
             _neutral = tempfile.mkdtemp(prefix="loopcoder-hostgit-")
+            atexit.register(shutil.rmtree, _neutral, True)
         return _neutral
 
 
@@ -150,6 +152,7 @@ def empty_git_dir() -> str:
     with _empty_lock:
         if _empty is None or not os.path.isfile(os.path.join(_empty, "HEAD")):
             path = tempfile.mkdtemp(prefix="loopcoder-empty-git-")
+            atexit.register(shutil.rmtree, path, True)
             run_git(["init", "-q", "--bare", "--template=", path], git_dir=None)
             _empty = path
         return _empty

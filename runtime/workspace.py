@@ -149,6 +149,7 @@ class GitWorkspace:
         except HostGitError as exc:
             raise WorkspaceError(f"git clone {redact(str(source), str(source))} failed: "
                                  f"{redact(last_line(exc.stderr), str(source))}") from None
+        made_dest = not dest.exists()
         try:
             sha = _rev_parse(git_dir, "HEAD") if commit is None else _resolve_or_fetch(git_dir, commit)
             # The tree is made here, by the host, and no sandbox has seen it yet: plain git on it is safe now.
@@ -162,8 +163,19 @@ class GitWorkspace:
                     git_dir=tree_git, work_tree=dest)
             _set_head(git_dir, sha)
             run_git(["update-ref", _TREE_REFS + sha, sha], git_dir=git_dir)
-        except HostGitError as exc:
-            raise WorkspaceError(f"cannot set up workspace {dest}: {redact(last_line(exc.stderr), str(source))}") from None
+        except (HostGitError, WorkspaceError) as exc:
+            # Leave nothing half made: a retry must not meet "already exists".
+            remove_tree(git_dir)
+            if made_dest:
+                remove_tree(dest)
+            else:
+                for child in dest.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        remove_tree(child)
+                    else:
+                        child.unlink()
+            msg = redact(last_line(exc.stderr), str(source)) if isinstance(exc, HostGitError) else str(exc)
+            raise WorkspaceError(f"cannot set up workspace {dest}: {msg}") from None
         ws = cls(dest, config=config)
         if branch:
             ws.create_branch(branch)
@@ -458,12 +470,13 @@ class GitWorkspace:
     # -- helpers: applying -----------------------------------------------------------------------
 
     def _read_touched(self, touched: list[str]) -> dict[str, Entry | None]:
-        out: dict[str, Entry | None] = {}
-        for p in touched:
-            if any(part.lower() == ".git" for part in p.split("/")):
-                raise TreePathError(f"path {p!r} is inside .git")
-            out[p] = self.tree.read(p)  # TreePathError for "..", absolute paths, symlinked folders
-        return out
+        return {p: self._read_patch_path(p) for p in touched}
+
+    def _read_patch_path(self, p: str) -> Entry | None:
+        """What the tree holds at a path a patch names; TreePathError for "..", absolute, .git, symlinked folders."""
+        if any(part.lower() == ".git" for part in p.split("/")):
+            raise TreePathError(f"path {p!r} is inside .git")
+        return self.tree.read(p)
 
     def _attributes_files(self, touched: list[str], originals: dict) -> dict[str, Entry | None]:
         """.gitattributes of the touched paths' folders (eol and encoding rules git apply honours)."""
@@ -515,7 +528,7 @@ class GitWorkspace:
         try:
             for p in sorted(changes, key=lambda p: changes[p] is not None):  # deletions first: a file may become a folder
                 if p not in originals and p not in context:
-                    originals[p] = self.tree.read(p)  # a path the headers did not name (refuses symlinked folders)
+                    originals[p] = self._read_patch_path(p)  # a path the headers did not name
                 entry = changes[p]
                 done.append(p)
                 if entry is None:
@@ -630,8 +643,9 @@ def _files_in(work: Path) -> list[str]:
 
 
 def _try_gnu_patch(work: Path, pf: Path, fuzz: int) -> tuple[bool, str]:
-    # --unified: never read the patch as an ed script (ed can run commands); no backups or reject files.
-    cmd = ["patch", "-p1", "--unified", f"--fuzz={fuzz}", "--batch", "--forward", "--no-backup-if-mismatch",
+    # In a private copy of the touched files: whatever patch writes (an ed-style script included) lands
+    # there, and only files under the copy are written back. No backups or reject files.
+    cmd = ["patch", "-p1", f"--fuzz={fuzz}", "--batch", "--forward", "--no-backup-if-mismatch",
            "--reject-file=-", "-i", str(pf)]
     proc = subprocess.run(cmd, cwd=work, env=dict(os.environ, LC_ALL="C"), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace")

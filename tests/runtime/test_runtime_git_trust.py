@@ -4,9 +4,9 @@ Each payload below is what code inside a sandbox can write into the tree's ``.gi
 keys, hooks, attributes, includes, a foreign work tree, alternates, a redirected ``.git``. A payload runs a
 script that writes a marker file on the host. The host-side operations (clone set-up, re-open, extract_patch,
 apply_patch with its fallbacks, checkout with and without fetching, create_branch, rev_parse, the tools'
-file listing) must leave no marker and leak no host file. Each non-Docker case then proves its payload is
-live: plain ``git`` run the naive way in the tree does write the marker. The Docker cases write the payloads
-from inside a real sandbox as its user.
+file listing) must leave no marker and leak no host file. Each per-payload case (slow) then proves its
+payload is live: plain ``git`` run the naive way in the tree does write the marker. The Docker cases write
+the payloads from inside a real sandbox as its user.
 """
 from __future__ import annotations
 
@@ -319,6 +319,25 @@ def marker_names(markers: Path) -> list[str]:
 # -- config, hooks and attributes written into the tree's .git -------------------------------------
 
 
+def test_all_payloads_in_one_tree_run_nothing_on_the_host(origin, http_git, tmp_path):
+    """The quick version: every payload in one tree; each remote payload in turn for the fetching step."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    ws = GitWorkspace.clone(origin.path, tmp_path / "ws")
+    values = values_for(origin, http_git[0], tmp_path)
+    for payload in [p for p in PAYLOADS if not p.remote]:
+        subprocess.run(["bash", "-c", render(payload, ws.path, markers, values)], cwd=ws.path, check=True)
+    out = exercise(ws.path, origin)
+    assert marker_names(markers) == []
+    assert_host_operations_worked(out, origin)
+    for payload in [p for p in PAYLOADS if p.remote]:
+        subprocess.run(["bash", "-c", render(payload, ws.path, markers, values)], cwd=ws.path, check=True)
+        with pytest.raises(WorkspaceError, match="not found"):
+            ws.checkout("1" * 40)  # fetches from the private repository's origin, not the tree's
+        assert marker_names(markers) == [], payload.name
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("payload", PAYLOADS, ids=[p.name for p in PAYLOADS])
 def test_payload_in_tree_git_runs_nothing_on_the_host(payload, origin, http_git, tmp_path):
     markers = tmp_path / "markers"
@@ -479,6 +498,23 @@ def test_apply_patch_never_goes_through_a_symlinked_folder(change, origin, host_
     assert all("symlink" in a.output for a in result.attempts), result.summary()
 
 
+def test_apply_patch_treats_a_planted_leaf_symlink_as_a_link(origin, host_secret, tmp_path):
+    ws = GitWorkspace.clone(origin.path, tmp_path / "ws")
+    secret = host_secret.folder / "secret.txt"
+    (ws.path / "run.sh").unlink()
+    os.symlink(secret, ws.path / "run.sh")  # tracked file swapped for a link to a host file
+    # The attacker even knows the host file's content: the patch's context matches it.
+    patch = (f"diff --git a/run.sh b/run.sh\n--- a/run.sh\n+++ b/run.sh\n@@ -1 +1 @@\n-{host_secret.text}\n"
+             "+pwned\n")
+    before = snapshot(host_secret.folder)
+    _far_past_atime(secret)
+    atime = secret.stat().st_atime_ns
+    result = ws.apply_patch(patch, raise_on_failure=False)
+    assert secret.stat().st_atime_ns == atime
+    assert snapshot(host_secret.folder) == before
+    assert result.ok is False and os.readlink(ws.path / "run.sh") == str(secret)
+
+
 def test_apply_patch_writes_no_file_beyond_a_symlink_the_patch_itself_creates(origin, host_secret, tmp_path):
     ws = GitWorkspace.clone(origin.path, tmp_path / "ws")
     target = str(host_secret.folder)
@@ -610,6 +646,13 @@ def test_checkout_of_a_commit_only_origin_has_gives_the_tree_its_objects(origin,
     assert (ws.path / "later.txt").read_text() == "later\n"
     assert git(ws.path, "log", "-1", "--format=%s").strip() == "later"
     assert git(ws.path, "status", "--porcelain") == ""
+
+
+def test_a_failed_clone_leaves_nothing_behind(origin, tmp_path):
+    with pytest.raises(WorkspaceError, match="not found"):
+        GitWorkspace.clone(origin.path, tmp_path / "ws", commit="0" * 40)
+    assert not (tmp_path / "ws").exists() and not (tmp_path / "ws.loopcoder-git").exists()
+    assert GitWorkspace.clone(origin.path, tmp_path / "ws", commit=origin.c2).base_commit == origin.c2
 
 
 def test_opening_a_plain_repository_makes_its_private_copy_once(origin, tmp_path):
