@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -77,39 +78,46 @@ class Editor:
             raise ToolError("old_str is empty; use insert to add text, or create for a new file")
         if old == new:
             raise ToolError("old_str and new_str are the same; nothing to change")
-        count = text.count(old)
-        if count == 0 and "\r\n" in text and "\r\n" not in old:
-            old, new = old.replace("\n", "\r\n"), new.replace("\n", "\r\n")  # the model writes \n; file uses CRLF
-            count = text.count(old)
-        if count == 0:
+        matches, count = _find_all(text, old)
+        if not count and _NEWLINE.search(old):
+            # The model writes \n; the file may use CRLF or CR, or mix them: any line break matches one.
+            matches, count = _find_all(text, old, any_newline=True)
+        if not count:
             raise ToolError(f"old_str not found in {rel}. {_closest(text, old)}")
         if count > 1:
-            raise ToolError(f"old_str occurs {count} times in {rel}; it must occur exactly once. Add surrounding "
-                            f"lines to pick one. Matches start at: {_occurrences(text, old)}")
-        at = text.index(old)
-        updated = text[:at] + new + text[at + len(old):]
-        first = text.count("\n", 0, at) + 1
+            overlap = any(b[0] < a[1] for a, b in zip(matches, matches[1:]))
+            raise ToolError(f"old_str occurs {count} times in {rel}{' (matches overlap)' if overlap else ''}; "
+                            "it must occur exactly once. Add surrounding lines to pick one. Matches start at: "
+                            f"{_occurrences(text, matches)}")
+        at, end = matches[0]
+        new = _follow_line_ending(new, _ending_at(text, at))
+        updated = text[:at] + new + text[end:]
+        first = _line_of(text, at)
         last = first + new.count("\n")
         return self._write(path, rel, text, updated, "str_replace", f"replaced 1 occurrence in {rel}",
                            first, last)
 
     def insert(self, args: InsertArgs) -> EditOutput:
         path, rel, text = self._read(args.path)
-        lines = text.splitlines(keepends=True)
+        lines = _split_keepends(text)
         if args.line > len(lines):
             raise ToolError(f"line {args.line} is past the end of {rel} ({len(lines)} lines); "
                             f"use line={len(lines)} to append")
         if not args.text:
             raise ToolError("text is empty; nothing to insert")
-        newline = "\r\n" if "\r\n" in text else "\n"
-        block = args.text if args.text.endswith(("\n", "\r\n")) else args.text + newline
-        if args.line and lines and not lines[args.line - 1].endswith("\n"):
+        # The ending of the line inserted after (at the top: of the first line).
+        newline = _ending_at(text, sum(map(len, lines[: max(args.line - 1, 0)])))
+        ended = ("\n", "\r") if newline == "\r" else "\n"  # a lone CR ends a line only in a CR-only file
+        block = _follow_line_ending(args.text, newline)
+        if not block.endswith(ended):
+            block += newline
+        if args.line and not lines[args.line - 1].endswith(ended):
             lines[args.line - 1] += newline  # inserting after a last line that had no newline
         updated = "".join(lines[: args.line]) + block + "".join(lines[args.line:])
         first = args.line + 1
         return self._write(path, rel, text, updated, "insert",
-                           f"inserted {block.count(chr(10))} line(s) after line {args.line} of {rel}",
-                           first, first + block.count("\n") - 1)
+                           f"inserted {len(_NEWLINE.findall(block))} line(s) after line {args.line} of {rel}",
+                           first, max(first, first + block.count("\n") - 1))
 
     def create(self, args: CreateArgs) -> EditOutput:
         path = self.workspace.resolve(args.path, must_exist=False)
@@ -174,7 +182,8 @@ class Editor:
             new_errors = _new_syntax_errors(before or "", after, lang, first, last)
             if new_errors:
                 line, what = new_errors[0]
-                text_at = after.splitlines()[line - 1].strip() if line <= len(after.splitlines()) else ""
+                after_lines = _display_lines(after)
+                text_at = after_lines[line - 1].strip() if line <= len(after_lines) else ""
                 problem = f"syntax error at line {line} ({what}): {text_at[:120]!r}"
                 if self.config.edit.reject_syntax_errors:
                     raise ToolError(f"edit rejected, {rel} is unchanged: it would add a {problem}. "
@@ -221,26 +230,83 @@ def _new_syntax_errors(before: str, after: str, lang: str, first: int, last: int
 
 
 def _snippet(text: str, first: int, last: int) -> str:
-    lines = text.splitlines()
+    lines = _display_lines(text)
     lo = max(1, first - CONTEXT_LINES)
     hi = min(len(lines), max(last, first) + CONTEXT_LINES)
     return "\n".join(f"{n:6d}│{lines[n - 1]}" for n in range(lo, hi + 1))
 
 
-def _occurrences(text: str, needle: str) -> str:
-    out = []
-    start = 0
-    while (at := text.find(needle, start)) != -1 and len(out) < MAX_CANDIDATES:
-        line = text.count("\n", 0, at) + 1
-        out.append(f"line {line}: {text.splitlines()[line - 1].strip()[:80]!r}")
-        start = at + 1
-    return "; ".join(out)
+# -- lines and line endings -----------------------------------------------------------------------
+# Line numbers count "\n" only, as view, search, tree-sitter and git do (a form feed or a lone CR does not
+# start a line). Line endings are "\r\n", "\n", or "\r" in a file that has no "\n" at all.
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_BARE_LF = re.compile(r"(?<!\r)\n")
+
+
+def _display_lines(text: str) -> list[str]:
+    """The file's lines as view numbers them, without their endings."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def _split_keepends(text: str) -> list[str]:
+    """The file's lines as view numbers them, each with its ending."""
+    return [ln for ln in re.split(r"(?<=\n)", text) if ln]
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _ending_at(text: str, offset: int) -> str:
+    """The line ending of the line holding ``offset``; a last line without one takes the line before's."""
+    if "\n" not in text:
+        return "\r" if "\r" in text else "\n"
+    nl = text.find("\n", offset)
+    if nl == -1:
+        nl = text.rfind("\n", 0, offset)
+    return "\r\n" if nl > 0 and text[nl - 1] == "\r" else "\n"
+
+
+def _follow_line_ending(new: str, ending: str) -> str:
+    """``new`` with each bare "\n" (as models write) turned into ``ending``; explicit "\r\n" is kept."""
+    return new if ending == "\n" else _BARE_LF.sub(ending, new)
+
+
+def _find_all(text: str, needle: str, any_newline: bool = False) -> tuple[list[tuple[int, int]], int]:
+    """The first MAX_CANDIDATES (start, end) spans of ``needle`` and how many there are, overlapping ones
+    included ("aa" is twice in "aaa"). ``any_newline``: a line break in ``needle`` matches any line ending.
+    """
+    if any_newline:
+        body = r"(?:\r\n|\r|\n)".join(re.escape(p) for p in _NEWLINE.split(needle))
+    else:
+        body = re.escape(needle)
+    spans: list[tuple[int, int]] = []
+    total = 0
+    for m in re.finditer(f"(?=({body}))", text):  # a lookahead consumes nothing: overlaps are found
+        total += 1
+        if len(spans) < MAX_CANDIDATES:
+            spans.append(m.span(1))
+    return spans, total
+
+
+def _occurrences(text: str, matches: list[tuple[int, int]]) -> str:
+    lines = _display_lines(text)
+    per_line: dict[int, int] = {}
+    for at, _ in matches:
+        line = _line_of(text, at)
+        per_line[line] = per_line.get(line, 0) + 1
+    return "; ".join(f"line {n}{f' ({k} matches)' if k > 1 else ''}: {lines[n - 1].strip()[:80]!r}"
+                     for n, k in per_line.items())
 
 
 def _closest(text: str, old: str) -> str:
-    """A hint for a failed match: the lines that nearly match, with their numbers."""
-    lines = text.splitlines()
-    want = [ln.strip() for ln in old.splitlines() if ln.strip()]
+    """A hint for a failed match: the lines that nearly match, each named once with its number."""
+    lines = _display_lines(text)
+    want = [ln.strip() for ln in _NEWLINE.split(old) if ln.strip()]
     if not want:
         return "old_str is only whitespace"
     # Same text, different indentation or spacing: the most common miss.
@@ -251,13 +317,12 @@ def _closest(text: str, old: str) -> str:
         spots = ", ".join(f"line {i + 1}: {lines[i][:80]!r}" for i in same[:MAX_CANDIDATES])
         return (f"Its first line matches, ignoring whitespace, at {spots}; copy the exact text "
                 "(indentation, spaces, tabs) with view")
-    close = difflib.get_close_matches(want[0], [ln.strip() for ln in lines], n=MAX_CANDIDATES, cutoff=0.6)
+    stripped = [ln.strip() for ln in lines]
+    # Each distinct text once (a repeated line would otherwise crowd out the others), then every line
+    # that holds it, best match first.
+    close = difflib.get_close_matches(want[0], list(dict.fromkeys(stripped)), n=MAX_CANDIDATES, cutoff=0.6)
     if not close:
         return "No similar line either; view the file to copy the exact text"
-    spots = []
-    for cand in close:
-        for i, ln in enumerate(lines):
-            if ln.strip() == cand:
-                spots.append(f"line {i + 1}: {ln.strip()[:80]!r}")
-                break
-    return "Closest lines: " + "; ".join(spots)
+    spots = [f"line {i + 1}: {stripped[i][:80]!r}" for cand in close for i, ln in enumerate(stripped) if ln == cand]
+    more = f" (and {len(spots) - MAX_CANDIDATES} more)" if len(spots) > MAX_CANDIDATES else ""
+    return "Closest lines: " + "; ".join(spots[:MAX_CANDIDATES]) + more
