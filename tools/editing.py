@@ -2,7 +2,10 @@
 
 Every edit is checked with tree-sitter before it is written: an edit that adds a syntax error is refused
 (``edit.reject_syntax_errors``) or written with a warning naming the line. Each file keeps a stack of its
-previous contents, so ``undo`` can step back, including deleting a file that ``create`` made.
+previous contents, so ``undo`` can step back, including deleting a file that ``create`` made. Text the model
+writes with "\n" takes the line ending of the line it lands on (CRLF, LF, or CR in a CR-only file). Files
+are read and written through ``Workspace`` (no symlink followed, regular files only, new files owned by
+the workspace's owner).
 """
 from __future__ import annotations
 
@@ -145,11 +148,10 @@ class Editor:
             raise ToolError(f"no edit of {rel} to undo")
         previous = stack.pop()
         if previous is None:
-            if path.exists():
-                path.unlink()
+            self.workspace.remove_file(path)
             self.on_change(rel)
             return EditOutput(path=rel, action="undo", message=f"undid the creation of {rel} (file removed)")
-        _write_visibly(path, previous)
+        self.workspace.write_file(path, previous)
         self.on_change(rel)
         return EditOutput(path=rel, action="undo",
                           message=f"restored {rel} to its content before the last edit "
@@ -162,11 +164,12 @@ class Editor:
         rel = self.workspace.rel(path)
         if path.is_dir():
             raise ToolError(f"{rel} is a directory, not a file")
-        size = path.stat().st_size
-        if size > self.workspace.max_file_bytes:
-            raise ToolError(f"{rel} is too large to edit safely ({size:,} bytes, limit "
-                            f"{self.workspace.max_file_bytes:,})")
-        data = path.read_bytes()
+        with self.workspace.open_file(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > self.workspace.max_file_bytes:
+                raise ToolError(f"{rel} is too large to edit safely ({size:,} bytes, limit "
+                                f"{self.workspace.max_file_bytes:,})")
+            data = fh.read()
         if is_binary(data):
             raise ToolError(f"{rel} is a binary file; it cannot be edited as text")
         try:
@@ -189,33 +192,13 @@ class Editor:
                     raise ToolError(f"edit rejected, {rel} is unchanged: it would add a {problem}. "
                                     "Fix the edit and try again")
                 warnings.append(f"the edit added a {problem}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_visibly(path, after.encode("utf-8"))
+        self.workspace.write_file(path, after.encode("utf-8"))
         self.on_change(rel)
         stack = self.history[rel]
         stack.append(before.encode("utf-8") if before is not None else None)
         del stack[: -self.config.edit.max_undo]
         return EditOutput(path=rel, action=action, message=message, snippet=_snippet(after, first, last),
                           warnings=warnings)
-
-
-def _write_visibly(path: Path, data: bytes) -> None:
-    """Write ``data``, making sure (mtime seconds, size) changes so caches keyed on them see the edit.
-
-    Python's .pyc files (and make) trust whole-second mtimes plus size: a same-size edit within the second
-    of the last compile would otherwise run the old code.
-    """
-    try:
-        before = path.stat()
-    except FileNotFoundError:
-        before = None
-    path.write_bytes(data)
-    if before is None:
-        return
-    after = path.stat()
-    if after.st_size == before.st_size and int(after.st_mtime) == int(before.st_mtime):
-        bumped = (int(before.st_mtime) + 1) * 1_000_000_000
-        os.utime(path, ns=(after.st_atime_ns, bumped))
 
 
 def _new_syntax_errors(before: str, after: str, lang: str, first: int, last: int) -> list[tuple[int, str]]:
