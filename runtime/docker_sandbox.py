@@ -27,7 +27,8 @@ START_TIMEOUT_S = 30.0
 KILL_GRACE_S = 10.0  # after a timeout: how long the supervisor may take to kill the job and answer
 TIMEOUT_EXIT_CODE = 124
 # The session's own files (session.SUPERVISOR's RUN) get a small tmpfs of their own: a command that fills
-# /tmp (or the disk quota) must not leave the next command without its saved state.
+# /tmp (or the disk quota) must not leave the next command without its saved state. (The archive API does
+# not see a tmpfs mount; nothing reads or writes these files through it.)
 SESSION_DIR = "/tmp/.loopcoder"
 SESSION_DIR_SIZE = "64m"
 
@@ -176,7 +177,7 @@ class DockerSandbox:
 
     def _host_config(self, api) -> dict:
         """Limits, mounts and lock-down of the container; sets ``disk_bounds``."""
-        from docker.types import LogConfig, Ulimit
+        from docker.types import DriverConfig, LogConfig, Mount, Ulimit
 
         cfg = self.config
         fsize = size_bytes(cfg.max_file_size) if cfg.max_file_size else None
@@ -186,9 +187,12 @@ class DockerSandbox:
         if note:
             layer = None
         self.disk_bounds = DiskBounds(fsize, tmp, layer, note)
-        tmpfs = {SESSION_DIR: f"rw,noexec,nosuid,nodev,size={SESSION_DIR_SIZE},mode=0700,uid={self.uid},gid={self.gid}"}
+        mounts = []
         if tmp:
-            tmpfs["/tmp"] = f"rw,exec,nosuid,nodev,size={tmp},mode=1777"  # docker's default would be noexec
+            # An anonymous volume backed by tmpfs, not a plain tmpfs mount: the archive API (read_file,
+            # write_file) sees volumes but not tmpfs mounts. Removed with the container (v=True, AutoRemove).
+            mounts.append(Mount("/tmp", None, type="volume", driver_config=DriverConfig(
+                "local", {"type": "tmpfs", "device": "tmpfs", "o": f"size={tmp},mode=1777,nosuid,nodev"})))
         return api.create_host_config(
             binds={str(self.workspace): {"bind": WORKDIR, "mode": "rw"}},
             network_mode=cfg.network,
@@ -201,7 +205,8 @@ class DockerSandbox:
             init=cfg.init,
             auto_remove=True,
             log_config=LogConfig(type="none"),  # output goes to us over the attach stream, never to disk
-            tmpfs=tmpfs,
+            mounts=mounts or None,
+            tmpfs={SESSION_DIR: f"rw,noexec,nosuid,nodev,size={SESSION_DIR_SIZE},mode=0700,uid={self.uid},gid={self.gid}"},
             ulimits=[Ulimit(name="fsize", soft=fsize, hard=fsize)] if fsize else None,
             storage_opt={"size": str(layer)} if layer else None,
         )
@@ -452,7 +457,7 @@ def _layer_quota_refusal(client, image: str) -> str:
     else:
         _LAYER_QUOTA[engine] = ""
         try:
-            api.remove_container(probe["Id"], force=True)
+            api.remove_container(probe["Id"], force=True, v=True)
         except APIError:
             pass  # `loopcoder sandbox gc` removes it (labelled, never started)
     return _LAYER_QUOTA[engine]

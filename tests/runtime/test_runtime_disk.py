@@ -77,10 +77,33 @@ def test_writable_layer_gets_a_quota_where_the_storage_supports_one(disk_sandbox
 
 
 def test_the_container_carries_the_disk_bounds(disk_sandbox, docker_client):
-    host = docker_client.api.inspect_container(disk_sandbox.container_id)["HostConfig"]
+    info = docker_client.api.inspect_container(disk_sandbox.container_id)
+    host = info["HostConfig"]
     assert host["Ulimits"] == [{"Name": "fsize", "Soft": 8 * MiB, "Hard": 8 * MiB}]
-    assert set(host["Tmpfs"]) == {"/tmp", "/tmp/.loopcoder"}
-    assert f"size={24 * MiB}" in host["Tmpfs"]["/tmp"]
+    assert set(host["Tmpfs"]) == {"/tmp/.loopcoder"}
+    [tmp] = host["Mounts"]
+    assert tmp["Target"] == "/tmp" and tmp["Type"] == "volume"
+    assert f"size={24 * MiB}" in tmp["VolumeOptions"]["DriverConfig"]["Options"]["o"]
+    res = disk_sandbox.exec("grep ' /tmp ' /proc/mounts; stat -c %a /tmp")
+    assert res.output.startswith("tmpfs /tmp tmpfs rw,nosuid,nodev,") and res.output.endswith("\n1777\n"), res.output
+
+
+def test_files_in_tmp_move_through_the_archive_api(disk_sandbox, docker_client):
+    # a plain tmpfs mount is invisible to docker's archive API: write_file would land under it, unseen
+    sb = disk_sandbox
+    sb.write_file("/tmp/in.txt", "from host\n")
+    assert sb.exec("cat /tmp/in.txt").output == "from host\n"
+    sb.exec("echo from sandbox > /tmp/out.txt")
+    assert sb.read_file("/tmp/out.txt") == b"from sandbox\n"
+
+
+def test_the_tmp_volume_goes_with_the_container(docker_client, base_image, workspace, small_config):
+    with DockerSandbox(workspace, config=small_config, image=base_image, client=docker_client,
+                       labels={"loopcoder.purpose": "test"}) as sb:
+        [volume] = [m["Name"] for m in docker_client.api.inspect_container(sb.container_id)["Mounts"]
+                    if m["Type"] == "volume"]
+        assert any(v["Name"] == volume for v in docker_client.api.volumes()["Volumes"] or [])
+    assert not any(v["Name"] == volume for v in docker_client.api.volumes()["Volumes"] or [])
 
 
 def test_bounds_can_be_switched_off(docker_client, base_image, workspace):
@@ -90,7 +113,7 @@ def test_bounds_can_be_switched_off(docker_client, base_image, workspace):
         assert (sb.disk_bounds.max_file_bytes, sb.disk_bounds.tmp_bytes, sb.disk_bounds.layer_bytes) == (None,) * 3
         assert sb.exec("ulimit -f").output.strip() == "unlimited"
         host = docker_client.api.inspect_container(sb.container_id)["HostConfig"]
-        assert set(host["Tmpfs"]) == {"/tmp/.loopcoder"}
+        assert not host.get("Mounts") and set(host["Tmpfs"]) == {"/tmp/.loopcoder"}
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="handing the workspace over needs root")
