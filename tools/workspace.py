@@ -21,6 +21,7 @@ SKIP_DIRS = frozenset({
     ".pytest_cache", ".ruff_cache", ".eggs", ".idea", ".vscode", "target", ".gradle", "vendor-cache",
 })
 BINARY_SNIFF_BYTES = 8192
+NOT_FOLLOWED = "it is a symlink (changed after the path was checked?); not followed"
 
 
 class ToolError(Exception):
@@ -171,10 +172,11 @@ class Workspace:
             flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
             created = False
             try:
-                fd = os.open(name, flags, dir_fd=parent)
-            except FileNotFoundError:
-                fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=parent)
-                created = True
+                try:
+                    fd = os.open(name, flags, dir_fd=parent)
+                except FileNotFoundError:
+                    fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=parent)
+                    created = True
             except OSError as exc:
                 raise ToolError(f"cannot write {self.rel(path)}: {_why(exc)}") from None
             try:
@@ -239,9 +241,9 @@ class Workspace:
                     raise ToolError(f"cannot use {'/'.join(parts[:i + 1])} as a folder: it vanished") from None
                 except OSError as exc:
                     why = _why(exc)
-                    try:
+                    try:  # O_DIRECTORY|O_NOFOLLOW answers ENOTDIR for a symlink too: say which it is
                         if stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
-                            why = _why(OSError(errno.ELOOP, "symlink"))
+                            why = NOT_FOLLOWED
                     except OSError:
                         pass
                     raise ToolError(f"cannot use {'/'.join(parts[:i + 1])} as a folder: {why}") from None
@@ -296,7 +298,7 @@ def _kind(mode: int) -> str:
 def _why(exc: OSError) -> str:
     """One phrase for an OSError met while walking or opening a workspace path."""
     if exc.errno == errno.ELOOP:
-        return "it is a symlink (changed after the path was checked?); not followed"
+        return NOT_FOLLOWED
     if exc.errno == errno.ENOTDIR:
         return "a part of the path is a file, not a folder"
     if exc.errno == errno.ENXIO:
