@@ -5,6 +5,7 @@ Contract for callers: ``loopcoder.runtime.sandbox`` (``Sandbox``, ``ExecResult``
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,15 +14,33 @@ if TYPE_CHECKING:
     from loopcoder.runtime.sandbox import Sandbox
 
 
-def open_sandbox(workspace: str | Path, config: "RuntimeConfig | None" = None, **kwargs) -> "Sandbox":
-    """A started sandbox of the configured backend (``sandbox.backend``: docker, or local when opted in)."""
+def open_sandbox(
+    workspace: str | Path,
+    config: "RuntimeConfig | None" = None,
+    *,
+    image: str | None = None,
+    run_id: str | None = None,
+    labels: dict[str, str] | None = None,
+    client=None,
+    allow: bool | None = None,
+) -> "Sandbox":
+    """A started sandbox of the configured backend (``sandbox.backend``: docker, or local when opted in).
+
+    Both backends take the same keywords, so a caller need not know which one runs. ``image``, ``run_id``,
+    ``labels`` and ``client`` (a docker client) shape the Docker container; the local backend runs commands
+    on this machine as it is, so it ignores them, and warns when an ``image`` is given (the image's
+    packages and files are not there). ``allow`` is the local backend's opt-in; Docker ignores it.
+    """
     from loopcoder.runtime.config import load_runtime_config
 
     cfg = config or load_runtime_config()
     if cfg.sandbox.backend == "local":
         from loopcoder.runtime.local_sandbox import LocalSandbox
 
-        return LocalSandbox(workspace, config=cfg, **kwargs)
+        if image is not None:
+            warnings.warn(f"sandbox.backend is local: image {image!r} is not used; commands run on this machine "
+                          "with its own tools and packages", stacklevel=2)
+        return LocalSandbox(workspace, config=cfg, allow=allow)
     from loopcoder.runtime.docker_sandbox import DockerSandbox
 
-    return DockerSandbox(workspace, config=cfg.sandbox, **kwargs)
+    return DockerSandbox(workspace, config=cfg.sandbox, image=image, run_id=run_id, labels=labels, client=client)

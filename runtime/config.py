@@ -5,11 +5,28 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from loopcoder.configs import load_config
 
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size_bytes(size: str) -> int:
+    """Bytes in a size such as ``512m`` or ``2g`` (binary units, as Docker reads them)."""
+    m = re.fullmatch(r"(\d+)([bkmg]?)", size.strip().lower())
+    if not m:
+        raise ValueError(f"{size!r} is not a size such as 512m or 2g")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _size(v: str | None) -> str | None:
+    if v is not None:
+        if size_bytes(v) <= 0:
+            raise ValueError("must be larger than 0")
+        v = v.strip().lower()
+    return v
 
 
 class SandboxConfig(BaseModel):
@@ -31,6 +48,10 @@ class SandboxConfig(BaseModel):
     # false: a command's leftover background processes are killed when it returns (a fork bomb or a
     # forgotten server cannot outlive its command); true: they keep running, as in a terminal.
     keep_background: bool = False
+    # Disk a sandbox can fill (docs/runtime.md, "Disk"). null switches a bound off.
+    max_file_size: str | None = "1g"  # RLIMIT_FSIZE of every process: no file, /testbed included, grows past it
+    tmp_size: str | None = "25%"  # /tmp is a tmpfs of this size or share of `memory` (it counts as memory)
+    disk_size: str | None = "10g"  # writable-layer quota (storage_opt size) where the storage driver has one
     labels: dict[str, str] = {}
 
     @field_validator("user")
@@ -46,6 +67,42 @@ class SandboxConfig(BaseModel):
         if not re.fullmatch(r"\d+[bkmg]?", v.lower()):
             raise ValueError("must look like 512m or 2g")
         return v.lower()
+
+    @field_validator("max_file_size", "tmp_size", "disk_size", mode="before")
+    @classmethod
+    def _bytes_as_text(cls, v: object) -> object:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # YAML reads 4096 as a number
+
+    @field_validator("max_file_size", "disk_size")
+    @classmethod
+    def _sizes(cls, v: str | None) -> str | None:
+        return _size(v)
+
+    @field_validator("tmp_size")
+    @classmethod
+    def _tmp_size(cls, v: str | None) -> str | None:
+        if v is not None and v.strip().endswith("%"):
+            if not re.fullmatch(r"\d{1,2}%", v.strip()) or int(v.strip()[:-1]) == 0:
+                raise ValueError("a share of memory must be 1% to 99%, e.g. 25%")
+            return v.strip()
+        return _size(v)
+
+    @model_validator(mode="after")
+    def _tmp_below_memory(self) -> "SandboxConfig":
+        # tmpfs pages are charged to the container's memory and cannot be swapped out: a /tmp as large as
+        # the memory limit, once full, would leave the sandbox's processes nothing but the OOM killer.
+        if self.tmp_size is not None and self.tmp_bytes() >= size_bytes(self.memory):
+            raise ValueError(f"tmp_size ({self.tmp_size}) must be smaller than memory ({self.memory}): "
+                             "/tmp is a tmpfs and its files count as memory")
+        return self
+
+    def tmp_bytes(self) -> int | None:
+        """Size of the /tmp tmpfs in bytes (None: no tmpfs, /tmp is in the container's writable layer)."""
+        if self.tmp_size is None:
+            return None
+        if self.tmp_size.endswith("%"):
+            return size_bytes(self.memory) * int(self.tmp_size[:-1]) // 100
+        return size_bytes(self.tmp_size)
 
 
 class LocalConfig(BaseModel):

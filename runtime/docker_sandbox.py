@@ -12,9 +12,10 @@ import threading
 import time
 import uuid
 import weakref
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from loopcoder.runtime.config import SandboxConfig, load_runtime_config
+from loopcoder.runtime.config import SandboxConfig, load_runtime_config, size_bytes
 from loopcoder.runtime.engine import connect_docker
 from loopcoder.runtime.errors import SandboxError
 from loopcoder.runtime.output import HeadTailBuffer
@@ -25,6 +26,11 @@ LABEL = "loopcoder.sandbox"  # every sandbox container carries it; `loopcoder sa
 START_TIMEOUT_S = 30.0
 KILL_GRACE_S = 10.0  # after a timeout: how long the supervisor may take to kill the job and answer
 TIMEOUT_EXIT_CODE = 124
+# The session's own files (session.SUPERVISOR's RUN) get a small tmpfs of their own: a command that fills
+# /tmp (or the disk quota) must not leave the next command without its saved state. (The archive API does
+# not see a tmpfs mount; nothing reads or writes these files through it.)
+SESSION_DIR = "/tmp/.loopcoder"
+SESSION_DIR_SIZE = "64m"
 
 _live: "weakref.WeakSet[DockerSandbox]" = weakref.WeakSet()
 
@@ -35,6 +41,32 @@ def _close_all() -> None:
         sandbox.close()
 
 
+@dataclass(frozen=True)
+class DiskBounds:
+    """What bounds the disk a sandbox can fill (None: that bound is off or unsupported)."""
+
+    max_file_bytes: int | None  # RLIMIT_FSIZE of every process in the container (the workspace included)
+    tmp_bytes: int | None  # size of the /tmp tmpfs
+    layer_bytes: int | None  # quota of the container's writable layer (storage_opt size)
+    layer_note: str = ""  # why the writable layer has no quota
+
+    def describe(self) -> str:
+        def mb(n: int | None) -> str:
+            return f"{n / (1 << 20):,.0f} MiB"
+
+        layer = (f"writable layer {mb(self.layer_bytes)}" if self.layer_bytes
+                 else f"writable layer unbounded ({self.layer_note or 'sandbox.disk_size is null'})")
+        return "; ".join([
+            f"per file {mb(self.max_file_bytes)}" if self.max_file_bytes else "per file unbounded",
+            f"/tmp tmpfs {mb(self.tmp_bytes)}" if self.tmp_bytes else "/tmp in the writable layer",
+            layer,
+        ])
+
+
+# Per engine (API address): why it gives no writable-layer quota, "" when it does. Asked once per process.
+_LAYER_QUOTA: dict[str, str] = {}
+
+
 class DockerSandbox:
     """A running container with ``workspace`` mounted read-write at /testbed.
 
@@ -42,8 +74,9 @@ class DockerSandbox:
     non-root user, all capabilities dropped, no-new-privileges, tini as PID 1, labels naming the run.
     The container is removed by ``close()`` (also on ``with`` exit, Ctrl-C, errors and interpreter exit)
     and by docker itself when this process dies (the supervisor exits when its stdin closes; auto-remove).
-    When this process runs as root and the sandbox user differs from the workspace owner, the workspace
-    is chowned (symlinks not followed) to the sandbox user so commands can write to it.
+    When this process runs as root, every workspace entry not owned by the sandbox user is chowned
+    (symlinks not followed) to it so commands can write to it. ``disk_bounds`` says which disk bounds
+    (``sandbox.max_file_size``, ``tmp_size``, ``disk_size``) this container got.
     """
 
     def __init__(
@@ -70,6 +103,7 @@ class DockerSandbox:
         self._broken: str | None = None
         self._closed = False
         self.container_id: str | None = None
+        self.disk_bounds: DiskBounds | None = None
         self.uid, self.gid = _sandbox_user(self.config.user)
         self.labels = {
             LABEL: "1",
@@ -91,7 +125,6 @@ class DockerSandbox:
 
     def _start(self) -> None:
         from docker.errors import APIError, ImageNotFound
-        from docker.types import LogConfig
 
         api = self._client.api
         try:
@@ -101,19 +134,7 @@ class DockerSandbox:
                 f"sandbox image {self.image!r} not found; build it with `loopcoder sandbox build-base`"
             ) from None
         _hand_over(self.workspace, self.uid, self.gid)
-        host_config = api.create_host_config(
-            binds={str(self.workspace): {"bind": WORKDIR, "mode": "rw"}},
-            network_mode=self.config.network,
-            nano_cpus=int(self.config.cpus * 1e9),
-            mem_limit=self.config.memory,
-            memswap_limit=self.config.memory,  # no swap: a memory hog meets the OOM killer, not the disk
-            pids_limit=self.config.pids_limit,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            init=self.config.init,
-            auto_remove=True,
-            log_config=LogConfig(type="none"),  # output goes to us over the attach stream, never to disk
-        )
+        host_config = self._host_config(api)
         try:
             created = api.create_container(
                 self.image,
@@ -153,6 +174,42 @@ class DockerSandbox:
             buf += chunk
             if len(buf) > 65536:
                 buf = buf[-65536:]
+
+    def _host_config(self, api) -> dict:
+        """Limits, mounts and lock-down of the container; sets ``disk_bounds``."""
+        from docker.types import DriverConfig, LogConfig, Mount, Ulimit
+
+        cfg = self.config
+        fsize = size_bytes(cfg.max_file_size) if cfg.max_file_size else None
+        tmp = cfg.tmp_bytes()
+        layer = size_bytes(cfg.disk_size) if cfg.disk_size else None
+        note = _layer_quota_refusal(self._client, self.image) if layer else ""
+        if note:
+            layer = None
+        self.disk_bounds = DiskBounds(fsize, tmp, layer, note)
+        mounts = []
+        if tmp:
+            # An anonymous volume backed by tmpfs, not a plain tmpfs mount: the archive API (read_file,
+            # write_file) sees volumes but not tmpfs mounts. Removed with the container (v=True, AutoRemove).
+            mounts.append(Mount("/tmp", None, type="volume", driver_config=DriverConfig(
+                "local", {"type": "tmpfs", "device": "tmpfs", "o": f"size={tmp},mode=1777,nosuid,nodev"})))
+        return api.create_host_config(
+            binds={str(self.workspace): {"bind": WORKDIR, "mode": "rw"}},
+            network_mode=cfg.network,
+            nano_cpus=int(cfg.cpus * 1e9),
+            mem_limit=cfg.memory,
+            memswap_limit=cfg.memory,  # no swap: a memory hog meets the OOM killer, not the disk
+            pids_limit=cfg.pids_limit,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            init=cfg.init,
+            auto_remove=True,
+            log_config=LogConfig(type="none"),  # output goes to us over the attach stream, never to disk
+            mounts=mounts or None,
+            tmpfs={SESSION_DIR: f"rw,noexec,nosuid,nodev,size={SESSION_DIR_SIZE},mode=0700,uid={self.uid},gid={self.gid}"},
+            ulimits=[Ulimit(name="fsize", soft=fsize, hard=fsize)] if fsize else None,
+            storage_opt={"size": str(layer)} if layer else None,
+        )
 
     def close(self) -> None:
         """Remove the container (idempotent, never raises)."""
@@ -373,6 +430,39 @@ class _FrameReader:
         return bytes(out)
 
 
+def _layer_quota_refusal(client, image: str) -> str:
+    """Why this engine gives containers no writable-layer quota ("" when it does); asked once per engine.
+
+    Docker supports ``storage_opt size`` only on some storage (overlay2 on xfs mounted with pquota, btrfs,
+    zfs, devicemapper); elsewhere it refuses to create the container. A throwaway container is created
+    (never started) to find out, then removed.
+    """
+    from docker.errors import APIError
+
+    api = client.api
+    engine = str(getattr(api, "base_url", ""))
+    if engine in _LAYER_QUOTA:
+        return _LAYER_QUOTA[engine]
+    try:
+        probe = api.create_container(image, command=["true"], labels={LABEL: "1", "loopcoder.purpose": "quota-probe"},
+                                     host_config=api.create_host_config(storage_opt={"size": "1g"}))
+    except APIError as exc:
+        reason = " ".join(str(exc.explanation or exc).split())
+        try:
+            info = client.info()
+            storage = f"{info.get('Driver', '?')} on {dict(info.get('DriverStatus') or []).get('Backing Filesystem', '?')}"
+        except Exception:
+            storage = "this engine's storage"
+        _LAYER_QUOTA[engine] = f"{storage}: {reason}"
+    else:
+        _LAYER_QUOTA[engine] = ""
+        try:
+            api.remove_container(probe["Id"], force=True, v=True)
+        except APIError:
+            pass  # `loopcoder sandbox gc` removes it (labelled, never started)
+    return _LAYER_QUOTA[engine]
+
+
 def _owner_labels() -> dict[str, str]:
     """pid and kernel start time of this process: `sandbox gc` treats the run as dead once they change."""
     pid = os.getpid()
@@ -410,13 +500,24 @@ def _sandbox_user(user: str) -> tuple[int, int]:
 
 
 def _hand_over(workspace: Path, uid: int, gid: int) -> None:
-    """Make the workspace writable by the sandbox user (chown, no symlink followed); only as root."""
+    """Make the workspace writable by the sandbox user: lchown (no symlink followed) each entry that is not
+    theirs yet; only as root.
+
+    Every entry is looked at, not only the root: files the host made as root since an earlier sandbox
+    (a checkout, an applied patch) sit in a folder that is already the sandbox user's.
+    """
     if os.geteuid() != 0:
         return
-    st = workspace.stat()
-    if (st.st_uid, st.st_gid) == (uid, gid):
-        return
-    os.lchown(workspace, uid, gid)
+
+    def give(path: str) -> None:
+        try:
+            st = os.lstat(path)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.lchown(path, uid, gid)
+        except FileNotFoundError:
+            pass  # removed while we walked
+
+    give(str(workspace))
     for root, dirs, files in os.walk(workspace, followlinks=False):
         for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, gid)
+            give(os.path.join(root, name))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from loopcoder.configs import ConfigError
@@ -61,12 +60,13 @@ def expand_variadic(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
-        app(args=expand_variadic(sys.argv[1:] if argv is None else argv), prog_name="loopcoder",
-            standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        code = app(args=expand_variadic(sys.argv[1:] if argv is None else argv), prog_name="loopcoder",
+                   standalone_mode=False)
+    except typer.TyperException as exc:
+        # typer 0.29 vendors click (typer._click): its usage errors are TyperExceptions, not click's own.
+        _show_usage_error(exc)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
@@ -74,6 +74,24 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    # Without standalone mode, typer hands back the code of `typer.Exit(code)` (and of --help: 0).
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        if code == 130:  # typer turns Ctrl-C inside a command into Exit(130)
+            print("interrupted", file=sys.stderr)
+        sys.exit(code)
+
+
+def _show_usage_error(exc: typer.TyperException) -> None:
+    """One line on stderr: the mistake and where the help is. A bare group shows its help instead."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError":  # how typer itself tells it apart (rich_utils)
+        text = exc.format_message().rstrip()  # typer's rich help prints itself to stdout and returns ""
+        if text:
+            print(text, file=sys.stderr)
+        return
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+    print(f"error: {message}{hint}", file=sys.stderr)
 
 
 if __name__ == "__main__":

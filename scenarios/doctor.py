@@ -48,10 +48,10 @@ def check_base_image(cfg: RuntimeConfig, client) -> Check:
                  detail=f"{tag} {info['Id'][7:19]}, {info.get('Size', 0) / 1e6:.0f} MB")
 
 
-def check_sandbox(cfg: RuntimeConfig, client) -> Check:
-    """Start a real sandbox from the base image and run one command in it."""
+def check_sandbox(cfg: RuntimeConfig, client) -> tuple[Check, object | None]:
+    """Start a real sandbox from the base image and run one command in it; also its ``DiskBounds``."""
     if client is None:
-        return Check(name="sandbox", status="fail", detail="skipped: no Docker engine", fix="see docker engine")
+        return Check(name="sandbox", status="fail", detail="skipped: no Docker engine", fix="see docker engine"), None
     from loopcoder.runtime.docker_sandbox import DockerSandbox
     from loopcoder.runtime.errors import RuntimeFailure
 
@@ -63,13 +63,24 @@ def check_sandbox(cfg: RuntimeConfig, client) -> Check:
                 res = sb.exec("ls /sys/class/net; id -u", timeout=30)
     except RuntimeFailure as exc:
         return Check(name="sandbox", status="fail", detail=str(exc),
-                     fix="loopcoder sandbox build-base --force   (the image may be broken)")
+                     fix="loopcoder sandbox build-base --force   (the image may be broken)"), None
     words = res.output.split()
     nets, uid = words[:-1], (words[-1] if words else "?")
     detail = f"started and ran a command in {time.monotonic() - started:.2f} s; interfaces {nets}, uid {uid}"
     ok = res.exit_code == 0 and nets == ["lo"] and uid != "0"
     return Check(name="sandbox", status="ok" if ok else "fail", detail=detail,
-                 fix="" if ok else "check configs/runtime.yaml sandbox.network and sandbox.user")
+                 fix="" if ok else "check configs/runtime.yaml sandbox.network and sandbox.user"), sb.disk_bounds
+
+
+def check_sandbox_disk(bounds) -> Check:
+    """Which disk bounds a sandbox got (docs/runtime.md, "Disk"); a warning while the writable layer has none."""
+    detail = bounds.describe() + "; /testbed (host disk): per file only"
+    if bounds.layer_bytes:
+        return Check(name="sandbox disk", status="ok", detail=detail)
+    fix = ("set sandbox.disk_size" if "disk_size is null" in detail else
+           "for a writable-layer quota put Docker's data-root on xfs mounted with pquota (overlay2), or use "
+           "btrfs/zfs storage; until then a sandbox can fill the host disk with many files under its size cap")
+    return Check(name="sandbox disk", status="warn", detail=detail, fix=fix)
 
 
 def check_torch() -> tuple[Check, object | None]:
@@ -122,7 +133,10 @@ def run_checks(cfg: RuntimeConfig, on_check: Callable[[Check], None] | None = No
     base = check_base_image(cfg, client)
     add(base)
     if base.status == "ok":
-        add(check_sandbox(cfg, client))
+        sandbox_check, bounds = check_sandbox(cfg, client)
+        add(sandbox_check)
+        if bounds is not None:
+            add(check_sandbox_disk(bounds))
     torch_check, torch = check_torch()
     add(torch_check)
     add(check_gpu(torch))

@@ -2,12 +2,16 @@
 
 Every edit is checked with tree-sitter before it is written: an edit that adds a syntax error is refused
 (``edit.reject_syntax_errors``) or written with a warning naming the line. Each file keeps a stack of its
-previous contents, so ``undo`` can step back, including deleting a file that ``create`` made.
+previous contents, so ``undo`` can step back, including deleting a file that ``create`` made. Text the model
+writes with "\n" takes the line ending of the line it lands on (CRLF, LF, or CR in a CR-only file). Files
+are read and written through ``Workspace`` (no symlink followed, regular files only, new files owned by
+the workspace's owner).
 """
 from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -77,39 +81,46 @@ class Editor:
             raise ToolError("old_str is empty; use insert to add text, or create for a new file")
         if old == new:
             raise ToolError("old_str and new_str are the same; nothing to change")
-        count = text.count(old)
-        if count == 0 and "\r\n" in text and "\r\n" not in old:
-            old, new = old.replace("\n", "\r\n"), new.replace("\n", "\r\n")  # the model writes \n; file uses CRLF
-            count = text.count(old)
-        if count == 0:
+        matches, count = _find_all(text, old)
+        if not count and _NEWLINE.search(old):
+            # The model writes \n; the file may use CRLF or CR, or mix them: any line break matches one.
+            matches, count = _find_all(text, old, any_newline=True)
+        if not count:
             raise ToolError(f"old_str not found in {rel}. {_closest(text, old)}")
         if count > 1:
-            raise ToolError(f"old_str occurs {count} times in {rel}; it must occur exactly once. Add surrounding "
-                            f"lines to pick one. Matches start at: {_occurrences(text, old)}")
-        at = text.index(old)
-        updated = text[:at] + new + text[at + len(old):]
-        first = text.count("\n", 0, at) + 1
+            overlap = any(b[0] < a[1] for a, b in zip(matches, matches[1:]))
+            raise ToolError(f"old_str occurs {count} times in {rel}{' (matches overlap)' if overlap else ''}; "
+                            "it must occur exactly once. Add surrounding lines to pick one. Matches start at: "
+                            f"{_occurrences(text, matches)}")
+        at, end = matches[0]
+        new = _follow_line_ending(new, _ending_at(text, at))
+        updated = text[:at] + new + text[end:]
+        first = _line_of(text, at)
         last = first + new.count("\n")
         return self._write(path, rel, text, updated, "str_replace", f"replaced 1 occurrence in {rel}",
                            first, last)
 
     def insert(self, args: InsertArgs) -> EditOutput:
         path, rel, text = self._read(args.path)
-        lines = text.splitlines(keepends=True)
+        lines = _split_keepends(text)
         if args.line > len(lines):
             raise ToolError(f"line {args.line} is past the end of {rel} ({len(lines)} lines); "
                             f"use line={len(lines)} to append")
         if not args.text:
             raise ToolError("text is empty; nothing to insert")
-        newline = "\r\n" if "\r\n" in text else "\n"
-        block = args.text if args.text.endswith(("\n", "\r\n")) else args.text + newline
-        if args.line and lines and not lines[args.line - 1].endswith("\n"):
+        # The ending of the line inserted after (at the top: of the first line).
+        newline = _ending_at(text, sum(map(len, lines[: max(args.line - 1, 0)])))
+        ended = ("\n", "\r") if newline == "\r" else "\n"  # a lone CR ends a line only in a CR-only file
+        block = _follow_line_ending(args.text, newline)
+        if not block.endswith(ended):
+            block += newline
+        if args.line and not lines[args.line - 1].endswith(ended):
             lines[args.line - 1] += newline  # inserting after a last line that had no newline
         updated = "".join(lines[: args.line]) + block + "".join(lines[args.line:])
         first = args.line + 1
         return self._write(path, rel, text, updated, "insert",
-                           f"inserted {block.count(chr(10))} line(s) after line {args.line} of {rel}",
-                           first, first + block.count("\n") - 1)
+                           f"inserted {len(_NEWLINE.findall(block))} line(s) after line {args.line} of {rel}",
+                           first, max(first, first + block.count("\n") - 1))
 
     def create(self, args: CreateArgs) -> EditOutput:
         path = self.workspace.resolve(args.path, must_exist=False)
@@ -137,11 +148,10 @@ class Editor:
             raise ToolError(f"no edit of {rel} to undo")
         previous = stack.pop()
         if previous is None:
-            if path.exists():
-                path.unlink()
+            self.workspace.remove_file(path)
             self.on_change(rel)
             return EditOutput(path=rel, action="undo", message=f"undid the creation of {rel} (file removed)")
-        _write_visibly(path, previous)
+        self.workspace.write_file(path, previous)
         self.on_change(rel)
         return EditOutput(path=rel, action="undo",
                           message=f"restored {rel} to its content before the last edit "
@@ -154,11 +164,12 @@ class Editor:
         rel = self.workspace.rel(path)
         if path.is_dir():
             raise ToolError(f"{rel} is a directory, not a file")
-        size = path.stat().st_size
-        if size > self.workspace.max_file_bytes:
-            raise ToolError(f"{rel} is too large to edit safely ({size:,} bytes, limit "
-                            f"{self.workspace.max_file_bytes:,})")
-        data = path.read_bytes()
+        with self.workspace.open_file(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > self.workspace.max_file_bytes:
+                raise ToolError(f"{rel} is too large to edit safely ({size:,} bytes, limit "
+                                f"{self.workspace.max_file_bytes:,})")
+            data = fh.read()
         if is_binary(data):
             raise ToolError(f"{rel} is a binary file; it cannot be edited as text")
         try:
@@ -174,39 +185,20 @@ class Editor:
             new_errors = _new_syntax_errors(before or "", after, lang, first, last)
             if new_errors:
                 line, what = new_errors[0]
-                text_at = after.splitlines()[line - 1].strip() if line <= len(after.splitlines()) else ""
+                after_lines = _display_lines(after)
+                text_at = after_lines[line - 1].strip() if line <= len(after_lines) else ""
                 problem = f"syntax error at line {line} ({what}): {text_at[:120]!r}"
                 if self.config.edit.reject_syntax_errors:
                     raise ToolError(f"edit rejected, {rel} is unchanged: it would add a {problem}. "
                                     "Fix the edit and try again")
                 warnings.append(f"the edit added a {problem}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_visibly(path, after.encode("utf-8"))
+        self.workspace.write_file(path, after.encode("utf-8"))
         self.on_change(rel)
         stack = self.history[rel]
         stack.append(before.encode("utf-8") if before is not None else None)
         del stack[: -self.config.edit.max_undo]
         return EditOutput(path=rel, action=action, message=message, snippet=_snippet(after, first, last),
                           warnings=warnings)
-
-
-def _write_visibly(path: Path, data: bytes) -> None:
-    """Write ``data``, making sure (mtime seconds, size) changes so caches keyed on them see the edit.
-
-    Python's .pyc files (and make) trust whole-second mtimes plus size: a same-size edit within the second
-    of the last compile would otherwise run the old code.
-    """
-    try:
-        before = path.stat()
-    except FileNotFoundError:
-        before = None
-    path.write_bytes(data)
-    if before is None:
-        return
-    after = path.stat()
-    if after.st_size == before.st_size and int(after.st_mtime) == int(before.st_mtime):
-        bumped = (int(before.st_mtime) + 1) * 1_000_000_000
-        os.utime(path, ns=(after.st_atime_ns, bumped))
 
 
 def _new_syntax_errors(before: str, after: str, lang: str, first: int, last: int) -> list[tuple[int, str]]:
@@ -221,26 +213,83 @@ def _new_syntax_errors(before: str, after: str, lang: str, first: int, last: int
 
 
 def _snippet(text: str, first: int, last: int) -> str:
-    lines = text.splitlines()
+    lines = _display_lines(text)
     lo = max(1, first - CONTEXT_LINES)
     hi = min(len(lines), max(last, first) + CONTEXT_LINES)
     return "\n".join(f"{n:6d}│{lines[n - 1]}" for n in range(lo, hi + 1))
 
 
-def _occurrences(text: str, needle: str) -> str:
-    out = []
-    start = 0
-    while (at := text.find(needle, start)) != -1 and len(out) < MAX_CANDIDATES:
-        line = text.count("\n", 0, at) + 1
-        out.append(f"line {line}: {text.splitlines()[line - 1].strip()[:80]!r}")
-        start = at + 1
-    return "; ".join(out)
+# -- lines and line endings -----------------------------------------------------------------------
+# Line numbers count "\n" only, as view, search, tree-sitter and git do (a form feed or a lone CR does not
+# start a line). Line endings are "\r\n", "\n", or "\r" in a file that has no "\n" at all.
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_BARE_LF = re.compile(r"(?<!\r)\n")
+
+
+def _display_lines(text: str) -> list[str]:
+    """The file's lines as view numbers them, without their endings."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def _split_keepends(text: str) -> list[str]:
+    """The file's lines as view numbers them, each with its ending."""
+    return [ln for ln in re.split(r"(?<=\n)", text) if ln]
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _ending_at(text: str, offset: int) -> str:
+    """The line ending of the line holding ``offset``; a last line without one takes the line before's."""
+    if "\n" not in text:
+        return "\r" if "\r" in text else "\n"
+    nl = text.find("\n", offset)
+    if nl == -1:
+        nl = text.rfind("\n", 0, offset)
+    return "\r\n" if nl > 0 and text[nl - 1] == "\r" else "\n"
+
+
+def _follow_line_ending(new: str, ending: str) -> str:
+    """``new`` with each bare "\n" (as models write) turned into ``ending``; explicit "\r\n" is kept."""
+    return new if ending == "\n" else _BARE_LF.sub(ending, new)
+
+
+def _find_all(text: str, needle: str, any_newline: bool = False) -> tuple[list[tuple[int, int]], int]:
+    """The first MAX_CANDIDATES (start, end) spans of ``needle`` and how many there are, overlapping ones
+    included ("aa" is twice in "aaa"). ``any_newline``: a line break in ``needle`` matches any line ending.
+    """
+    if any_newline:
+        body = r"(?:\r\n|\r|\n)".join(re.escape(p) for p in _NEWLINE.split(needle))
+    else:
+        body = re.escape(needle)
+    spans: list[tuple[int, int]] = []
+    total = 0
+    for m in re.finditer(f"(?=({body}))", text):  # a lookahead consumes nothing: overlaps are found
+        total += 1
+        if len(spans) < MAX_CANDIDATES:
+            spans.append(m.span(1))
+    return spans, total
+
+
+def _occurrences(text: str, matches: list[tuple[int, int]]) -> str:
+    lines = _display_lines(text)
+    per_line: dict[int, int] = {}
+    for at, _ in matches:
+        line = _line_of(text, at)
+        per_line[line] = per_line.get(line, 0) + 1
+    return "; ".join(f"line {n}{f' ({k} matches)' if k > 1 else ''}: {lines[n - 1].strip()[:80]!r}"
+                     for n, k in per_line.items())
 
 
 def _closest(text: str, old: str) -> str:
-    """A hint for a failed match: the lines that nearly match, with their numbers."""
-    lines = text.splitlines()
-    want = [ln.strip() for ln in old.splitlines() if ln.strip()]
+    """A hint for a failed match: the lines that nearly match, each named once with its number."""
+    lines = _display_lines(text)
+    want = [ln.strip() for ln in _NEWLINE.split(old) if ln.strip()]
     if not want:
         return "old_str is only whitespace"
     # Same text, different indentation or spacing: the most common miss.
@@ -251,13 +300,12 @@ def _closest(text: str, old: str) -> str:
         spots = ", ".join(f"line {i + 1}: {lines[i][:80]!r}" for i in same[:MAX_CANDIDATES])
         return (f"Its first line matches, ignoring whitespace, at {spots}; copy the exact text "
                 "(indentation, spaces, tabs) with view")
-    close = difflib.get_close_matches(want[0], [ln.strip() for ln in lines], n=MAX_CANDIDATES, cutoff=0.6)
+    stripped = [ln.strip() for ln in lines]
+    # Each distinct text once (a repeated line would otherwise crowd out the others), then every line
+    # that holds it, best match first.
+    close = difflib.get_close_matches(want[0], list(dict.fromkeys(stripped)), n=MAX_CANDIDATES, cutoff=0.6)
     if not close:
         return "No similar line either; view the file to copy the exact text"
-    spots = []
-    for cand in close:
-        for i, ln in enumerate(lines):
-            if ln.strip() == cand:
-                spots.append(f"line {i + 1}: {ln.strip()[:80]!r}")
-                break
-    return "Closest lines: " + "; ".join(spots)
+    spots = [f"line {i + 1}: {stripped[i][:80]!r}" for cand in close for i, ln in enumerate(stripped) if ln == cand]
+    more = f" (and {len(spots) - MAX_CANDIDATES} more)" if len(spots) > MAX_CANDIDATES else ""
+    return "Closest lines: " + "; ".join(spots[:MAX_CANDIDATES]) + more

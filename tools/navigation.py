@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import Field
 
@@ -276,22 +278,23 @@ class Navigator:
             return self._list_dir(path, rel, limit)
         if args.end is not None and args.end < args.start:
             raise ToolError(f"end ({args.end}) is before start ({args.start})")
-        with open(path, "rb") as fh:
+        with self.workspace.open_file(path) as fh:  # regular files only: a FIFO would block for good
             if is_binary(fh.read(8192)):
-                raise ToolError(f"{rel} is a binary file ({path.stat().st_size:,} bytes); not shown")
-        total = _count_lines(path)
-        if total == 0:
-            return ViewOutput(path=rel, start=0, end=0, total_lines=0, text="", note=" (empty file)")
-        if args.start > total:
-            raise ToolError(f"start line {args.start} is past the end of {rel} ({total} lines)")
-        end = min(args.end or args.start + limit - 1, total)
-        note = ""
-        if end - args.start + 1 > limit:
-            end = args.start + limit - 1
-            note = f" (clipped to {limit} lines; ask for the next range)"
-        elif args.end is None and end < total:
-            note = f" (more below; next: start={end + 1})"
-        with open(path, "rb") as fh:
+                raise ToolError(f"{rel} is a binary file ({os.fstat(fh.fileno()).st_size:,} bytes); not shown")
+            fh.seek(0)
+            total = _count_lines(fh)
+            if total == 0:
+                return ViewOutput(path=rel, start=0, end=0, total_lines=0, text="", note=" (empty file)")
+            if args.start > total:
+                raise ToolError(f"start line {args.start} is past the end of {rel} ({total} lines)")
+            end = min(args.end or args.start + limit - 1, total)
+            note = ""
+            if end - args.start + 1 > limit:
+                end = args.start + limit - 1
+                note = f" (clipped to {limit} lines; ask for the next range)"
+            elif args.end is None and end < total:
+                note = f" (more below; next: start={end + 1})"
+            fh.seek(0)
             chunk = itertools.islice(fh, args.start - 1, end)
             body = [f"{n:6d}│{self._clip(raw.decode('utf-8', 'replace'))}"
                     for n, raw in enumerate(chunk, args.start)]
@@ -353,11 +356,10 @@ def _container(d: Definition, defs: list[Definition]) -> Definition | None:
     return best
 
 
-def _count_lines(path: Path) -> int:
+def _count_lines(fh: BinaryIO) -> int:
     n = 0
     last = b"\n"
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            n += chunk.count(b"\n")
-            last = chunk[-1:]
+    while chunk := fh.read(1 << 20):
+        n += chunk.count(b"\n")
+        last = chunk[-1:]
     return n + (0 if last == b"\n" else 1)

@@ -153,7 +153,10 @@ class TextSearch:
             text = data.decode("utf-8", "replace")
             if not rx.search(text):
                 continue
-            for n, line in enumerate(text.splitlines(), 1):
+            lines = text.split("\n")  # lines as ripgrep and view number them (not at \f or a lone \r)
+            if lines[-1] == "":
+                lines.pop()
+            for n, line in enumerate(lines, 1):
                 if rx.search(line):
                     if len(hits) >= max_results:
                         return SearchHits(hits, True, "python")

@@ -32,7 +32,7 @@ def test_bad_env_spec_key_is_one_line(tmp_path, capsys):
 @pytest.mark.docker
 def test_doctor_reports_every_check(docker_client, base_image, capsys):
     code, out, _ = run_cli(["doctor"], capsys)
-    for name in ("docker engine", "base image", "sandbox", "torch", "gpu", "grammars"):
+    for name in ("docker engine", "base image", "sandbox", "sandbox disk", "torch", "gpu", "grammars"):
         assert name in out
     assert code == 0, out  # no failures here; the missing GPU is a warning
 

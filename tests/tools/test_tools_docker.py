@@ -55,3 +55,18 @@ def test_edit_on_the_host_then_test_in_the_container(docker_sandbox, make_toolbo
     assert res.data.passed and res.data.summary == "Ran 1 tests: OK", res.output
     res = tb.registry.call("shell", {"command": "sleep 20", "timeout_s": 1})
     assert res.data.timed_out and tb.registry.call("shell", {"command": "echo alive"}).output.endswith("alive\n")
+
+
+def test_files_the_tools_make_after_start_stay_writable_for_the_sandbox_user(docker_sandbox, make_toolbox):
+    tb = make_toolbox({"keep.py": "x = 1\n"}, sandbox=docker_sandbox)
+    call = tb.registry.call
+    assert call("create", {"path": "newdir/sub/made.txt", "content": "one\n"}).ok
+    res = call("shell", {"command": "id -u; echo two >> newdir/sub/made.txt && cat newdir/sub/made.txt && "
+                                    "rm newdir/sub/made.txt && rmdir newdir/sub newdir && echo removed"})
+    assert res.data.exit_code == 0 and res.output.endswith("one\ntwo\nremoved\n"), res.output
+    # undo brings back a file the sandbox deleted: the sandbox can change it again
+    assert call("str_replace", {"path": "keep.py", "old_str": "x = 1", "new_str": "x = 2"}).ok
+    assert call("shell", {"command": "rm keep.py"}).data.exit_code == 0
+    assert call("undo", {"path": "keep.py"}).ok
+    res = call("shell", {"command": "echo y = 3 >> keep.py && cat keep.py && rm keep.py && echo removed"})
+    assert res.data.exit_code == 0 and res.output.endswith("x = 1\ny = 3\nremoved\n"), res.output

@@ -150,3 +150,103 @@ def test_a_same_size_edit_changes_the_whole_second_mtime_so_pyc_caches_see_it(tb
     assert after.st_size == before.st_size and int(after.st_mtime) != int(before.st_mtime)
     assert tb.registry.call("undo", {"path": "calc.py"}).ok
     assert int(p.stat().st_mtime) != int(after.st_mtime)
+
+
+# -- line endings: text the model writes with "\n" follows the file's own line ending ----------------
+
+def raw(tb, rel):
+    return (tb.workspace.root / rel).read_bytes()
+
+
+def test_multi_line_new_str_for_a_one_line_old_str_follows_a_crlf_file(make_toolbox):
+    tb = make_toolbox({"win.txt": b"alpha\r\nbeta\r\n"})
+    res = tb.registry.call("str_replace", {"path": "win.txt", "old_str": "beta", "new_str": "beta\ngamma\ndelta"})
+    assert res.ok, res.output
+    assert raw(tb, "win.txt") == b"alpha\r\nbeta\r\ngamma\r\ndelta\r\n"
+    assert "     3│gamma" in res.output and "\r" not in res.output
+
+
+def test_insert_writes_every_inner_line_with_the_files_crlf(make_toolbox):
+    tb = make_toolbox({"win.txt": b"alpha\r\nbeta\r\n"})
+    assert tb.registry.call("insert", {"path": "win.txt", "line": 1, "text": "x\ny"}).ok
+    assert raw(tb, "win.txt") == b"alpha\r\nx\r\ny\r\nbeta\r\n"
+    assert tb.registry.call("insert", {"path": "win.txt", "line": 0, "text": "top\nsecond\n"}).ok
+    assert raw(tb, "win.txt") == b"top\r\nsecond\r\nalpha\r\nx\r\ny\r\nbeta\r\n"
+
+
+def test_crlf_file_without_a_final_newline(make_toolbox):
+    tb = make_toolbox({"win.txt": b"one\r\ntwo"})
+    assert tb.registry.call("str_replace", {"path": "win.txt", "old_str": "two", "new_str": "two\n2b"}).ok
+    assert raw(tb, "win.txt") == b"one\r\ntwo\r\n2b"
+    assert tb.registry.call("insert", {"path": "win.txt", "line": 3, "text": "three\nfour"}).ok
+    assert raw(tb, "win.txt") == b"one\r\ntwo\r\n2b\r\nthree\r\nfour\r\n"
+    # a stray CR at the end of the last line does not end it: the inserted text starts a line of its own
+    tb = make_toolbox({"cr_end.txt": b"one\r\ntwo\r"})
+    assert tb.registry.call("insert", {"path": "cr_end.txt", "line": 2, "text": "three"}).ok
+    assert raw(tb, "cr_end.txt") == b"one\r\ntwo\r\r\nthree\r\n"
+
+
+def test_mixed_line_endings_follow_the_edited_line(make_toolbox):
+    tb = make_toolbox({"mixed.txt": b"a\r\nb\nc\r\n"})
+    assert tb.registry.call("str_replace", {"path": "mixed.txt", "old_str": "b", "new_str": "b\nb2"}).ok
+    assert raw(tb, "mixed.txt") == b"a\r\nb\nb2\nc\r\n"
+    assert tb.registry.call("str_replace", {"path": "mixed.txt", "old_str": "a", "new_str": "a\na2"}).ok
+    assert raw(tb, "mixed.txt") == b"a\r\na2\r\nb\nb2\nc\r\n"
+    # old_str written with \n matches a CRLF stretch; the replacement takes that stretch's ending
+    assert tb.registry.call("str_replace", {"path": "mixed.txt", "old_str": "a\na2", "new_str": "A\nA2"}).ok
+    assert raw(tb, "mixed.txt") == b"A\r\nA2\r\nb\nb2\nc\r\n"
+    # a stretch whose endings differ from line to line still matches an old_str written with \n
+    assert tb.registry.call("str_replace", {"path": "mixed.txt", "old_str": "A2\nb\n", "new_str": "M\n"}).ok
+    assert raw(tb, "mixed.txt") == b"A\r\nM\r\nb2\nc\r\n"
+
+
+def test_cr_only_file_stays_cr_only(make_toolbox):
+    tb = make_toolbox({"mac.txt": b"a\rb\r"})
+    assert tb.registry.call("str_replace", {"path": "mac.txt", "old_str": "a\nb", "new_str": "a\nx\nb"}).ok
+    assert raw(tb, "mac.txt") == b"a\rx\rb\r"
+    assert tb.registry.call("insert", {"path": "mac.txt", "line": 0, "text": "top\n"}).ok
+    assert raw(tb, "mac.txt") == b"top\ra\rx\rb\r"
+
+
+def test_explicit_crlf_in_the_edit_is_kept_and_lf_files_stay_lf(make_toolbox):
+    tb = make_toolbox({"unix.txt": b"one\ntwo\n"})
+    assert tb.registry.call("str_replace", {"path": "unix.txt", "old_str": "one", "new_str": "one\nuno"}).ok
+    assert raw(tb, "unix.txt") == b"one\nuno\ntwo\n"
+    assert tb.registry.call("str_replace", {"path": "unix.txt", "old_str": "two\n", "new_str": "dos\r\n"}).ok
+    assert raw(tb, "unix.txt") == b"one\nuno\ndos\r\n"
+
+
+def test_line_numbers_count_newlines_only_as_view_does(make_toolbox):
+    # a form feed (common in GNU and CPython sources) is not a line break for view, search or tree-sitter
+    tb = make_toolbox({"ff.py": "x = 1\n\x0c\ny = 2\nz = 3\n"})
+    res = tb.registry.call("str_replace", {"path": "ff.py", "old_str": "z = 3", "new_str": "z = 4"})
+    assert res.ok and "     4│z = 4" in res.output, res.output
+    assert tb.registry.call("insert", {"path": "ff.py", "line": 3, "text": "w = 0"}).ok
+    assert (tb.workspace.root / "ff.py").read_text() == "x = 1\n\x0c\ny = 2\nw = 0\nz = 4\n"
+
+
+# -- ambiguity and the zero-match hint ----------------------------------------------------------------
+
+def test_overlapping_matches_are_ambiguous(make_toolbox):
+    tb = make_toolbox({"a.txt": "aaa\n", "b.txt": "x\nabab\nab\n"})
+    res = tb.registry.call("str_replace", {"path": "a.txt", "old_str": "aa", "new_str": "b"})
+    assert not res.ok and "occurs 2 times" in res.output, res.output
+    assert raw(tb, "a.txt") == b"aaa\n"
+    res = tb.registry.call("str_replace", {"path": "b.txt", "old_str": "abab", "new_str": "X"})
+    assert res.ok, res.output  # one match only: a match must not be refused for overlapping itself
+    many = make_toolbox({"d.txt": "x = 1\n" * 12})
+    res = many.registry.call("str_replace", {"path": "d.txt", "old_str": "x = 1", "new_str": "y"})
+    assert not res.ok and "occurs 12 times" in res.output  # the count is exact beyond the lines listed
+    crlf = make_toolbox({"c.txt": b"ab\r\nab\r\nab\r\n"})
+    res = crlf.registry.call("str_replace", {"path": "c.txt", "old_str": "ab\nab", "new_str": "X"})
+    assert not res.ok and "occurs 2 times" in res.output and "line 1" in res.output and "line 2" in res.output
+
+
+def test_the_zero_match_hint_names_every_nearly_matching_line_once(make_toolbox):
+    text = "x = compute(1)\ny = other()\nx = compute(1)\n"
+    tb = make_toolbox({"dup.py": text})
+    res = tb.registry.call("str_replace", {"path": "dup.py", "old_str": "x = compute(2)", "new_str": "q"})
+    assert not res.ok and "Closest lines" in res.output
+    assert res.output.count("line 1:") == 1 and res.output.count("line 3:") == 1, res.output
+    res = tb.registry.call("str_replace", {"path": "dup.py", "old_str": "x=compute(1)\nzzz", "new_str": "q"})
+    assert res.output.count("line 1:") == 1 and res.output.count("line 3:") == 1, res.output
