@@ -43,8 +43,14 @@ def load_dataset(name: str | Path, split: str = "test", instance_ids: list[str] 
         raise DatasetError(f"{path}: a dataset file must end in .json, .jsonl or .parquet")
     else:
         source = text
+        if not _hub_reachable():
+            raise DatasetError(f"dataset {text!r} is not a local file and the Hugging Face Hub ({HUB[0]}) is not "
+                               f"reachable from here; download it where it is and pass the .jsonl/.parquet file")
+    import logging
+
     from swebench.harness.utils import load_swebench_dataset
 
+    logging.disable(logging.WARNING)  # the Hub client logs each failed retry; one line below says it all
     try:
         rows = load_swebench_dataset(source, split, instance_ids or None)
     except ValueError as exc:  # unknown instance ids
@@ -58,10 +64,25 @@ def load_dataset(name: str | Path, split: str = "test", instance_ids: list[str] 
             f"dataset {text!r} is not a local file and the Hugging Face Hub is not reachable from here "
             f"({type(exc).__name__}); download it where the Hub is reachable and pass the .jsonl/.parquet file"
         ) from None
+    finally:
+        logging.disable(logging.NOTSET)
     instances = [dict(row) for row in rows]
     for inst in instances:
         validate_instance(inst)
     return instances
+
+
+HUB = ("huggingface.co", 443)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(HUB, timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def validate_instance(inst: dict) -> None:

@@ -385,8 +385,8 @@ def _reconstruct_log(output: str, nonce: str) -> tuple[str | None, str]:
         return None, "; ".join(notes)
     s = starts[0]
     e = next((i for i in ends if i > s), None)
-    pre = "\n".join(lines[:s])
-    body = "\n".join(lines[s + 1:e] if e is not None else lines[s + 1:])
+    pre = "\n".join(l for l in lines[:s] if nonce not in l)  # the marker commands' own xtrace lines
+    body = "\n".join(l for l in (lines[s + 1:e] if e is not None else lines[s + 1:]) if nonce not in l)
     post = "\n".join(lines[e + 1:]) if e is not None else ""
     rc = lines[e].rstrip("\r")[len(end) + 1:].strip() if e is not None else None
     pre, n1 = _neutralise(pre)
