@@ -53,10 +53,10 @@ def load_dataset(name: str | Path, split: str = "test", instance_ids: list[str] 
     logging.disable(logging.WARNING)  # the Hub client logs each failed retry; one line below says it all
     try:
         rows = load_swebench_dataset(source, split, instance_ids or None)
-    except ValueError as exc:  # unknown instance ids
-        raise DatasetError(" ".join(str(exc).split())) from None
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValueError as exc:  # unknown instance ids
+        raise DatasetError(" ".join(str(exc).split())) from None
     except Exception as exc:  # noqa: BLE001 -- the Hub client raises many types; all mean "not reachable"
         if source != text or path.exists():
             raise DatasetError(f"cannot read dataset {source}: {exc}".splitlines()[0]) from None
@@ -98,7 +98,7 @@ def validate_instance(inst: dict) -> None:
     if not _SHA.fullmatch(inst["base_commit"]):
         raise DatasetError(f"instance {iid}: base_commit {inst['base_commit']!r} is not a 40-hex commit id")
     for field in ("FAIL_TO_PASS", "PASS_TO_PASS"):
-        tests = test_list(inst, field)
+        tests = tests_of(inst, field)
         if field == "FAIL_TO_PASS" and not tests:
             raise DatasetError(f"instance {iid}: FAIL_TO_PASS is empty")
     present = [f for f in NEW_STYLE_FIELDS if inst.get(f)]
@@ -106,7 +106,7 @@ def validate_instance(inst: dict) -> None:
         raise DatasetError(f"instance {iid}: eval_script without {', '.join(sorted(set(NEW_STYLE_FIELDS) - set(present)))}")
 
 
-def test_list(inst: dict, field: str) -> list[str]:
+def tests_of(inst: dict, field: str) -> list[str]:
     """FAIL_TO_PASS / PASS_TO_PASS as a list (datasets store them as JSON strings or lists)."""
     value = inst.get(field)
     if isinstance(value, list):
@@ -157,8 +157,8 @@ def summarize(instances: list[dict]) -> list[dict]:
             "repo": inst["repo"],
             "version": str(inst.get("version", "")),
             "style": "new" if is_new_style(inst) else "classic",
-            "fail_to_pass": len(test_list(inst, "FAIL_TO_PASS")),
-            "pass_to_pass": len(test_list(inst, "PASS_TO_PASS")),
+            "fail_to_pass": len(tests_of(inst, "FAIL_TO_PASS")),
+            "pass_to_pass": len(tests_of(inst, "PASS_TO_PASS")),
             "patch_lines": inst["patch"].count("\n"),
             "test_patch_lines": inst["test_patch"].count("\n"),
         })

@@ -100,7 +100,7 @@ def resolve_environment(inst: dict, cfg: SwebenchConfig) -> InstanceEnv:
         eval_type=eval_type,
         test_patch=test_patch,
         test_files=patch_modified_files(test_patch),
-        test_directives=test_directives(test_patch, spec.directives),
+        test_directives=directives_for(test_patch, spec.directives),
         own_eval_script=inst["eval_script"] if new_style else None,
     )
 
@@ -121,7 +121,7 @@ def patch_modified_files(patch: str) -> list[str]:
     return list(dict.fromkeys(_MODIFIED_FILE.findall(patch)))
 
 
-def test_directives(test_patch: str, style: str | None = "paths") -> list[str]:
+def directives_for(test_patch: str, style: str | None = "paths") -> list[str]:
     """What the test command runs: files of the test patch minus data files (swebench's rule); for Django,
     dotted modules relative to tests/ (``tests/a/b.py`` -> ``a.b``)."""
     files = [f for f in patch_files(test_patch) if not any(f.endswith(ext) for ext in NON_TEST_EXTS)]

@@ -34,7 +34,7 @@ from swebench.harness.constants import (
 from loopcoder.runtime.config import RuntimeConfig, SandboxConfig
 from loopcoder.runtime.errors import ImageBuildError, RuntimeFailure, WorkspaceError
 from loopcoder.scenarios.swebench.config import SwebenchConfig
-from loopcoder.scenarios.swebench.dataset import find_repo_source, test_list
+from loopcoder.scenarios.swebench.dataset import find_repo_source, tests_of
 from loopcoder.scenarios.swebench.environment import (
     InstanceEnv, end_marker, frame_script, resolve_environment, start_marker,
 )
@@ -326,7 +326,7 @@ def _grade(inst: dict, pred: dict, env: InstanceEnv, output: str, nonce: str, xm
     result.swebench_resolved = bool(report[iid]["resolved"])
     log_map, _ = get_logs_eval(spec, str(test_output))
 
-    expected = {FAIL_TO_PASS: test_list(inst, FAIL_TO_PASS), PASS_TO_PASS: test_list(inst, PASS_TO_PASS)}
+    expected = {FAIL_TO_PASS: tests_of(inst, FAIL_TO_PASS), PASS_TO_PASS: tests_of(inst, PASS_TO_PASS)}
     ref = {"instance_id": iid, **expected}
     junit_note = xml_error
     if xml_bytes is not None:
