@@ -172,3 +172,65 @@ def test_infrastructure_failures_are_reported_with_reasons_and_the_batch_goes_on
     assert official["resolved_ids"] == [markdown["instance_id"]]
     assert set(official["error_ids"]) == {boltons["instance_id"], parse["instance_id"], sqlparse["instance_id"]}
     assert "Timeout error" in (ctx.log_dir("attacker", parse["instance_id"]) / "test_output.txt").read_text()
+
+
+def _fake_official_image(client, inst: dict, env_tag: str, name: str) -> None:
+    """An image shaped like a published one: the environment plus the repository at /testbed."""
+    import io
+    import tarfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = GitWorkspace.clone(find_repo_source(inst), Path(tmp) / "testbed", commit=inst["base_commit"])
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(ws.path, arcname="testbed", filter=lambda ti: (setattr(ti, "uid", 0), setattr(ti, "gid", 0), ti)[-1])
+    container = client.containers.create(env_tag, command="true")
+    try:
+        container.put_archive("/", buf.getvalue())
+        repo, tag = name.rsplit(":", 1)
+        container.commit(repository=repo, tag=tag)
+    finally:
+        container.remove(force=True)
+
+
+def test_official_images_mode_grades_in_the_published_image_layout(make_context, mini, docker_client):
+    from loopcoder.scenarios.swebench.environment import resolve_environment
+    from loopcoder.scenarios.swebench.images import ImageCache
+
+    inst = mini["r1chardj0n3s__parse-162"]
+    build_ctx = make_context(run_id="prep")
+    env = resolve_environment(inst, build_ctx.cfg)
+    env_tag = build_ctx.images.get(env).tag
+    name = env.official_image
+    assert name == "swebench/sweb.eval.x86_64.r1chardj0n3s_1776_parse-162:latest"
+    _fake_official_image(docker_client, inst, env_tag, name)
+    try:
+        ctx = make_context(["images=official"], run_id="official")
+        ctx.images = ImageCache(docker_client, ctx.runtime_cfg.images, "official", registry_probe="127.0.0.1:9")
+        missing = dict(mini["andialbrecht__sqlparse-865"])  # no such image here, and no registry
+        report = evaluate_batch([inst, missing], gold_predictions([inst, missing]), ctx)
+        good, bad = report.results
+        assert (good.status, good.swebench_resolved, good.junit_resolved) == ("resolved", True, True), good
+        assert bad.infra_reason == "image_build_failed"
+        assert "is not local and the registry (127.0.0.1:9) is not reachable" in bad.detail and "\n" not in bad.detail
+    finally:
+        for tag in (getattr(locals().get("good"), "image", None), name):
+            if tag:
+                docker_client.images.remove(tag, force=True)
+
+
+def test_new_style_instance_runs_its_own_eval_script(make_context, mini):
+    # A new-style instance carries image, eval_script, log_parser and eval_type; its script resets the
+    # test files and applies the test patch itself, in the sandbox.
+    from loopcoder.scenarios.swebench.environment import resolve_environment
+
+    ctx = make_context(run_id="newstyle")
+    classic = mini["andialbrecht__sqlparse-865"]
+    env = resolve_environment(classic, ctx.cfg)
+    inst = dict(classic, image="example/sqlparse:1", eval_script=env.eval_script(host_applies_test_patch=False),
+                log_parser="parse_log_pytest", eval_type="pass_and_fail")
+    empty_fix = make_patch(inst, lambda root: append(root / "sqlparse/sql.py", "\n# no fix here\n"))
+    report = evaluate_batch([inst], gold_predictions([inst]), ctx)
+    assert report.results[0].status == "resolved", report.results[0]
+    (r,) = evaluate_batch([inst], {inst["instance_id"]: pred(inst, empty_fix)}, make_context(run_id="newstyle2")).results
+    assert (r.status, r.swebench_resolved, r.junit_resolved) == ("unresolved", False, False)
