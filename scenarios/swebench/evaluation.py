@@ -129,6 +129,14 @@ def evaluate_instance(inst: dict, pred: dict, ctx: EvalContext, progress: Progre
                         "resolved": False, "infra_failure": False,
                         "loopcoder": {"status": result.status, "detail": result.detail}}}
         (log_dir / LOG_REPORT).write_text(json.dumps(report, indent=4))
+    except RuntimeFailure as exc:  # the sandbox died under the tests (e.g. they killed every process)
+        result.status, result.infra_reason, result.detail = "infra_failure", "sandbox_failed", " ".join(str(exc).split())
+    except Exception as exc:  # noqa: BLE001 -- one instance's harness bug must not end the batch; logged in full
+        import traceback
+
+        log.write("harness error:\n" + traceback.format_exc())
+        result.status, result.infra_reason = "infra_failure", "harness_error"
+        result.detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
     finally:
         result.seconds = round(time.monotonic() - started, 3)
         log.write(f"result: {result.status}" + (f" ({result.infra_reason})" if result.infra_reason else "")

@@ -234,3 +234,14 @@ def test_new_style_instance_runs_its_own_eval_script(make_context, mini):
     assert report.results[0].status == "resolved", report.results[0]
     (r,) = evaluate_batch([inst], {inst["instance_id"]: pred(inst, empty_fix)}, make_context(run_id="newstyle2")).results
     assert (r.status, r.swebench_resolved, r.junit_resolved) == ("unresolved", False, False)
+
+
+def test_tests_that_kill_the_sandbox_are_an_infra_failure_and_the_batch_goes_on(make_context, mini):
+    parse, markdown = mini["r1chardj0n3s__parse-162"], mini["Python-Markdown__markdown-1634"]
+    killer = make_patch(parse, lambda root: append(root / "parse.py", "\nimport os as _o, signal as _sg\n_o.kill(-1, _sg.SIGKILL)\n"))
+    ctx = make_context(run_id="kill")
+    report = evaluate_batch([parse, markdown], {parse["instance_id"]: pred(parse, killer),
+                                                markdown["instance_id"]: pred(markdown, markdown["patch"])}, ctx)
+    killed, fine = report.results
+    assert killed.status == "infra_failure" and killed.infra_reason in ("sandbox_failed", "tests_did_not_run"), killed
+    assert fine.status == "resolved"
