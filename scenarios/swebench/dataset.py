@@ -39,8 +39,10 @@ def load_dataset(name: str | Path, split: str = "test", instance_ids: list[str] 
         if not path.is_file():
             raise DatasetError(f"dataset file not found: {path}")
         source = str(path)
-    elif path.exists():
+    elif path.is_file():
         raise DatasetError(f"{path}: a dataset file must end in .json, .jsonl or .parquet")
+    elif path.is_dir():  # a downloaded Hub dataset (<dir>/<split>.parquet or save_to_disk), read by swebench
+        source = text
     else:
         source = text
         if not _hub_reachable():

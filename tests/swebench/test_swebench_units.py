@@ -69,6 +69,14 @@ def test_bad_datasets_are_one_line_errors(tmp_path, monkeypatch):
         load_dataset("SWE-bench/SWE-bench_Lite")
 
 
+def test_parquet_datasets_load_offline(mini, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(mini), tmp_path / "mini.parquet")
+    assert [i["instance_id"] for i in load_dataset(tmp_path / "mini.parquet")] == [i["instance_id"] for i in mini]
+
+
 def test_instance_validation_names_the_field(mini):
     inst = dict(mini[0])
     validate_instance(inst)
