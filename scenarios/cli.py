@@ -15,6 +15,7 @@ from loopcoder.scenarios.model_cli import diagnose_command, model_app
 from loopcoder.runtime.errors import RuntimeFailure
 from loopcoder.scenarios.sandbox_cli import doctor_command, sandbox_app
 from loopcoder.scenarios.serve_cli import serve_command
+from loopcoder.scenarios.swebench_cli import swebench_app
 
 app = typer.Typer(
     name="loopcoder",
@@ -28,6 +29,7 @@ app.command("diagnose")(diagnose_command)
 app.add_typer(sandbox_app, name="sandbox")
 app.command("doctor")(doctor_command)
 app.command("serve")(serve_command)
+app.add_typer(swebench_app, name="swebench")
 
 # Exception types whose message is meant for the user; each part of the system adds its own here.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, RuntimeFailure)
