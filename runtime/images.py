@@ -250,15 +250,20 @@ def env_image_tag(client, spec: EnvImageSpec, cfg: ImagesConfig) -> tuple[str, s
     return f"{cfg.env_repository}:{digest[:20]}", digest, dockerfile
 
 
+def ca_lines() -> list[str]:
+    """Dockerfile lines that install the host CA bundle (``ca-certificates.crt`` in the context) for pip and apt."""
+    return [
+        f"COPY ca-certificates.crt {CA_IN_IMAGE}",
+        f"ENV SSL_CERT_FILE={CA_IN_IMAGE} PIP_CERT={CA_IN_IMAGE} REQUESTS_CA_BUNDLE={CA_IN_IMAGE}",
+        f"RUN echo 'Acquire::https::CAInfo \"{CA_IN_IMAGE}\";' > /etc/apt/apt.conf.d/99loopcoder-ca",
+    ]
+
+
 def env_dockerfile(spec: EnvImageSpec, base_id: str, with_ca: bool) -> str:
     """Dockerfile of an environment image (without its identifying LABEL line)."""
     lines = [f"FROM {base_id}", "USER root"]
     if with_ca:
-        lines += [
-            f"COPY ca-certificates.crt {CA_IN_IMAGE}",
-            f"ENV SSL_CERT_FILE={CA_IN_IMAGE} PIP_CERT={CA_IN_IMAGE} REQUESTS_CA_BUNDLE={CA_IN_IMAGE}",
-            f"RUN echo 'Acquire::https::CAInfo \"{CA_IN_IMAGE}\";' > /etc/apt/apt.conf.d/99loopcoder-ca",
-        ]
+        lines += ca_lines()
     apt = list(spec.apt_packages)
     if spec.pip_packages and "python3-pip" not in apt:
         apt.append("python3-pip")
@@ -540,6 +545,7 @@ def _docker_build(client, files: dict[str, bytes], tag: str, progress: Progress 
 
 # Lines worth quoting when a build fails: pip's and apt's own error lines say more than the exit status.
 _ERROR_LINE = re.compile(r"^(ERROR:|E: |error:|Error: )")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the engine colours a RUN's stderr
 
 
 def _run_build(client, context, tag: str, progress: Progress | None, **build_kw) -> list[str]:
@@ -559,7 +565,7 @@ def _run_build(client, context, tag: str, progress: Progress | None, **build_kw)
                 detail = f"; first error line: {first_error}" if first_error else ""
                 raise ImageBuildError(_one_line(f"building {tag} failed: {event['error'].strip()}{detail} "
                                                 f"(last output: {' | '.join(last[-3:])})"))
-            text = event.get("stream") or event.get("status") or ""
+            text = _ANSI.sub("", event.get("stream") or event.get("status") or "")
             for line in text.splitlines():
                 line = line.rstrip()
                 if not line:
