@@ -85,7 +85,8 @@ def scratch_tags(docker_client):
 
 
 def images_config():
-    return load_runtime_config().images.model_copy(update={"build_repository": "loopcoder/build-test"})
+    return load_runtime_config().images.model_copy(update={"build_repository": "loopcoder/build-test",
+                                                           "env_repository": "loopcoder/env-test"})
 
 
 def task_context(root: Path) -> Path:
@@ -122,7 +123,7 @@ def test_dockerfile_on_an_unpullable_image_builds_on_the_offline_base(docker_cli
     lines: list[str] = []
     started = time.monotonic()
     first = build_dockerfile_image(docker_client, ctx, cfg, progress=lines.append)
-    scratch_tags.append(first.tag)
+    scratch_tags += [first.tag, *first.substituted.values()]
     assert time.monotonic() - started < 120  # no hanging on the unreachable registry
     assert not first.reused and first.tag == f"loopcoder/build-test:{first.content_hash[:20]}"
     assert list(first.substituted) == [UNPULLABLE]
