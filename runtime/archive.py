@@ -3,8 +3,8 @@
 Both sides work on directory file descriptors (``openat`` with ``O_NOFOLLOW`` for every component), so
 no path is ever resolved through a symlink on the host, whatever changes under us.
 
-``pack`` reads a host file or folder: symlinks become link entries (never followed), devices, fifos and
-sockets are refused, modes keep their permission bits only.
+``pack`` reads a host file or folder: symlinks become link entries (never followed), hardlinks inside the
+tree stay hardlinks, devices, fifos and sockets are refused, modes keep their permission bits only.
 
 ``unpack`` writes an archive whose every byte may come from untrusted code. Entry names must lie under
 one expected top name (absolute names, ``..``, empty names are a ``CopyError``); every entry is created
@@ -101,6 +101,7 @@ class _Packer:
                                 errors="surrogateescape")
         self.owner, self.max_bytes, self.max_entries = owner, max_bytes, max_entries
         self.skip_special, self.top = skip_special, top
+        self.seen: dict[tuple[int, int], str] = {}  # (dev, inode) of files with several links -> first name
         self.result = CopyResult()
         self.entries = 0
 
@@ -117,6 +118,8 @@ class _Packer:
             raise CopyError(f"cannot copy {shown(info.name)}: {exc}") from None
         if info.isdir():
             self.result.dirs += 1
+        elif info.islnk():
+            self.result.hardlinks += 1
         elif info.issym():
             self.result.symlinks += 1
         else:
@@ -142,6 +145,13 @@ class _Packer:
                 fst = os.fstat(fd)
                 if not stat.S_ISREG(fst.st_mode):
                     raise CopyError(f"{shown(arcname)} changed while it was copied")
+                key = (fst.st_dev, fst.st_ino)
+                if fst.st_nlink > 1 and key in self.seen:  # a second name of a file already in the copy
+                    info.type, info.linkname = tarfile.LNKTYPE, self.seen[key]
+                    self.add(info)
+                    return None
+                if fst.st_nlink > 1:
+                    self.seen[key] = arcname
                 info.size = fst.st_size
                 self.add(info, f)
             return None

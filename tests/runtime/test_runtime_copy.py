@@ -270,6 +270,7 @@ def make_tree(root: Path) -> None:
     os.symlink("../run.sh", root / "sub" / "link-to-run")
     os.symlink("sub/deeper", root / "dirlink")
     os.symlink("nowhere/yet", root / "dangling")
+    os.link(root / "secret.txt", root / "sub" / "hardlink-to-secret")
     for n in ODD_NAMES:
         (root / os.fsdecode(n)).write_bytes(n)
 
@@ -296,8 +297,8 @@ def test_round_trip_keeps_modes_empty_folders_links_and_names(any_sandbox, tmp_p
     make_tree(src)
     dest_in = f"{any_sandbox.scratch}/a/b/tree"  # parents missing: created
     sent = any_sandbox.copy_in(src, dest_in)
-    assert sent.files == 3 + len(ODD_NAMES) and sent.symlinks == 3 and sent.bytes == sum(
-        p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink())
+    inodes = {p.stat().st_ino: p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink()}
+    assert sent.files == 3 + len(ODD_NAMES) and sent.symlinks == 3 and sent.bytes == sum(inodes.values())
     res = any_sandbox.exec(f"cd {dest_in} && stat -c '%u %a %n' . run.sh secret.txt private && readlink dirlink "
                            "&& ./sub/link-to-run && cat dirlink/data.bin | wc -c")
     lines = res.output.splitlines()
@@ -305,8 +306,9 @@ def test_round_trip_keeps_modes_empty_folders_links_and_names(any_sandbox, tmp_p
     assert lines[:4] == [f"{uid} 755 .", f"{uid} 755 run.sh", f"{uid} 600 secret.txt", f"{uid} 700 private"]
     assert lines[4:] == ["sub/deeper", "hi", "25600"]
     got = any_sandbox.copy_out(dest_in, host / "out")
-    assert got.skipped == [] and got.symlinks == 3
+    assert got.skipped == [] and got.symlinks == 3 and sent.hardlinks == got.hardlinks == 1
     assert tree_state(host / "out") == tree_state(src)
+    assert os.stat(host / "out/secret.txt").st_ino == os.stat(host / "out/sub/hardlink-to-secret").st_ino
     assert_confined(host / "out")
 
 
@@ -341,6 +343,8 @@ def test_copy_out_of_a_hostile_tree_leaves_the_host_untouched(any_sandbox, host)
         mkfifo fifo
         echo s > suid && chmod 6755 suid && chmod 1777 d1 && chmod o+w d1/d2
         echo a > h1 && ln h1 h2
+        echo o > ../outside && ln ../outside hl         # a hardlink to a file outside the copied folder
+        mkdir -p deep && d=deep && for i in $(seq 1 60); do d=$d/d$i; done && mkdir -p $d && echo bottom > $d/f
         for n in $'bad\\xffbyte' $'new\\nline' '...' ' ..' '..\\x' -- -rf; do echo "$n" > "./$n"; done
     """
     assert any_sandbox.exec(script).exit_code == 0
@@ -353,6 +357,9 @@ def test_copy_out_of_a_hostile_tree_leaves_the_host_untouched(any_sandbox, host)
     assert stat.S_IMODE(os.stat(host / "out" / "suid").st_mode) == 0o755
     assert stat.S_IMODE(os.stat(host / "out" / "d1").st_mode) == 0o755
     assert (host / "out" / "h1").read_text() == "a\n" and os.listdir(os.fsencode(host / "out")).count(b"bad\xffbyte") == 1
+    assert os.stat(host / "out" / "h1").st_ino == os.stat(host / "out" / "h2").st_ino
+    assert (host / "out" / "hl").read_text() == "o\n" and os.stat(host / "out" / "hl").st_nlink == 1
+    assert (host / "out" / "deep" / "/".join(f"d{i}" for i in range(1, 61)) / "f").read_text() == "bottom\n"
 
 
 def test_copy_out_limits_apply_to_what_the_sandbox_made(any_sandbox, host):
@@ -414,6 +421,17 @@ def test_local_copy_in_never_writes_through_a_workspace_link(tmp_path, host):
         sb.copy_in(src, "/testbed/out-link")
     assert (ws / "out-link").read_text() == "pwned" and not (ws / "out-link").is_symlink()
     assert snapshot(host) == before
+
+
+@pytest.mark.docker
+def test_docker_copy_out_never_creates_the_containers_devices(sandbox, host):
+    before = snapshot(host)
+    result = sandbox.copy_out("/dev", host / "out")
+    skipped = {s.path: s.reason for s in result.skipped}
+    assert skipped["null"] == skipped["zero"] == "character device not copied"
+    assert skipped["stdout"].startswith("symlink to '/proc/self/fd/1' is absolute")
+    assert snapshot(host) == before
+    assert_confined(host / "out")
 
 
 @pytest.mark.docker
