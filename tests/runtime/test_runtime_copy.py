@@ -324,7 +324,11 @@ def test_copy_in_keeps_host_links_as_links_and_merges_folders(any_sandbox, tmp_p
     assert res.output == f"{host / 'canary' / 'secret'}\nold\nnew"
     # One file onto a path whose folders are missing.
     any_sandbox.copy_in(src / "new.txt", f"{any_sandbox.scratch}/x/y/z.txt")
-    assert any_sandbox.exec(f"cat {any_sandbox.scratch}/x/y/z.txt").output == "new"
+    assert any_sandbox.exec(f"chmod 751 {any_sandbox.scratch}/x/y/z.txt && cat {any_sandbox.scratch}/x/y/z.txt").output == "new"
+    # And one file back out.
+    got = any_sandbox.copy_out(f"{any_sandbox.scratch}/x/y/z.txt", host / "z.txt")
+    assert got.files == 1 and (host / "z.txt").read_text() == "new"
+    assert stat.S_IMODE((host / "z.txt").stat().st_mode) == 0o751
 
 
 def test_copy_out_of_a_hostile_tree_leaves_the_host_untouched(any_sandbox, host):
