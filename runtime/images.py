@@ -10,7 +10,12 @@ Base image, two ways:
 Environment images layer a repository's dependencies (apt and pip packages, setup commands) on the base
 image. They are built with network (the host's CA bundle is copied in, so TLS to the package index works)
 and tagged ``<env_repository>:<content hash>``, so the same spec on the same base is built once. Sandboxes
-started from them still get no network.
+started from them still get no network. Repository environments (a venv from a repository's dependency
+files) live in ``runtime/repo_env.py`` and use the same machinery.
+
+Images from a task's own Dockerfile and context (``build_dockerfile_image``) are tagged
+``<build_repository>:<content hash>``; a FROM image that is neither local nor pullable is replaced by the
+offline base image (with the host CA bundle), with a warning.
 """
 from __future__ import annotations
 
