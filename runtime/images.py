@@ -557,12 +557,14 @@ def _run_build(client, context, tag: str, progress: Progress | None, **build_kw)
     """Send a tar build context to the engine, streaming its output; the output's last lines are returned.
 
     Raises ImageBuildError with one line: the engine's error, the first error line of the output (pip's
-    ``ERROR: ...``, apt's ``E: ...``) and the last lines before the failure.
+    ``ERROR: ...``, apt's ``E: ...``) and the last lines before the failure. The untagged image of the last
+    step that succeeded is removed then (the legacy builder keeps it, and its parents, otherwise).
     """
     from docker.errors import APIError
 
     last: list[str] = []
     first_error: str | None = None
+    step_image: str | None = None
     try:
         for event in client.api.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
                                       decode=True, **build_kw):
@@ -577,12 +579,34 @@ def _run_build(client, context, tag: str, progress: Progress | None, **build_kw)
                     continue
                 if first_error is None and _ERROR_LINE.match(line.strip()):
                     first_error = line.strip()
+                m = _STEP_IMAGE.match(line)
+                if m:
+                    step_image = m.group(1)
                 last.append(line)
                 del last[:-50]
                 _say(progress, line)
     except APIError as exc:
+        _drop_untagged(client, step_image)
         raise ImageBuildError(_one_line(f"building {tag} failed: {exc.explanation or exc}")) from None
+    except ImageBuildError:
+        _drop_untagged(client, step_image)
+        raise
     return last
+
+
+_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
+
+
+def _drop_untagged(client, image: str | None) -> None:
+    """Remove a failed build's last intermediate image when nothing names or builds on it (never forced)."""
+    if not image:
+        return
+    try:
+        if client.api.inspect_image(image).get("RepoTags"):
+            return  # e.g. the FROM image itself
+        client.api.remove_image(image)  # refused by the engine when another image or container uses it
+    except Exception:  # best effort: a leftover layer only costs disk
+        pass
 
 
 def _one_line(text: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import platform
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -166,10 +167,16 @@ def test_dockerfile_errors_are_one_line(docker_client, base_image, scratch_tags,
         build_dockerfile_image(docker_client, ctx, cfg)
     assert "\n" not in str(e.value)
 
-    (ctx / "Dockerfile").write_text(f"FROM {base_image}\nRUN echo 'ERROR: the real reason' && echo more && exit 3\n")
+    marker = uuid.uuid4().hex
+    (ctx / "Dockerfile").write_text(f"FROM {base_image}\nRUN echo {marker} > /step-one\n"
+                                    "RUN echo 'ERROR: the real reason' && echo more && exit 3\n")
     with pytest.raises(ImageBuildError, match="first error line: ERROR: the real reason") as e:
         build_dockerfile_image(docker_client, ctx, cfg)
     assert "returned a non-zero code: 3" in str(e.value) and "\n" not in str(e.value)
+    # The step that worked left no untagged image behind.
+    for image in docker_client.api.images(all=True, filters={"dangling": True}):
+        history = docker_client.api.history(image["Id"])
+        assert not any(marker in (layer.get("CreatedBy") or "") for layer in history)
 
     (ctx / "Dockerfile").write_text(f"FROM {base_image}\nCOPY --from={UNPULLABLE} /x /x\n")
     started = time.monotonic()
