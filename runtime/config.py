@@ -129,6 +129,10 @@ class ImagesConfig(BaseModel):
     sandbox_uid: int = 1000
     build_network: Literal["bridge", "host", "none"] = "bridge"  # image builds only; sandboxes stay offline
     ca_bundle: Path = Path("/etc/ssl/certs/ca-certificates.crt")
+    # Images built from a task's own Dockerfile and context (tag: <build_repository>:<content hash>).
+    build_repository: str = "loopcoder/build"
+    # How long to wait for a registry's TCP answer before a FROM image that is not local counts as unpullable.
+    pull_probe_timeout_s: float = Field(3.0, gt=0)
 
 
 class WorkspaceConfig(BaseModel):

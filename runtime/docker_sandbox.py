@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import atexit
+import base64
 import io
+import json
 import os
 import select
 import socket
 import struct
 import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -15,11 +18,13 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from loopcoder.runtime.archive import (DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, check_destination, pack_path,
+                                       unpack_to)
 from loopcoder.runtime.config import SandboxConfig, load_runtime_config, size_bytes
 from loopcoder.runtime.engine import connect_docker
-from loopcoder.runtime.errors import SandboxError
+from loopcoder.runtime.errors import CopyError, SandboxError
 from loopcoder.runtime.output import HeadTailBuffer
-from loopcoder.runtime.sandbox import WORKDIR, ExecResult
+from loopcoder.runtime.sandbox import WORKDIR, CopyResult, ExecResult
 from loopcoder.runtime.session import JOB, READY, SUPERVISOR, EndMarkerReader, new_nonce, render_request
 
 LABEL = "loopcoder.sandbox"  # every sandbox container carries it; `loopcoder sandbox gc` looks for it
@@ -31,6 +36,9 @@ TIMEOUT_EXIT_CODE = 124
 # not see a tmpfs mount; nothing reads or writes these files through it.)
 SESSION_DIR = "/tmp/.loopcoder"
 SESSION_DIR_SIZE = "64m"
+# Go's os.FileMode bits, as the engine reports them in a path stat (X-Docker-Container-Path-Stat).
+_GO_MODE_DIR = 1 << 31
+_GO_MODE_SYMLINK = 1 << 27
 
 _live: "weakref.WeakSet[DockerSandbox]" = weakref.WeakSet()
 
@@ -401,6 +409,105 @@ class DockerSandbox:
         raise SandboxError(f"cannot write {target}: parent folder missing")
 
 
+    # -- copies (tar streams) ----------------------------------------------------------------------
+
+    def copy_in(self, host_path: str | Path, sandbox_path: str) -> CopyResult:
+        """Copy a host file or folder so that it lands at ``sandbox_path``; see ``Sandbox`` for the contract.
+
+        Host symlinks are copied as links (never followed); every entry is owned by the sandbox user;
+        missing parent folders are created (owned by the sandbox user, mode 0755). The engine resolves
+        ``sandbox_path`` inside the container's file system, never on the host.
+        """
+        from docker.errors import APIError
+
+        target = _container_path(sandbox_path)
+        if target.name in ("", ".."):
+            raise CopyError(f"cannot copy onto {target} in the sandbox; name the destination itself")
+        anchor, missing = self._existing_folder(target.parent)
+        lead = tuple("/".join(missing[: i + 1]) for i in range(len(missing)))
+        with tempfile.TemporaryFile() as buf:
+            result = pack_path(buf, host_path, "/".join((*missing, target.name)), owner=(self.uid, self.gid),
+                               lead_dirs=lead)
+            buf.seek(0)
+            try:
+                self._client.api.put_archive(self.container_id, str(anchor), buf)
+            except APIError as exc:
+                raise CopyError(f"cannot copy to {target} in the sandbox: {exc.explanation or exc}") from None
+        return result
+
+    def copy_out(
+        self,
+        sandbox_path: str,
+        host_path: str | Path,
+        *,
+        overwrite: bool = False,
+        max_bytes: int | None = None,
+        max_entries: int | None = None,
+    ) -> CopyResult:
+        """Copy a sandbox file or folder to the new host path ``host_path``; see ``Sandbox`` for the contract.
+
+        A symlink at ``sandbox_path`` itself is resolved inside the container (up to 16 hops). The archive
+        is unpacked by ``runtime/archive.py`` as hostile input (limits: ``DEFAULT_MAX_BYTES``,
+        ``DEFAULT_MAX_ENTRIES`` unless given). ``host_path`` may not lie in the workspace: the sandbox can
+        write there, so it could redirect the copy while it is made.
+        """
+        dest = Path(os.path.abspath(host_path))
+        if Path(os.path.realpath(dest)).is_relative_to(self.workspace):
+            raise CopyError(f"{dest} is inside the sandbox's workspace (the sandbox can change it while the copy "
+                            "is made); copy out to a folder outside it")
+        check_destination(dest, overwrite)
+        source = _container_path(sandbox_path)
+        for _ in range(16):
+            st = self._stat(source)
+            if st is None:
+                raise CopyError(f"no such file or folder in the sandbox: {source}")
+            if not int(st.get("mode", 0)) & _GO_MODE_SYMLINK:
+                break
+            link = PurePosixPath(st.get("linkTarget") or "")
+            source = PurePosixPath(os.path.normpath(source.parent / link))
+        else:
+            raise CopyError(f"too many levels of symbolic links at {sandbox_path}")
+        if source.name in ("", ".."):
+            raise CopyError("cannot copy the sandbox's root folder; name a folder in it")
+        api = self._client.api
+        # identity: the engine would otherwise gzip the stream (CPU on both sides, and a second format to parse).
+        res = api._get(api._url("/containers/{0}/archive", self.container_id), params={"path": str(source)},
+                       headers={"Accept-Encoding": "identity"}, stream=True)
+        try:
+            if res.status_code != 200:
+                raise CopyError(f"cannot copy {source} out of the sandbox: {_api_error_text(res)}")
+            return unpack_to(res.raw, dest, source.name, overwrite=overwrite,
+                             max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+                             max_entries=DEFAULT_MAX_ENTRIES if max_entries is None else max_entries)
+        finally:
+            res.close()
+
+    def _stat(self, path: PurePosixPath) -> dict | None:
+        """The engine's stat of a container path (name, size, mode as Go FileMode, linkTarget), None if absent."""
+        api = self._client.api
+        res = api.head(api._url("/containers/{0}/archive", self.container_id), params={"path": str(path)},
+                       timeout=api.timeout)
+        if res.status_code == 404:
+            return None
+        if res.status_code != 200:
+            raise CopyError(f"cannot look up {path} in the sandbox: {_api_error_text(res)}")
+        return json.loads(base64.b64decode(res.headers["X-Docker-Container-Path-Stat"]))
+
+    def _existing_folder(self, folder: PurePosixPath) -> tuple[PurePosixPath, list[str]]:
+        """The nearest existing ancestor of ``folder`` (itself included) and the names missing below it."""
+        missing: list[str] = []
+        while True:
+            st = self._stat(folder)
+            if st is not None:
+                if not int(st.get("mode", 0)) & (_GO_MODE_DIR | _GO_MODE_SYMLINK):
+                    raise CopyError(f"{folder} in the sandbox is not a folder")
+                return folder, missing[::-1]
+            if folder.parent == folder:
+                raise CopyError("the sandbox has no root folder")
+            missing.append(folder.name)
+            folder = folder.parent
+
+
 class _FrameReader:
     """Demultiplexes docker's attach stream (8-byte header: stream, 0, 0, 0, big-endian length)."""
 
@@ -479,6 +586,13 @@ def _container_path(path: str) -> PurePosixPath:
     if not p.is_absolute():
         p = PurePosixPath(WORKDIR) / p
     return PurePosixPath(os.path.normpath(p))
+
+
+def _api_error_text(res) -> str:
+    try:
+        return res.json().get("message", res.text).strip()
+    except ValueError:
+        return f"HTTP {res.status_code}"
 
 
 def _q(s: str) -> str:

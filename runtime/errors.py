@@ -17,6 +17,10 @@ class ImageBuildError(SandboxError):
     """A base or environment image could not be built."""
 
 
+class CopyError(SandboxError):
+    """A copy into or out of a sandbox failed or was refused (unsafe archive, limit reached, bad path)."""
+
+
 class WorkspaceError(RuntimeFailure):
     """A git workspace operation (clone, checkout, diff, apply) failed."""
 

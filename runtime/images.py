@@ -10,7 +10,12 @@ Base image, two ways:
 Environment images layer a repository's dependencies (apt and pip packages, setup commands) on the base
 image. They are built with network (the host's CA bundle is copied in, so TLS to the package index works)
 and tagged ``<env_repository>:<content hash>``, so the same spec on the same base is built once. Sandboxes
-started from them still get no network.
+started from them still get no network. Repository environments (a venv from a repository's dependency
+files) live in ``runtime/repo_env.py`` and use the same machinery.
+
+Images from a task's own Dockerfile and context (``build_dockerfile_image``) are tagged
+``<build_repository>:<content hash>``; a FROM image that is neither local nor pullable is replaced by the
+offline base image (with the host CA bundle), with a warning.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import hashlib
 import io
 import json
 import os
+import platform
+import re
 import shlex
 import shutil
 import socket
@@ -248,15 +255,20 @@ def env_image_tag(client, spec: EnvImageSpec, cfg: ImagesConfig) -> tuple[str, s
     return f"{cfg.env_repository}:{digest[:20]}", digest, dockerfile
 
 
+def ca_lines() -> list[str]:
+    """Dockerfile lines that install the host CA bundle (``ca-certificates.crt`` in the context) for pip and apt."""
+    return [
+        f"COPY ca-certificates.crt {CA_IN_IMAGE}",
+        f"ENV SSL_CERT_FILE={CA_IN_IMAGE} PIP_CERT={CA_IN_IMAGE} REQUESTS_CA_BUNDLE={CA_IN_IMAGE}",
+        f"RUN echo 'Acquire::https::CAInfo \"{CA_IN_IMAGE}\";' > /etc/apt/apt.conf.d/99loopcoder-ca",
+    ]
+
+
 def env_dockerfile(spec: EnvImageSpec, base_id: str, with_ca: bool) -> str:
     """Dockerfile of an environment image (without its identifying LABEL line)."""
     lines = [f"FROM {base_id}", "USER root"]
     if with_ca:
-        lines += [
-            f"COPY ca-certificates.crt {CA_IN_IMAGE}",
-            f"ENV SSL_CERT_FILE={CA_IN_IMAGE} PIP_CERT={CA_IN_IMAGE} REQUESTS_CA_BUNDLE={CA_IN_IMAGE}",
-            f"RUN echo 'Acquire::https::CAInfo \"{CA_IN_IMAGE}\";' > /etc/apt/apt.conf.d/99loopcoder-ca",
-        ]
+        lines += ca_lines()
     apt = list(spec.apt_packages)
     if spec.pip_packages and "python3-pip" not in apt:
         apt.append("python3-pip")
@@ -295,11 +307,237 @@ def build_env_image(client, spec: EnvImageSpec, cfg: ImagesConfig, progress: Pro
                     seconds=time.monotonic() - started)
 
 
+# -- images from a Dockerfile and context ----------------------------------------------------------
+
+# The rewritten Dockerfile travels in the context under this name; the .dockerignore sent along names it,
+# so the engine drops it from the context after reading it (COPY . never sees it).
+BUILD_DOCKERFILE = ".loopcoder.Dockerfile"
+
+
+class DockerfileImage(BaseModel):
+    """An image built from a Dockerfile and its context (or reused: same content hash)."""
+
+    tag: str
+    image_id: str
+    content_hash: str
+    reused: bool
+    seconds: float
+    substituted: dict[str, str] = {}  # FROM image (after ARG expansion) -> the image used instead
+    warnings: list[str] = []
+
+
+def build_dockerfile_image(
+    client,
+    context: str | Path,
+    cfg: ImagesConfig,
+    dockerfile: str | Path | None = None,
+    build_args: dict[str, str] | None = None,
+    progress: Progress | None = None,
+) -> DockerfileImage:
+    """Build ``dockerfile`` (default ``context/Dockerfile``) with ``context``, reusing a same-content image.
+
+    The tag is ``images.build_repository:<hash>`` of the Dockerfile, the context files that .dockerignore
+    keeps (names, modes, contents, link targets), the build args, the offline base image's id and the
+    ids of FROM images present locally. A FROM image that is neither local nor pullable (its registry
+    does not answer within ``images.pull_probe_timeout_s``, or the pull fails) is replaced by the offline
+    base image (with the host CA bundle, as environment images get it) and a warning naming the original
+    is returned and passed to ``progress``. ``--platform`` flags are dropped (the image is built for this
+    host), and BuildKit's automatic platform ARGs are passed when the Dockerfile declares them. The build
+    has network (``images.build_network``). Raises ImageBuildError with one line.
+    """
+    from docker.utils.build import exclude_paths
+
+    from loopcoder.runtime import dockerfile as dfmod
+
+    started = time.monotonic()
+    root = Path(context).resolve()
+    if not root.is_dir():
+        raise ImageBuildError(f"build context {root} is not a folder")
+    df_path = Path(dockerfile) if dockerfile else root / "Dockerfile"
+    if not df_path.is_absolute():
+        df_path = root / df_path
+    try:
+        text = df_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ImageBuildError(f"no Dockerfile at {df_path}") from None
+    except UnicodeDecodeError:
+        raise ImageBuildError(f"{df_path} is not UTF-8 text") from None
+    args = {k: str(v) for k, v in (build_args or {}).items()}
+    parsed = dfmod.parse(text, args)
+    if not parsed.stages:
+        raise ImageBuildError(f"{df_path} has no FROM instruction")
+
+    ignore = root / ".dockerignore"
+    ignore_text = ignore.read_text(errors="replace") if ignore.is_file() else None
+    patterns = [ln.strip() for ln in (ignore_text or "").splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    files = sorted(exclude_paths(str(root), patterns, dockerfile=BUILD_DOCKERFILE) - {BUILD_DOCKERFILE})
+
+    fallback_id = _image_id(client, cfg.base_image)
+    if fallback_id is None:
+        raise ImageBuildError(f"base image {cfg.base_image!r} not found; run `loopcoder sandbox build-base`")
+    h = hashlib.sha256(b"loopcoder-dockerfile-v1\0")
+    h.update(text.encode() + b"\0" + json.dumps(sorted(args.items())).encode() + b"\0")
+    h.update(fallback_id.encode() + b"\0" + _ca_digest(cfg).encode() + b"\0")
+    for stage in parsed.stages:
+        if stage.external:
+            h.update(f"{stage.resolved}={_image_id(client, stage.resolved) or '-'}\0".encode())
+    _hash_context(h, root, files)
+    digest = h.hexdigest()
+    tag = f"{cfg.build_repository}:{digest[:20]}"
+
+    existing = _image_id(client, tag)
+    if existing is not None:
+        labels = client.api.inspect_image(tag)["Config"].get("Labels") or {}
+        substituted = json.loads(labels.get("loopcoder.substituted", "{}"))
+        warnings = [f"FROM {src}: was not pullable when this image was built; it was built on the offline base "
+                    f"image {cfg.base_image} instead" for src in substituted]
+        for w in warnings:
+            _say(progress, "warning: " + w)
+        return DockerfileImage(tag=tag, image_id=existing, content_hash=digest, reused=True,
+                               seconds=time.monotonic() - started, substituted=substituted, warnings=warnings)
+
+    for ins, ref in parsed.copy_from:
+        ok, why = image_available(client, ref, cfg, progress)
+        if not ok:
+            raise ImageBuildError(f"COPY --from={ref} (line {ins.first_line + 1}): {why}; an image whose files are "
+                                  "copied cannot be replaced by the offline base")
+    images: dict[int, str] = {}
+    substituted: dict[str, str] = {}
+    warnings: list[str] = []
+    verdicts: dict[str, tuple[bool, str]] = {}
+    for stage in parsed.stages:
+        if not stage.external:
+            continue
+        if not stage.resolved:
+            raise ImageBuildError(f"FROM on line {stage.instruction.first_line + 1} names no image "
+                                  f"({stage.image!r} expands to nothing; pass --build-arg?)")
+        if stage.resolved not in verdicts:
+            verdicts[stage.resolved] = image_available(client, stage.resolved, cfg, progress)
+        ok, why = verdicts[stage.resolved]
+        if ok:
+            continue
+        if stage.resolved not in substituted:
+            substituted[stage.resolved] = offline_base_with_ca(client, cfg, progress)
+            warnings.append(_substitution_warning(stage.resolved, cfg.base_image, why))
+            _say(progress, "warning: " + warnings[-1])
+        images[stage.index] = substituted[stage.resolved]
+    drop_platform = {s.index for s in parsed.stages if s.platform is not None}
+    build_text = dfmod.rewrite(parsed, images, drop_platform) if images or drop_platform else text
+
+    buildargs = dict(args)
+    for name, value in _platform_args(client).items():
+        if name in parsed.declared_args and name not in buildargs:
+            buildargs[name] = value
+    extra = ((ignore_text + "\n") if ignore_text is not None else ".dockerignore\n") + BUILD_DOCKERFILE + "\n"
+    from docker.utils.build import create_archive
+
+    _say(progress, f"building {tag} from {df_path} ({len(files)} context entries)")
+    with tempfile.TemporaryFile() as ctx:
+        create_archive(str(root), files=files, fileobj=ctx,
+                       extra_files=[(".dockerignore", extra), (BUILD_DOCKERFILE, build_text)])
+        ctx.seek(0)
+        _run_build(client, ctx, tag, progress, pull=False, network_mode=cfg.build_network,
+                   dockerfile=BUILD_DOCKERFILE, buildargs=buildargs,
+                   labels={"loopcoder.build": digest, "loopcoder.substituted": json.dumps(substituted),
+                           "loopcoder.dockerfile": str(df_path)})
+    return DockerfileImage(tag=tag, image_id=client.api.inspect_image(tag)["Id"], content_hash=digest, reused=False,
+                           seconds=time.monotonic() - started, substituted=substituted, warnings=warnings)
+
+
+def image_available(client, ref: str, cfg: ImagesConfig, progress: Progress | None = None) -> tuple[bool, str]:
+    """(True, "") when ``ref`` is local or could be pulled now, else (False, why), without hanging.
+
+    A registry that does not accept a TCP connection within ``images.pull_probe_timeout_s`` is not asked
+    at all; otherwise the engine pulls (progress streamed) and a failed pull counts as unavailable.
+    """
+    from docker.errors import APIError
+
+    from loopcoder.runtime.dockerfile import registry_address
+
+    if _image_id(client, ref) is not None:
+        return True, ""
+    host, port = registry_address(ref)
+    try:
+        with socket.create_connection((host, port), timeout=cfg.pull_probe_timeout_s):
+            pass
+    except OSError as exc:
+        return False, f"not local, and its registry {host}:{port} is unreachable ({exc.strerror or exc})"
+    _say(progress, f"pulling {ref}")
+    try:
+        for event in client.api.pull(ref, stream=True, decode=True):
+            if "error" in event:
+                return False, _one_line(f"pull failed: {event['error']}")
+            line = " ".join(str(event.get(k, "")) for k in ("id", "status", "progress")).strip()
+            if line:
+                _say(progress, line)
+    except APIError as exc:
+        return False, _one_line(f"pull failed: {exc.explanation or exc}")
+    return (True, "") if _image_id(client, ref) else (False, "pull finished without the image")
+
+
+def offline_base_with_ca(client, cfg: ImagesConfig, progress: Progress | None = None) -> str:
+    """Tag of the offline base image with the host CA bundle installed (an environment image of no packages)."""
+    return build_env_image(client, EnvImageSpec(), cfg, progress).tag
+
+
+def _substitution_warning(original: str, base: str, why: str) -> str:
+    return (f"FROM {original}: cannot be pulled ({why}); built on the offline base image {base} instead, "
+            "which may lack tools the original image has")
+
+
+def _image_id(client, ref: str) -> str | None:
+    from docker.errors import APIError, ImageNotFound
+
+    try:
+        return client.api.inspect_image(ref)["Id"]
+    except ImageNotFound:
+        return None
+    except APIError:  # e.g. an invalid reference: not something the engine has
+        return None
+
+
+def _ca_digest(cfg: ImagesConfig) -> str:
+    return hashlib.sha256(cfg.ca_bundle.read_bytes() if cfg.ca_bundle.is_file() else b"").hexdigest()
+
+
+def _hash_context(h, root: Path, files: list[str]) -> None:
+    """Names, types, permission bits, file contents and link targets; mtimes and owners do not count."""
+    for rel in files:
+        path = root / rel
+        st = path.lstat()
+        mode = st.st_mode & 0o7777
+        if os.path.islink(path):
+            h.update(f"l {rel}\0{os.readlink(path)}\0".encode("utf-8", "surrogateescape"))
+        elif path.is_dir():
+            h.update(f"d {rel}\0{mode:o}\0".encode("utf-8", "surrogateescape"))
+        elif path.is_file():
+            fh = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    fh.update(chunk)
+            h.update(f"f {rel}\0{mode:o}\0{fh.hexdigest()}\0".encode("utf-8", "surrogateescape"))
+
+
+def _platform_args(client) -> dict[str, str]:
+    """BuildKit's automatic platform ARGs, for the engine's own platform (the legacy builder lacks them)."""
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+    info = client.api.version()
+    os_name = info.get("Os", "linux")
+    machine = info.get("Arch") or arch.get(platform.machine(), platform.machine())
+    variant = "v7" if machine == "arm" else ""
+    plat = f"{os_name}/{machine}" + (f"/{variant}" if variant else "")
+    out = {}
+    for prefix in ("TARGET", "BUILD"):
+        out.update({f"{prefix}PLATFORM": plat, f"{prefix}OS": os_name, f"{prefix}ARCH": machine,
+                    f"{prefix}VARIANT": variant})
+    return out
+
+
 # -- helpers ---------------------------------------------------------------------------------------
 
 
 def _docker_build(client, files: dict[str, bytes], tag: str, progress: Progress | None, pull: bool,
-                  network_mode: str) -> None:
+                  network_mode: str, **build_kw) -> list[str]:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, data in files.items():
@@ -307,21 +545,72 @@ def _docker_build(client, files: dict[str, bytes], tag: str, progress: Progress 
             info.size, info.mtime = len(data), 0
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
+    return _run_build(client, buf, tag, progress, pull=pull, network_mode=network_mode, **build_kw)
+
+
+# Lines worth quoting when a build fails: pip's and apt's own error lines say more than the exit status.
+_ERROR_LINE = re.compile(r"^(ERROR:|E: |error:|Error: )")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the engine colours a RUN's stderr
+
+
+def _run_build(client, context, tag: str, progress: Progress | None, **build_kw) -> list[str]:
+    """Send a tar build context to the engine, streaming its output; the output's last lines are returned.
+
+    Raises ImageBuildError with one line: the engine's error, the first error line of the output (pip's
+    ``ERROR: ...``, apt's ``E: ...``) and the last lines before the failure. The untagged image of the last
+    step that succeeded is removed then (the legacy builder keeps it, and its parents, otherwise).
+    """
     from docker.errors import APIError
 
     last: list[str] = []
+    first_error: str | None = None
+    step_image: str | None = None
     try:
-        for event in client.api.build(fileobj=buf, custom_context=True, tag=tag, rm=True, forcerm=True,
-                                      pull=pull, decode=True, network_mode=network_mode):
+        for event in client.api.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
+                                      decode=True, **build_kw):
             if "error" in event:
-                raise ImageBuildError(f"building {tag} failed: {event['error'].strip()} "
-                                      f"(last output: {' | '.join(last[-3:])})")
-            line = (event.get("stream") or event.get("status") or "").rstrip()
-            if line:
+                detail = f"; first error line: {first_error}" if first_error else ""
+                raise ImageBuildError(_one_line(f"building {tag} failed: {event['error'].strip()}{detail} "
+                                                f"(last output: {' | '.join(last[-3:])})"))
+            text = _ANSI.sub("", event.get("stream") or event.get("status") or "")
+            for line in text.splitlines():
+                line = line.rstrip()
+                if not line:
+                    continue
+                if first_error is None and _ERROR_LINE.match(line.strip()):
+                    first_error = line.strip()
+                m = _STEP_IMAGE.match(line)
+                if m:
+                    step_image = m.group(1)
                 last.append(line)
+                del last[:-50]
                 _say(progress, line)
     except APIError as exc:
-        raise ImageBuildError(f"building {tag} failed: {exc.explanation or exc}") from None
+        _drop_untagged(client, step_image)
+        raise ImageBuildError(_one_line(f"building {tag} failed: {exc.explanation or exc}")) from None
+    except ImageBuildError:
+        _drop_untagged(client, step_image)
+        raise
+    return last
+
+
+_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
+
+
+def _drop_untagged(client, image: str | None) -> None:
+    """Remove a failed build's last intermediate image when nothing names or builds on it (never forced)."""
+    if not image:
+        return
+    try:
+        if client.api.inspect_image(image).get("RepoTags"):
+            return  # e.g. the FROM image itself
+        client.api.remove_image(image)  # refused by the engine when another image or container uses it
+    except Exception:  # best effort: a leftover layer only costs disk
+        pass
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _stream(cmd: list[str], progress: Progress | None) -> tuple[int, list[str]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import select
 import shutil
 import signal
@@ -13,10 +14,12 @@ import time
 import warnings
 from pathlib import Path, PurePosixPath
 
+from loopcoder.runtime.archive import (DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, check_destination, open_folder, pack,
+                                       pack_path, unpack, unpack_to)
 from loopcoder.runtime.config import RuntimeConfig, load_runtime_config
-from loopcoder.runtime.errors import SandboxError
+from loopcoder.runtime.errors import CopyError, SandboxError
 from loopcoder.runtime.output import HeadTailBuffer
-from loopcoder.runtime.sandbox import WORKDIR, ExecResult
+from loopcoder.runtime.sandbox import WORKDIR, CopyResult, ExecResult
 from loopcoder.runtime.session import JOB, new_nonce, render_request
 
 OPT_IN_ENV = "LOOPCODER_ALLOW_LOCAL_SANDBOX"
@@ -137,6 +140,73 @@ class LocalSandbox:
             f.write(data.encode() if isinstance(data, str) else data)
         os.chmod(host, mode)
 
+    def copy_in(self, host_path: str | Path, sandbox_path: str) -> CopyResult:
+        """Copy a host file or folder to ``sandbox_path`` inside the workspace; see ``Sandbox`` for the contract.
+
+        Host symlinks are copied as links. Folders on the way to ``sandbox_path`` are never followed
+        through a symlink (a ``CopyError`` instead), so nothing is written outside the workspace.
+        """
+        parts = self._workspace_parts(sandbox_path)
+        if not parts:
+            raise CopyError("cannot copy onto the workspace itself; name the destination inside it")
+        with tempfile.TemporaryFile() as buf:
+            pack_path(buf, host_path, parts[-1])
+            buf.seek(0)
+            root = open_folder(self.workspace)
+            try:
+                return unpack(buf, root, parts[-1], parts, max_bytes=None, max_entries=None, confine=False)
+            finally:
+                os.close(root)
+
+    def copy_out(
+        self,
+        sandbox_path: str,
+        host_path: str | Path,
+        *,
+        overwrite: bool = False,
+        max_bytes: int | None = None,
+        max_entries: int | None = None,
+    ) -> CopyResult:
+        """Copy a workspace file or folder to the new host path ``host_path``, with DockerSandbox's confinement.
+
+        A symlink at ``sandbox_path`` itself is followed when it stays in the workspace; the tree is
+        packed without following links and unpacked as hostile input (same limits and checks).
+        """
+        dest = Path(os.path.abspath(host_path))
+        if Path(os.path.realpath(dest)).is_relative_to(self.workspace):
+            raise CopyError(f"{dest} is inside the sandbox's workspace; copy out to a folder outside it")
+        check_destination(dest, overwrite)
+        max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+        max_entries = DEFAULT_MAX_ENTRIES if max_entries is None else max_entries
+        parts = self._workspace_parts(sandbox_path)
+        for _ in range(16):
+            if not parts:
+                parent, name = open_folder(self.workspace.parent), self.workspace.name
+                break
+            parent, name = open_folder(self.workspace, parts[:-1]), parts[-1]
+            try:
+                link = os.readlink(name, dir_fd=parent)
+            except FileNotFoundError:
+                os.close(parent)
+                raise CopyError(f"no such file or folder in the workspace: {sandbox_path}") from None
+            except OSError:  # not a symlink
+                break
+            os.close(parent)
+            target = link if link.startswith("/") else posixpath.join(WORKDIR, *parts[:-1], link)
+            parts = self._workspace_parts(target)
+        else:
+            raise CopyError(f"too many levels of symbolic links at {sandbox_path}")
+        try:
+            with tempfile.TemporaryFile() as buf:
+                packed = pack(buf, parent, name, name, max_bytes=max_bytes, max_entries=max_entries,
+                              skip_special=True)
+                buf.seek(0)
+                result = unpack_to(buf, dest, name, overwrite=overwrite, max_bytes=max_bytes,
+                                   max_entries=max_entries)
+        finally:
+            os.close(parent)
+        return result.model_copy(update={"skipped": packed.skipped + result.skipped})
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -160,6 +230,17 @@ class LocalSandbox:
                     raise SandboxError(f"LocalSandbox only reaches files inside the workspace, not {path}") from None
                 return Path(path)
         return self.workspace / p
+
+    def _workspace_parts(self, path: str) -> tuple[str, ...]:
+        """Components of ``path`` below the workspace (``..`` taken lexically); CopyError when outside it."""
+        p = posixpath.normpath(path if path.startswith("/") else posixpath.join(WORKDIR, path))
+        if p == WORKDIR or p.startswith(WORKDIR + "/"):
+            rel = p[len(WORKDIR):]
+        elif p == str(self.workspace) or p.startswith(str(self.workspace) + "/"):
+            rel = p[len(str(self.workspace)):]
+        else:
+            raise CopyError(f"LocalSandbox only reaches files inside the workspace, not {path}")
+        return tuple(c for c in rel.split("/") if c)
 
     def _check_inside(self, host: Path, shown: str, must_exist: bool = True) -> None:
         real = Path(os.path.realpath(host))

@@ -37,14 +37,43 @@ class ExecResult(BaseModel):
         return self.exit_code == 0 and not self.timed_out
 
 
+class SkippedEntry(BaseModel):
+    """One entry of a copied tree that was not created, and why (e.g. a symlink leaving the copy, a fifo)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str  # relative to the copy's root; bytes that are not UTF-8 shown as \xNN
+    reason: str
+
+
+class CopyResult(BaseModel):
+    """What ``copy_in``/``copy_out`` created: counts, file bytes, and the entries left out."""
+
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    bytes: int = 0
+    skipped: list[SkippedEntry] = []
+
+
 @runtime_checkable
 class Sandbox(Protocol):
     """A place to run shell commands on a task's workspace.
 
     Commands run in ONE persistent bash session: ``cd`` and ``export`` carry over to the next ``exec``.
     ``workdir`` and ``env`` apply to one command only. A timed-out command has its whole process tree
-    killed and the sandbox stays usable. Paths given to ``read_file``/``write_file`` are paths inside the
-    sandbox (relative ones are relative to /testbed).
+    killed and the sandbox stays usable. Paths given to ``read_file``/``write_file``/``copy_*`` are paths
+    inside the sandbox (relative ones are relative to /testbed).
+
+    ``copy_in(host_path, sandbox_path)`` copies a host file or folder so that it lands AT ``sandbox_path``
+    (missing parent folders are created; a folder is merged into an existing folder, anything else is
+    replaced); symlinks are copied as links, never followed on the host; owner = the sandbox user.
+    ``copy_out(sandbox_path, host_path)`` copies a sandbox file or folder to the new host path ``host_path``
+    (``overwrite=True`` replaces an existing one). It treats the archive as hostile: nothing is written
+    outside ``host_path``, no symlink that leaves it, no device, fifo or setuid bit, and at most
+    ``max_bytes`` of file data and ``max_entries`` entries (``CopyError`` otherwise); entries left out are
+    listed in ``CopyResult.skipped``.
     """
 
     workspace: Path  # host directory mounted at /testbed
@@ -60,6 +89,18 @@ class Sandbox(Protocol):
     def read_file(self, path: str) -> bytes: ...
 
     def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None: ...
+
+    def copy_in(self, host_path: str | Path, sandbox_path: str) -> CopyResult: ...
+
+    def copy_out(
+        self,
+        sandbox_path: str,
+        host_path: str | Path,
+        *,
+        overwrite: bool = False,
+        max_bytes: int | None = None,
+        max_entries: int | None = None,
+    ) -> CopyResult: ...
 
     def close(self) -> None: ...
 

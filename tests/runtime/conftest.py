@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from loopcoder.runtime.config import SandboxConfig, load_runtime_config
+from git_support import git  # noqa: F401  (re-exported for fixtures)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -60,10 +61,3 @@ def sandbox(docker_client, base_image, workspace, small_config):
     with DockerSandbox(workspace, config=small_config, image=base_image, client=docker_client,
                        labels={"loopcoder.purpose": "test"}) as sb:
         yield sb
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t", GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory",
-               GIT_CONFIG_VALUE_0="*")
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout

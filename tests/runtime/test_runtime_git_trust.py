@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git
+from git_support import git
 from loopcoder.runtime.errors import PatchApplyError, WorkspaceError
 from loopcoder.runtime.workspace import GitWorkspace
 from loopcoder.tools.workspace import Workspace
