@@ -223,12 +223,14 @@ class Agent:
         if not result.ok:
             return None
         if call.name == "write_plan":
-            self.traj.write(PlanEvent(step=self.budget.steps, action="written", plan=self.book.plan.model_dump()))
+            self.traj.write(PlanEvent(step=self.budget.steps, action="written", plan=self.book.plan.model_dump(),
+                                      rendered=self.book.render()))
             return Outcome("planned")
         if call.name == "update_plan":
             reason = self.book.replan_reason
             self.traj.write(PlanEvent(step=self.budget.steps, action="replan" if reason else "updated",
-                                      plan=self.book.plan.model_dump(), note=result.output.splitlines()[0]))
+                                      plan=self.book.plan.model_dump(), rendered=self.book.render(),
+                                      note=reason or ""))
             self.book.replan_reason = None
             return Outcome("replan", reason) if reason else None
         if call.name == "submit":

@@ -120,6 +120,7 @@ class PlanEvent(_Event):
     step: int
     action: Literal["written", "updated", "replan"]
     plan: Optional[dict[str, Any]]
+    rendered: str = ""  # the plan with each step's status, as the model sees it
     note: str = ""
 
 
