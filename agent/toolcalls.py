@@ -119,42 +119,50 @@ def _native_call(tc: dict[str, Any], fallback_id: str) -> ToolCall:
                         unreadable=True)
     if isinstance(raw_args, dict):
         return ToolCall(call_id, name, raw_args, raw, "native")
-    args, repaired, error = _load_object(raw_args or "{}")
-    if error:
-        return ToolCall(call_id, name, None, raw, "native", error=f"arguments of {name} are {error}",
-                        unreadable=True)
-    return ToolCall(call_id, name, args, raw, "native", repaired=repaired)
+    args, strict_error = _load_object(raw_args or "{}")
+    if not isinstance(args, dict):
+        return ToolCall(call_id, name, None, raw, "native", unreadable=True,
+                        error=f"arguments of {name} are {strict_error or _not_object(args)}")
+    return ToolCall(call_id, name, args, raw, "native", repaired=strict_error is not None)
 
 
 def _text_call(block: str, call_id: str, source: Source) -> ToolCall:
     body = block.strip()
-    obj, repaired, error = _load_object(body)
-    if error:
-        return ToolCall(call_id, None, None, body, source, error=f"the tool call is {error}", unreadable=True)
+    obj, strict_error = _load_object(body)
+    repaired = strict_error is not None
+
+    def unreadable(error: str, name: Optional[str] = None) -> ToolCall:
+        # a repair that still does not give {name, arguments: {...}} is reported as the JSON error it was
+        return ToolCall(call_id, name, None, body, source, error=f"the tool call is {strict_error}"
+                        if strict_error else error, unreadable=True)
+
+    if not isinstance(obj, dict):
+        return unreadable(f"the tool call is {_not_object(obj)}")
     name = obj.get("name")
     if not isinstance(name, str) or not name:
-        return ToolCall(call_id, None, None, body, source, repaired=repaired, unreadable=True,
-                        error='the tool call has no "name": write {"name": "<tool>", "arguments": {...}}')
+        return unreadable('the tool call has no "name": write {"name": "<tool>", "arguments": {...}}')
     args = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):  # arguments double-encoded as a JSON string, as in OpenAI's wire format
-        args, again, error = _load_object(args or "{}")
-        repaired = repaired or again
-        if error:
-            return ToolCall(call_id, name, None, body, source, repaired=repaired, unreadable=True,
-                            error=f"arguments of {name} are {error}")
+        args, inner_error = _load_object(args or "{}")
+        if not isinstance(args, dict):
+            return unreadable(f"arguments of {name} are {inner_error or _not_object(args)}", name)
+        repaired = repaired or inner_error is not None
     if not isinstance(args, dict):
-        return ToolCall(call_id, name, None, body, source, repaired=repaired, unreadable=True,
-                        error=f"arguments of {name} must be a JSON object, got {type(args).__name__}")
+        return unreadable(f"arguments of {name} must be a JSON object, got {type(args).__name__}", name)
     return ToolCall(call_id, name, args, body, source, repaired=repaired)
 
 
-def _load_object(text: str) -> tuple[Optional[dict[str, Any]], bool, Optional[str]]:
-    """(object, repaired, error): strict JSON first, then json-repair; error is the strict parser's message."""
+def _not_object(value: Any) -> str:
+    return f"not a JSON object (got {type(value).__name__})"
+
+
+def _load_object(text: str) -> tuple[Any, Optional[str]]:
+    """(value, strict error): the strict parse when it works (error None), else json-repair's object, or None.
+
+    The error is the strict parser's message; json-repair's answer counts only if it is a non-empty
+    object (it returns something for any input, "" for prose)."""
     try:
-        value = json.loads(text)
-        if isinstance(value, dict):
-            return value, False, None
-        return None, False, f"not a JSON object (got {type(value).__name__})"
+        return json.loads(text), None
     except json.JSONDecodeError as exc:
         strict_error = f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})"
     import json_repair
@@ -163,10 +171,7 @@ def _load_object(text: str) -> tuple[Optional[dict[str, Any]], bool, Optional[st
         value = json_repair.repair_json(text, return_objects=True)
     except Exception:  # noqa: BLE001 - the repair library failing is the same as nothing to repair
         value = None
-    # json-repair returns something for any input ("" for prose): only an object with content counts
-    if isinstance(value, dict) and value:
-        return value, True, None
-    return None, False, strict_error
+    return (value if isinstance(value, dict) and value else None), strict_error
 
 
 def _validation_message(exc: ValidationError) -> str:
