@@ -86,7 +86,8 @@ class ContextWindow:
         for m in messages[:boundary]:
             content = m.get("content")
             if m["role"] == "tool" and isinstance(content, str) and not content.startswith(ELIDED):
-                m["content"] = f"{ELIDED}: {len(content)} characters, first line: {_first_line(content)}]"
+                m["content"] = (f"{ELIDED} ({len(content)} characters; first line: {_first_line(content)}); "
+                                "call the tool again if you need it]")
 
     def needs_summary(self, messages: list[dict], tools: list[dict], max_tokens: int) -> bool:
         if not self.max_model_len:
