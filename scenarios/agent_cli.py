@@ -21,7 +21,6 @@ from loopcoder.configs import ConfigError
 
 agent_app = typer.Typer(help="Run the agent on a repository.", no_args_is_help=True)
 console = Console(stderr=True)
-out = Console()
 
 
 class Progress:
@@ -216,7 +215,7 @@ def run_agent(repo: Path, text: str, cfg, output: Optional[Path], checkpoint: Op
             server.stop()
     summary = summary_text(result, _last_plan(result.trajectory), out_dir)
     (out_dir / "summary.txt").write_text(summary + "\n")
-    out.print(summary, highlight=False, markup=False)
+    typer.echo(summary)
     if result.reason == "interrupted":
         raise typer.Exit(130)
     return result
@@ -235,15 +234,14 @@ def replay_command(
                           Path(repo or "."))
     with console.status("replaying"):
         report = replay_episode(trajectory, out_dir, repo=repo, open_sandbox=open_sandbox)
-    out.print(f"replayed {report.tool_results} tool results; stop: recorded {report.recorded_stop}, "
-              f"replayed {report.replayed_stop}; new trajectory {out_dir / 'trajectory.jsonl'}", highlight=False)
+    typer.echo(f"replayed {report.tool_results} tool results; stop: recorded {report.recorded_stop}, "
+               f"replayed {report.replayed_stop}; new trajectory {out_dir / 'trajectory.jsonl'}")
     if report.same:
-        out.print("no divergence")
+        typer.echo("no divergence")
         return
     for d in report.divergences:
-        out.print(f"divergence at tool result {d.index} (step {d.step}, {d.tool or '-'}): {d.what}\n"
-                  f"  recorded: {d.recorded[:300]!r}\n  replayed: {d.replayed[:300]!r}", highlight=False,
-                  markup=False)
+        typer.echo(f"divergence at tool result {d.index} (step {d.step}, {d.tool or '-'}): {d.what}\n"
+                   f"  recorded: {d.recorded[:300]!r}\n  replayed: {d.replayed[:300]!r}")
     raise typer.Exit(1)
 
 

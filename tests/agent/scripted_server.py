@@ -9,7 +9,8 @@ Each chat request takes the next script item:
 - ``"delay": seconds`` on any item: wait that long first (a slow answer).
 
 With ``upstream=URL`` it is a recording proxy instead: every request is forwarded there unchanged.
-``requests`` holds every chat request body received, ``times`` when each arrived.
+``requests`` holds every chat request body received, ``times`` when each arrived, ``auth`` its
+Authorization header.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class ScriptedServer:
         self.upstream = upstream
         self.requests: list[dict] = []
         self.times: list[float] = []
+        self.auth: list[str] = []  # the Authorization header of each chat request
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -117,6 +119,7 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                server.auth.append(self.headers.get("Authorization", ""))
                 if server.upstream:
                     with server.lock:
                         server.requests.append(body)

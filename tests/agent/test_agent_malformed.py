@@ -1,5 +1,7 @@
 """Malformed tool calls through the whole loop: a real HTTP model server sends them, the agent answers each
 with the exact error, counts them, and stops after too many answers in a row without a usable call."""
+import json
+
 from agent_support import FIX_NEW, FIX_OLD, PLAN, config, episode, of_type
 from scripted_server import answer, call
 
@@ -22,7 +24,7 @@ def test_eight_kinds_of_malformed_calls_are_answered_with_their_exact_errors(scr
         answer('<tool_call>{"name": "view", "arguments": {"path": "stats.py", "start": 9, "end": 10}}</tool_call>\n'
                '<tool_call>{"name": "search", "arguments": {"pattern": "def median"}}</tool_call>'),  # several
         answer('```json\n{"name": "str_replace", "arguments": {"path": "stats.py", "old_str": %s, "new_str": %s}}'
-               '\n```' % (__import__("json").dumps(FIX_OLD), __import__("json").dumps(FIX_NEW))),  # fenced
+               '\n```' % (json.dumps(FIX_OLD), json.dumps(FIX_NEW))),  # fenced
         call("submit", {"summary": "done"}),
     ]
     server = scripted(script)
