@@ -126,6 +126,7 @@ class Agent:
             if outcome.reason != "planned":
                 return outcome
             executor.add({"role": "user", "content": self.prompts.render("new_plan", plan=self.book.render())})
+            self.traj.write(PhaseStart(phase="executor", reason="resume"))
 
     def new_phase(self, name: str, first_message: str, reason: str = "start") -> Phase:
         registry = self.registries[name]

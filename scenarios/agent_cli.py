@@ -36,7 +36,7 @@ class Progress:
         kind = event.type
         if kind == "phase":
             self.phase = event.phase
-            console.print(f"[bold]{event.phase}[/]" + (" (re-plan)" if event.reason == "replan" else ""))
+            console.print(f"[bold]{event.phase}[/]" + (f" ({event.reason})" if event.reason != "start" else ""))
         elif kind == "model_request":
             self.step = event.step
         elif kind == "model_response":
