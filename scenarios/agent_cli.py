@@ -66,7 +66,7 @@ class Progress:
 
 def _task_text(task: Optional[str], task_file: Optional[Path]) -> str:
     if (task is None) == (task_file is None):
-        raise typer.BadParameter("pass exactly one of --task TEXT and --task-file FILE")
+        raise ConfigError("pass exactly one of --task TEXT and --task-file FILE")
     if task_file is not None:
         return task_file.read_text()
     return task
