@@ -25,8 +25,8 @@ from loopcoder.tools.registry import ToolRegistry
 from loopcoder.tools.toolbox import Toolbox
 
 EDIT_TOOLS = {"str_replace", "insert", "create", "undo"}
-NO_CALL = ("no tool call found. Answer with exactly one tool call, e.g. "
-           '<tool_call>\n{"name": "view", "arguments": {"path": "."}}\n</tool_call>')
+NO_CALL = ("no tool call found{cut}; answer with exactly one tool call, such as:\n"
+           '<tool_call>\n{{"name": "view", "arguments": {{"path": "."}}}}\n</tool_call>')
 
 
 @dataclass
@@ -242,14 +242,15 @@ class Agent:
         """An answer without one usable call: tell the model (when nothing else did), count, maybe stop."""
         self.stats.format_errors += 1
         self.consecutive_errors += 1
-        errors = [c.error for c in parsed.calls] or [NO_CALL + (" (your answer was cut at max_tokens)"
-                                                               if answer.finish_reason == "length" else "")]
+        cut = " (your answer was cut at max_tokens)" if answer.finish_reason == "length" else ""
+        errors = [c.error for c in parsed.calls] or [NO_CALL.format(cut=cut)]
         if not parsed.calls:
             phase.add({"role": "user", "content": f"error: {errors[0]}"})
         self.traj.write(FormatError(step=self.budget.steps, errors=errors, consecutive=self.consecutive_errors))
         if self.consecutive_errors >= self.config.max_format_errors:
+            last = errors[-1].splitlines()[0]
             return Outcome("format_errors", f"{self.consecutive_errors} answers in a row without a usable tool "
-                                            f"call; last: {errors[-1]}")
+                                            f"call; last: {last}")
         return None
 
     # -- bookkeeping ------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ class Progress:
             first = escape((event.output.splitlines() or [""])[0][:90])
             console.print(f"  step {event.step:>3}  {event.name:<14} {mark}  {first}", highlight=False)
         elif kind == "format_error":
-            console.print(f"  step {event.step:>3}  [yellow]format error[/] {escape(event.errors[-1][:90])}",
-                          highlight=False)
+            first = escape(event.errors[-1].splitlines()[0][:90])
+            console.print(f"  step {event.step:>3}  [yellow]format error[/] {first}", highlight=False)
         elif kind == "retry":
             console.print(f"  retry {event.attempt}: {escape(event.error[:80])} (waiting {event.wait_s:.1f} s)")
         elif kind == "context":
