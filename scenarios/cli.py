@@ -69,8 +69,10 @@ def expand_variadic(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
-        app(args=expand_variadic(sys.argv[1:] if argv is None else argv), prog_name="loopcoder",
-            standalone_mode=False)
+        code = app(args=expand_variadic(sys.argv[1:] if argv is None else argv), prog_name="loopcoder",
+                   standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(code) comes back as a return value here
+            sys.exit(code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -64,3 +64,13 @@ def test_demo_runs_the_embedded_server_on_a_fresh_tiny_checkpoint(capsys, tmp_pa
     log = subprocess.run(["git", "log", "--oneline"], cwd=tmp_path / ".cache" / "demo-repo", text=True,
                          capture_output=True).stdout
     assert log.strip().endswith("stats helpers")
+
+
+def test_an_exit_code_a_command_asks_for_reaches_the_shell(monkeypatch, capsys):
+    # typer.Exit(1) comes back from the app as a return value (standalone_mode=False); main must exit with it.
+    # `loopcoder doctor` is the existing command that asks for 1 (a failed check); replay asks for 1 too.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["doctor"])
+    assert exit_info.value.code == 1
+    assert "docker engine" in capsys.readouterr().out
