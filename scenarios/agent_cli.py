@@ -7,6 +7,7 @@ default checkpoint (the agent still talks to it over HTTP on 127.0.0.1).
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -21,6 +22,13 @@ from loopcoder.configs import ConfigError
 
 agent_app = typer.Typer(help="Run the agent on a repository.", no_args_is_help=True)
 console = Console(stderr=True)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text from the model or the sandbox, safe for a terminal: control characters (ESC sequences that could
+    clear or rewrite the screen) become U+FFFD, and rich markup is escaped."""
+    return escape(_CONTROL.sub("\ufffd", text))
 
 
 class Progress:
@@ -46,13 +54,13 @@ class Progress:
             self.tool = event.name or "?"
         elif kind == "tool_result":
             mark = "[green]ok[/]" if event.ok else "[red]error[/]"
-            first = escape((event.output.splitlines() or [""])[0][:90])
+            first = printable((event.output.splitlines() or [""])[0][:90])
             console.print(f"  step {event.step:>3}  {event.name:<14} {mark}  {first}", highlight=False)
         elif kind == "format_error":
-            first = escape(event.errors[-1].splitlines()[0][:90])
+            first = printable(event.errors[-1].splitlines()[0][:90])
             console.print(f"  step {event.step:>3}  [yellow]format error[/] {first}", highlight=False)
         elif kind == "retry":
-            console.print(f"  retry {event.attempt}: {escape(event.error[:80])} (waiting {event.wait_s:.1f} s)")
+            console.print(f"  retry {event.attempt}: {printable(event.error[:80])} (waiting {event.wait_s:.1f} s)")
         elif kind == "context":
             console.print(f"  context {event.action}: {event.turns_replaced} turns folded, "
                           f"~{event.tokens_before} -> ~{event.tokens_after} tokens")
@@ -215,7 +223,7 @@ def run_agent(repo: Path, text: str, cfg, output: Optional[Path], checkpoint: Op
             server.stop()
     summary = summary_text(result, _last_plan(result.trajectory), out_dir)
     (out_dir / "summary.txt").write_text(summary + "\n")
-    typer.echo(summary)
+    typer.echo(_CONTROL.sub("\ufffd", summary))
     if result.reason == "interrupted":
         raise typer.Exit(130)
     return result

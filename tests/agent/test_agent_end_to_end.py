@@ -22,7 +22,8 @@ SOLVE = [
     call("str_replace", {"path": "stats.py", "old_str": FIX_OLD, "new_str": FIX_NEW}),
     call("run_tests", {}),
     call("update_plan", {"step": 1, "status": "done", "note": "tests pass"}),
-    call("submit", {"summary": "median averages the two middle values of an even-length list"}),
+    # the summary ends with an escape sequence that would clear the terminal: the CLI must not print it
+    call("submit", {"summary": "median averages the two middle values of an even-length list\x1b[2J"}),
 ]
 
 
@@ -46,10 +47,12 @@ def test_cli_plans_edits_tests_and_submits_and_the_patch_fixes_the_bug(scripted,
     out = tmp_path / "run"
     main(["agent", "run", "--repo", str(repo), "--task-file", str(repo / "ISSUE.md"), "--model-url", server.url,
           "--output", str(out), "--test-command", "python3 -m unittest", "--no-thinking"])
-    summary = capsys.readouterr().out
+    captured = capsys.readouterr()
+    summary = captured.out
     assert summary.startswith("stop reason  submitted (median averages the two middle values")
+    assert "\x1b" not in summary and "\x1b" not in captured.err and "list\ufffd[2J)" in summary
     assert "1 applied of 1 tried; test runs 2; re-plans 0" in summary
-    assert (out / "summary.txt").read_text().strip() == summary.strip()
+    assert (out / "summary.txt").read_text().strip() == summary.strip().replace("\ufffd", "\x1b")
     # the user's checkout is untouched: the agent worked on a clone in the output folder
     assert git_head(repo) == head and (repo / "stats.py").read_text() == status
     events = read_trajectory(out / "trajectory.jsonl")
@@ -81,7 +84,7 @@ def test_replay_reproduces_an_episode_in_a_fresh_sandbox(scripted, repo, tmp_pat
     assert len(server.requests) == 7  # the replay asked the recorded answers, not the server
 
 
-def test_replay_reports_where_results_diverge(scripted, repo, tmp_path, open_sandbox):
+def test_replay_reports_where_results_diverge(scripted, repo, tmp_path, open_sandbox, capsys):
     server = scripted(list(SOLVE))
     recorded, _ = episode(config(server.url), repo, tmp_path / "run", sandbox=open_sandbox)
     # a trajectory recorded where the first test run passed (another environment, a flaky test)
@@ -99,6 +102,11 @@ def test_replay_reports_where_results_diverge(scripted, repo, tmp_path, open_san
     assert (divergence.index, divergence.step, divergence.tool, divergence.what) == (2, 3, "run_tests", "output")
     assert divergence.recorded == "tests passed: Ran 4 tests: OK"
     assert divergence.replayed.startswith("tests FAILED: Ran 4 tests: FAILED (failures=1)")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["replay", str(edited), "--output", str(tmp_path / "replay-cli")])
+    assert exit_info.value.code == 1
+    assert "divergence at tool result 2 (step 3, run_tests): output\n  recorded: 'tests passed: Ran 4 tests: OK'" \
+        in capsys.readouterr().out
 
 
 def test_replay_cli_says_no_divergence(scripted, repo, tmp_path, open_sandbox, capsys):

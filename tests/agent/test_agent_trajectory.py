@@ -89,3 +89,25 @@ def test_kill_9_in_the_middle_of_an_episode_leaves_a_valid_trajectory(scripted, 
     assert tests.output.startswith("tests FAILED: Ran 4 tests: FAILED (failures=1)")
     for line in trajectory.read_text().splitlines():
         json.loads(line)
+
+
+@pytest.mark.docker
+def test_ctrl_c_ends_the_episode_with_interrupted_and_keeps_the_patch(scripted, repo, tmp_path, docker_client):
+    server = scripted([call("write_plan", PLAN),
+                       call("str_replace", {"path": "stats.py", "old_str": FIX_OLD, "new_str": FIX_NEW}),
+                       dict(call("submit", {}), delay=120)])
+    out = tmp_path / "run"
+    proc = subprocess.Popen([LOOPCODER, "agent", "run", "--repo", str(repo), "--task", "fix median",
+                             "--model-url", server.url, "--output", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not reached_step(out / "trajectory.jsonl", 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stdout.startswith("stop reason  interrupted (Ctrl-C)")
+    stop = read_trajectory(out / "trajectory.jsonl")[-1]
+    assert stop.type == "stop" and stop.reason == "interrupted" and stop.patch.files == ["stats.py"]
+    assert "+    return (ordered[middle - 1] + ordered[middle]) / 2" in (out / "patch.diff").read_text()
