@@ -31,8 +31,7 @@ test-slow: install
 demo: install
 	@docker info >/dev/null 2>&1 && docker image inspect $(SANDBOX_IMAGE) >/dev/null 2>&1 || .ci/docker-up.sh || \
 		{ echo "error: make demo needs Docker and the $(SANDBOX_IMAGE) image: run .ci/docker-up.sh as root" >&2; exit 1; }
-	@test -f $(DEMO_MODEL)/config.json || $(BIN)/loopcoder model init --shape tiny --out $(DEMO_MODEL)
-	$(BIN)/loopcoder agent demo
+	$(BIN)/loopcoder agent demo   # writes a tiny random checkpoint to $(DEMO_MODEL) on first use
 
 clean:
 	rm -rf $(VENV) .cache

@@ -118,9 +118,10 @@ class ContextWindow:
     def compact(self, messages: list[dict]) -> int:
         """After the server refused the prompt as too long: fold every turn but the last, cut what is left."""
         folded = self.summarize(messages, keep_last_turns=1)
+        summary = messages[self.summary_index] if self.summary_index is not None else None
         limit = max(200, self.settings.max_observation_chars // 4)
-        for m in messages[2:]:
-            if isinstance(m.get("content"), str) and m is not messages[self.summary_index or 0]:
+        for m in messages[2:]:  # the system prompt and the task stay whole
+            if m is not summary and isinstance(m.get("content"), str):
                 m["content"] = cut_middle(m["content"], limit)
         return folded
 

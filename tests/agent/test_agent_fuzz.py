@@ -10,9 +10,11 @@ EXPECTED = {"steps", "format_errors", "no_plan", "output_tokens", "context_excee
 
 
 def fuzz_episode(url, repo, out, seed, sandbox=None, steps=3):
+    # modes, thinking and limits vary with the seed so that different stops are reached
     cfg = config(url, mode="single" if seed % 2 else "plan", model__temperature=1.0, model__seed=seed,
                  model__max_tokens=48, budgets__steps=steps, planner__thinking=seed % 3 == 0,
-                 executor__thinking=seed % 4 == 0)
+                 executor__thinking=seed % 4 == 0, max_format_errors=2 if seed % 3 == 0 else 10,
+                 budgets__output_tokens=60 if seed % 5 == 0 else None)
     result, events = episode(cfg, repo, out, sandbox=sandbox)
     assert result.reason in EXPECTED, (result.reason, result.detail)
     assert events[0].type == "header" and events[-1].type == "stop" and events[-1].reason == result.reason
