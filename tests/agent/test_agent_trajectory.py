@@ -111,3 +111,18 @@ def test_ctrl_c_ends_the_episode_with_interrupted_and_keeps_the_patch(scripted, 
     stop = read_trajectory(out / "trajectory.jsonl")[-1]
     assert stop.type == "stop" and stop.reason == "interrupted" and stop.patch.files == ["stats.py"]
     assert "+    return (ordered[middle - 1] + ordered[middle]) / 2" in (out / "patch.diff").read_text()
+
+
+def test_a_failure_inside_the_agent_still_ends_with_a_stop_event_and_the_patch(scripted, repo, tmp_path):
+    # a user's replacement template that uses a variable the agent does not pass
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "new_plan.jinja").write_text("{{ plan }} {{ deadline }}")
+    server = scripted([call("write_plan", PLAN), call("update_plan", {"step": 1, "status": "failed"}),
+                       call("str_replace", {"path": "stats.py", "old_str": FIX_OLD, "new_str": FIX_NEW}),
+                       call("update_plan", {"step": 1, "status": "failed"}), call("write_plan", PLAN)])
+    cfg = config(server.url)
+    cfg.prompts.dir = prompts
+    result, events = episode(cfg, repo, tmp_path / "run")
+    assert (result.reason, result.detail) == ("agent_error", "UndefinedError: 'deadline' is undefined")
+    assert events[-1].type == "stop" and events[-1].patch.files == ["stats.py"]
