@@ -38,7 +38,9 @@ from loopcoder.tools.toolbox import Toolbox  # noqa: E402
 
 
 def overhead(repo: Path, tmp: Path, steps: int, fsync: bool, index: int) -> dict:
-    script = [call("view", {"path": "stats.py"}, usage=(1000, 20))] * (steps - 1) + [call("submit", {})]
+    # usage: the scripted server counts ~3 characters per token of what it received, so the history grows
+    # into the 32K context and old turns get summarised, as in a long real episode
+    script = [call("view", {"path": "stats.py"})] * (steps - 1) + [call("submit", {})]
     with ScriptedServer(script, max_model_len=32768) as server:
         cfg = AgentConfig()
         cfg.model.url = server.url
