@@ -57,6 +57,7 @@ class ContextWindow:
         self.render_summary = render_summary
         self.scale = 1.0  # server tokens per estimated token, learnt from usage
         self.summary_lines: list[str] = []
+        self.dropped_lines = 0
         self.summary_index: Optional[int] = None  # where the summary message sits in the history
 
     # -- token estimates --------------------------------------------------------------------------
@@ -106,7 +107,13 @@ class ContextWindow:
         end = old[-keep] if keep else len(messages)
         folded = messages[start:end]
         self.summary_lines += _summary_lines(folded)
-        summary = {"role": "user", "content": self.render_summary(self.summary_lines)}
+        # the summary itself must stay small: a quarter of the context at most, the oldest lines go first
+        budget = int((self.max_model_len or 8192) * self.settings.chars_per_token / 4)
+        while len(self.summary_lines) > 1 and sum(len(line) + 1 for line in self.summary_lines) > budget:
+            self.summary_lines.pop(0)
+            self.dropped_lines += 1
+        lines = ([f"- ({self.dropped_lines} earlier lines left out)"] if self.dropped_lines else []) + self.summary_lines
+        summary = {"role": "user", "content": self.render_summary(lines)}
         if self.summary_index is None:
             messages[start:end] = [summary]
             self.summary_index = start

@@ -75,3 +75,20 @@ def test_compact_schemas_drop_noise_and_keep_meaning(tmp_path):
     assert "minLength" not in props["pattern"] and props["regex"]["default"] is False
     before, after = (sum(len(str(s)) for s in x) for x in (schemas, [compact_schema(s) for s in schemas]))
     assert after < 0.9 * before
+
+
+def test_the_summary_stays_within_a_quarter_of_the_context():
+    window = ContextWindow(ContextSettings(chars_per_token=3.0, keep_last_turns=1), 1000,
+                           lambda lines: "\n".join(lines))
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "task"}]
+    for i in range(200):
+        messages += [{"role": "assistant", "content": None, "tool_calls": [
+                         {"id": f"c{i}", "type": "function", "function": {"name": "view", "arguments": f'{{"n": {i}}}'}}]},
+                     {"role": "tool", "tool_call_id": f"c{i}", "content": f"result {i}"}]
+        if i % 20 == 19:
+            window.summarize(messages)
+    summary = messages[2]["content"]
+    assert len(summary) <= 1000 * 3 / 4 + 40
+    assert summary.startswith(f"- ({window.dropped_lines} earlier lines left out)") and window.dropped_lines > 100
+    assert summary.endswith('- view({"n": 198}) -> result 198')  # the newest folded call is kept
+    assert len(messages) == 5  # system, task, summary, the last turn (assistant + tool)
