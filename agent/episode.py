@@ -25,7 +25,7 @@ PATCH = "patch.diff"
 @dataclass
 class Task:
     text: str
-    workspace: Path  # the episode's own git clone
+    workspace: GitWorkspace  # the episode's own clone (GitWorkspace.clone), never the user's checkout
     repo: Optional[str] = None  # where the clone came from (recorded, so replay can clone it again)
     test_command: Optional[str] = None
 
@@ -51,10 +51,10 @@ def run_episode(task: Task, model: Model, config: AgentConfig, out_dir: str | Pa
     """
     config.check_for_model(model.name)
     out = Path(out_dir)
-    workspace = GitWorkspace(task.workspace)
-    toolbox = Toolbox(workspace=task.workspace, config=tools_config, sandbox=sandbox, task_text=task.text,
+    workspace = task.workspace
+    toolbox = Toolbox(workspace=workspace.path, config=tools_config, sandbox=sandbox, task_text=task.text,
                       test_command=task.test_command)
-    header = Header(task=TaskInfo(text=task.text, repo=task.repo, workspace=str(task.workspace),
+    header = Header(task=TaskInfo(text=task.text, repo=task.repo, workspace=str(workspace.path),
                                   base_commit=workspace.base_commit, test_command=task.test_command),
                     model=ModelInfo(url=getattr(model, "url", None), name=model.name,
                                     max_model_len=model.max_model_len()),

@@ -90,7 +90,7 @@ def replay_episode(trajectory: str | Path, out_dir: str | Path, repo: Optional[s
     out = Path(out_dir)
     ws = GitWorkspace.clone(source, out / "workspace", commit=header.task.base_commit)
     config = AgentConfig.model_validate(header.config)
-    task = Task(text=header.task.text, workspace=ws.path, repo=str(source), test_command=header.task.test_command)
+    task = Task(text=header.task.text, workspace=ws, repo=str(source), test_command=header.task.test_command)
     sandbox = open_sandbox(ws.path) if open_sandbox else None
     try:
         result = run_episode(task, ReplayModel(events), config, out, sandbox=sandbox)

@@ -49,7 +49,7 @@ def overhead(repo: Path, tmp: Path, steps: int, fsync: bool, index: int) -> dict
         cfg.budgets.steps = steps
         out = tmp / f"overhead-{fsync}-{index}"
         ws = GitWorkspace.clone(repo, out / "workspace")
-        result = run_episode(Task("fix median", ws.path), ModelClient(cfg.model), cfg, out)
+        result = run_episode(Task("fix median", ws), ModelClient(cfg.model), cfg, out)
     events = read_trajectory(result.trajectory)
     latency = sorted(e.latency_s for e in events if e.type == "model_response")
     tools = sorted(e.duration_s for e in events if e.type == "tool_result")

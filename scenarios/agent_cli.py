@@ -213,7 +213,7 @@ def run_agent(repo: Path, text: str, cfg, output: Optional[Path], checkpoint: Op
             sandbox = open_sandbox(workspace.path)
         try:
             with Live(console=console, refresh_per_second=4, transient=True) as live:
-                result = run_episode(Task(text=text, workspace=workspace.path, repo=str(Path(repo).resolve()),
+                result = run_episode(Task(text=text, workspace=workspace, repo=str(Path(repo).resolve()),
                                           test_command=test_command), client, cfg, out_dir, sandbox=sandbox,
                                      listeners=(Progress(live),))
         finally:

@@ -30,7 +30,7 @@ def config(url: str, **changes) -> AgentConfig:
 def episode(cfg: AgentConfig, repo: Path, out: Path, sandbox=None, task: str = TASK, model=None):
     """Clone ``repo`` into ``out/workspace``, run one episode; returns (result, events)."""
     ws = GitWorkspace.clone(repo, out / "workspace")
-    result = run_episode(Task(task, ws.path, repo=str(repo), test_command="python3 -m unittest"),
+    result = run_episode(Task(task, ws, repo=str(repo), test_command="python3 -m unittest"),
                          model or ModelClient(cfg.model), cfg, out, sandbox=sandbox(ws.path) if sandbox else None)
     return result, read_trajectory(result.trajectory)
 
