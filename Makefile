@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO_MODEL := .cache/demo-model
+SANDBOX_IMAGE := loopcoder/base:bookworm
 
 .PHONY: install test test-slow demo clean
 
@@ -25,9 +26,12 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
 
+# The agent on the bundled demo repository (a real bug) with the embedded tiny random model, in a Docker
+# sandbox: Docker is brought up as CI does (.ci/docker-up.sh, idempotent, needs root) when it is not usable.
 demo: install
-	@test -f $(DEMO_MODEL)/config.json || $(BIN)/loopcoder model init --shape tiny --out $(DEMO_MODEL)
-	$(BIN)/loopcoder model generate --model $(DEMO_MODEL) --prompt "def fibonacci(n):" --max-new-tokens 32
+	@docker info >/dev/null 2>&1 && docker image inspect $(SANDBOX_IMAGE) >/dev/null 2>&1 || .ci/docker-up.sh || \
+		{ echo "error: make demo needs Docker and the $(SANDBOX_IMAGE) image: run .ci/docker-up.sh as root" >&2; exit 1; }
+	$(BIN)/loopcoder agent demo   # writes a tiny random checkpoint to $(DEMO_MODEL) on first use
 
 clean:
 	rm -rf $(VENV) .cache

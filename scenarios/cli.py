@@ -11,6 +11,7 @@ import sys
 import typer
 
 from loopcoder.configs import ConfigError
+from loopcoder.scenarios.agent_cli import agent_app, replay_command
 from loopcoder.scenarios.model_cli import diagnose_command, model_app
 from loopcoder.runtime.errors import RuntimeFailure
 from loopcoder.scenarios.sandbox_cli import doctor_command, sandbox_app
@@ -30,6 +31,8 @@ app.add_typer(sandbox_app, name="sandbox")
 app.command("doctor")(doctor_command)
 app.command("serve")(serve_command)
 app.add_typer(swebench_app, name="swebench")
+app.add_typer(agent_app, name="agent")
+app.command("replay")(replay_command)
 
 # Exception types whose message is meant for the user; each part of the system adds its own here.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, RuntimeFailure)
@@ -37,11 +40,16 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, 
 VARIADIC_OPTIONS = {"--loops"}
 
 
+# Parts imported only by the commands that need them (model_server imports torch, which takes seconds):
+# their error types are known once they are loaded, which any of their errors implies.
+LAZY_USER_ERRORS = {"loopcoder.model_server.errors": "ModelError", "loopcoder.agent.client": "ModelError",
+                    "loopcoder.agent.trajectory": "TrajectoryError"}
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    # model_server is imported only by the commands that need it (importing torch takes seconds), so
-    # its error type is known only once it is loaded, which any ModelError implies.
-    errors = sys.modules.get("loopcoder.model_server.errors")
-    return USER_ERRORS + ((errors.ModelError,) if errors else ())
+    loaded = tuple(getattr(sys.modules[name], attr) for name, attr in LAZY_USER_ERRORS.items()
+                   if name in sys.modules)
+    return USER_ERRORS + loaded
 
 
 def expand_variadic(argv: list[str]) -> list[str]:
