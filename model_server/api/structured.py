@@ -29,7 +29,9 @@ def _const(value: str) -> dict:
 
 
 def _json(schema: dict[str, Any]) -> dict:
-    return {"type": "json_schema", "json_schema": schema}
+    from loopcoder.model_server.engine.types import JSON_MAX_WHITESPACE
+
+    return {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": JSON_MAX_WHITESPACE}
 
 
 def _call_head(name: str) -> str:

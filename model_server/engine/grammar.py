@@ -14,11 +14,12 @@ the fill runs after the step is launched, so on CUDA it overlaps the forward pas
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import torch
 
-from .types import GrammarError, GrammarSpec
+from .types import JSON_MAX_WHITESPACE, GrammarError, GrammarSpec
 
 ALL_ALLOWED = -1  # an int32 with every bit set: all 32 tokens of the word allowed
 
@@ -33,7 +34,7 @@ class GrammarCompiler:
         self._host: torch.Tensor | None = None
         self.vocab_size = vocab_size
         self.stop_token_ids = sorted(stop_token_ids)
-        self.max_threads = max_threads
+        self.max_threads = max(1, min(max_threads, os.cpu_count() or 1))
         self._compiler = None
         self._batch = None
         self._lock = threading.Lock()
@@ -56,15 +57,15 @@ class GrammarCompiler:
         c = self._compiler
         try:
             if spec.kind == "json_schema":
-                json.loads(spec.value)  # a clear error for text that is not JSON at all
-                return c.compile_json_schema(spec.value, any_whitespace=True, strict_mode=True)
+                schema = json.dumps(_bounded_strings_as_patterns(json.loads(spec.value)))
+                return c.compile_json_schema(schema, strict_mode=True, max_whitespace_cnt=JSON_MAX_WHITESPACE)
             if spec.kind == "json_object":
-                return c.compile_json_schema('{"type": "object"}', any_whitespace=True)
+                return c.compile_json_schema('{"type": "object"}', max_whitespace_cnt=JSON_MAX_WHITESPACE)
             if spec.kind == "regex":
                 return c.compile_regex(spec.value)
             if spec.kind == "ebnf":
                 return c.compile_grammar(spec.value)
-            return c.compile_structural_tag(spec.value)
+            return c.compile_structural_tag(json.dumps(_bounded_strings_as_patterns(json.loads(spec.value))))
         except (RuntimeError, ValueError, TypeError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise GrammarError(f"invalid {spec.kind.replace('_', ' ')}: {message}") from None
@@ -89,6 +90,25 @@ class GrammarCompiler:
         bitmask.fill_(ALL_ALLOWED)
         self._batch.batch_fill_next_token_bitmask([matchers[i] for i in rows], bitmask, rows)
         return bitmask
+
+
+def _bounded_strings_as_patterns(node):
+    """The schema (or structural tag) with every string's minLength/maxLength written as a pattern.
+
+    xgrammar 0.2.9 compiles a length-bounded string to a character class that lets raw control
+    characters through, which is not JSON (a random model wrote one within 100 answers). Its patterns
+    exclude them (and quotes and backslashes, so such strings hold no escapes: always valid JSON).
+    """
+    if isinstance(node, list):
+        return [_bounded_strings_as_patterns(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _bounded_strings_as_patterns(v) for k, v in node.items()}
+    bounded = "minLength" in out or "maxLength" in out
+    if out.get("type") == "string" and bounded and not {"pattern", "format", "enum", "const"} & out.keys():
+        low, high = int(out.pop("minLength", 0)), out.pop("maxLength", None)
+        out["pattern"] = "^.{%d,%s}$" % (low, "" if high is None else int(high))
+    return out
 
 
 _SHIFTS: dict[torch.device, torch.Tensor] = {}

@@ -164,6 +164,22 @@ def test_grammar_constrains_sampled_json_at_temperature_one(checkpoint):
         json.loads(tok.decode(free["f"][0]))
 
 
+def test_length_bounded_strings_stay_json(checkpoint):
+    """xgrammar 0.2.9 lets raw control characters into maxLength strings; the engine rewrites the bound
+    as a pattern, which keeps the bound and excludes them."""
+    engine = make_engine(checkpoint)
+    schema = {"type": "object", "properties": {"c": {"type": "string", "minLength": 1, "maxLength": 3}},
+              "required": ["c"]}
+
+    def accepts(text):
+        matcher = engine.grammars.matcher(GrammarSpec(kind="json_schema", value=json.dumps(schema)))
+        return matcher.accept_string(text) and matcher.is_completed()
+
+    assert accepts('{"c": "abc"}') and accepts('{"c": "\u00e9t\u00e9"}')  # three characters, five bytes
+    assert not accepts('{"c": "abcd"}') and not accepts('{"c": ""}')
+    assert not accepts('{"c": "a' + chr(0x13) + '"}')  # a raw control character is not JSON
+
+
 def test_bad_grammar_and_bias_raise_at_submit(checkpoint):
     engine = make_engine(checkpoint)
     with pytest.raises(GrammarError, match="json schema"):
