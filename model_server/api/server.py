@@ -228,7 +228,7 @@ class OpenAIServing:
         want_logprobs = plan.params.logprobs is not None
 
         def chunk(index: int, delta: dict, finish_reason: Optional[str] = None, logprobs=None) -> str:
-            lp = {"content": chat_logprobs(self.token_texts, logprobs), "refusal": None} if want_logprobs else None
+            lp = {"content": chat_logprobs(self.token_texts, logprobs or []), "refusal": None} if want_logprobs else None
             return sse(json.dumps({"id": request_id, "object": "chat.completion.chunk", "created": created,
                                    "model": self.model_name, "choices": [{"index": index, "delta": delta,
                                    "logprobs": lp, "finish_reason": finish_reason}]}))
