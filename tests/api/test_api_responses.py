@@ -78,9 +78,6 @@ def test_streamed_events_parse_and_add_up_to_the_response(client, tiny_server):
     # the client's typed stream and its accumulating helper read the same events
     typed = list(client.responses.create(model=MODEL, stream=True, **body))
     assert [e.type for e in typed] == [e["type"] for e in events]
-    with client.responses.stream(model=MODEL, **body) as stream:
-        final = stream.get_final_response()
-    assert final.output_text == whole.output_text
 
 
 def test_function_tool_round_trip(trained_client, trained_server):
@@ -102,6 +99,11 @@ def test_function_tool_round_trip(trained_client, trained_server):
     check_event_stream(events)
     args = [e for e in events if e["type"] == "response.function_call_arguments.done"]
     assert [json.loads(e["arguments"]) for e in args] == [{"city": "Paris"}]
+    # the client's accumulating stream helper (strict about item identities and order) agrees
+    with trained_client.responses.stream(model=MODEL, input=WEATHER_QUESTION, tools=[WEATHER_TOOL], temperature=0,
+                                         max_output_tokens=64) as stream:
+        final = stream.get_final_response()
+    assert [(i.type, i.name, i.arguments) for i in final.output] == [("function_call", call.name, call.arguments)]
 
 
 def test_reasoning_item_in_thinking_mode(trained_client, trained_server):
@@ -118,6 +120,10 @@ def test_reasoning_item_in_thinking_mode(trained_client, trained_server):
     streamed = "".join(e["delta"] for e in events if e["type"] == "response.reasoning_text.delta")
     assert streamed == "The user wants a sum."
     assert len([e for e in events if e["type"] == "response.reasoning_text.delta"]) > 1
+    with trained_client.responses.stream(model=MODEL, input=SUM_QUESTION, reasoning={"effort": "high"},
+                                         temperature=0, max_output_tokens=64) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "2 + 2 = 4." and final.output[0].content[0].text == "The user wants a sum."
 
     # the items go back as input of the next turn (the reasoning renders as the assistant's think block)
     follow = trained_client.responses.create(
@@ -130,12 +136,12 @@ def test_reasoning_item_in_thinking_mode(trained_client, trained_server):
 def test_named_tool_choice_and_json_format_parse_with_a_random_model(client, tiny_server):
     trip = {"type": "object", "additionalProperties": False, "required": ["days"],
             "properties": {"days": {"type": "integer"}}}
-    out = client.responses.create(model=MODEL, input="Book it.", temperature=1.0, seed=3,
+    out = client.responses.create(model=MODEL, input="Book it.", temperature=1.0, extra_body={"seed": 3},
                                   tools=[{"type": "function", "name": "book", "parameters": trip}],
                                   tool_choice={"type": "function", "name": "book"})
     [call] = out.output
     assert call.name == "book" and isinstance(json.loads(call.arguments)["days"], int)
-    fmt = client.responses.create(model=MODEL, input="Book it.", temperature=1.0, seed=4,
+    fmt = client.responses.create(model=MODEL, input="Book it.", temperature=1.0, extra_body={"seed": 4},
                                   text={"format": {"type": "json_schema", "name": "trip", "schema": trip}})
     assert isinstance(json.loads(fmt.output_text)["days"], int)
     events = sse_events(tiny_server, {"input": "Book it.", "temperature": 1.0, "seed": 3, "tool_choice": "required",
