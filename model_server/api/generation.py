@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterable, Optional
 
 from .detokenizer import IncrementalDetokenizer, StopStringMatcher
-from .errors import APIError, BadRequest, ContextLengthExceeded, Overloaded, Unavailable
+from .errors import BadRequest, ContextLengthExceeded, Overloaded, Unavailable
 
 
 @dataclass

@@ -286,6 +286,11 @@ class AsyncLLMEngine:
     def eos_ids(self) -> frozenset[int]:
         return self.engine.eos_ids
 
+    @property
+    def vocab_size(self) -> int:
+        """The model's vocabulary (its logits), which may be larger than the tokenizer's."""
+        return self.engine.vocab_size
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="loopcoder-engine", daemon=True)
