@@ -327,7 +327,9 @@ class _Run:
         self.sequence = 0
 
     def response(self, status: str, last=None) -> dict:
-        req, tools = self.req, self.req.tools or []
+        req = self.req
+        # echoed in the Responses shape (flat), whichever shape the client sent
+        tools = [{"type": "function", **t["function"]} for t in req.chat_tools() or []]
         reasoning_text = "".join(part["text"] for item in self.builder.output if item["type"] == "reasoning"
                                  for part in item["content"])
         usage = None
