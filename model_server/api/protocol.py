@@ -114,7 +114,7 @@ class _SamplingFields(_Request):
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return [s for s in stops if s]
 
-    def validate_request(self) -> None:
+    def check_supported(self) -> None:
         """Refuse (400, naming the field) values this server cannot honour."""
         if len(self.stop_strings()) > 16:
             raise BadRequest("at most 16 stop strings are allowed", param="stop")
@@ -154,8 +154,8 @@ class ChatCompletionRequest(_SamplingFields):
     logprobs: bool = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=20)
 
-    def validate_request(self) -> None:
-        super().validate_request()
+    def check_supported(self) -> None:
+        super().check_supported()
         if self.top_logprobs and not self.logprobs:
             raise BadRequest("top_logprobs needs logprobs: true", param="top_logprobs")
         fmt = self.response_format
@@ -254,8 +254,8 @@ class CompletionRequest(_SamplingFields):
     best_of: Optional[int] = None
     logprobs: Optional[int] = Field(None, ge=0, le=20)
 
-    def validate_request(self) -> None:
-        super().validate_request()
+    def check_supported(self) -> None:
+        super().check_supported()
         if self.best_of not in (None, 1, self.n):
             raise BadRequest("best_of must equal n: this server returns every choice it samples", param="best_of")
         if self.suffix is not None and self.echo:

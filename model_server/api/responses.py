@@ -59,7 +59,7 @@ class ResponsesRequest(_Request):
     user: Optional[str] = None
     truncation: Optional[Literal["auto", "disabled"]] = None
 
-    def validate_request(self) -> None:
+    def check_supported(self) -> None:
         if self.previous_response_id is not None:
             raise BadRequest("this server does not store responses, so previous_response_id cannot be used: "
                              "send the whole conversation in input", param="previous_response_id")
@@ -295,7 +295,7 @@ class ResponsesServing:
         serving = self.serving
         arrived = time.monotonic()
         serving.check_model(req.model)
-        req.validate_request()
+        req.check_supported()
         plan = serving.plan_chat(req.to_chat(), prompt_param="input")
         grammar_param = "text.format" if plan.grammar_param == "response_format" else "tools"
         response_id = _id("resp")

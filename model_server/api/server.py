@@ -173,7 +173,7 @@ class OpenAIServing:
     # -- chat ----------------------------------------------------------------------------------------
     def plan_chat(self, req: ChatCompletionRequest, prompt_param: str = "messages") -> ChatPlan:
         self.check_model(req.model)
-        req.validate_request()
+        req.check_supported()
         legacy = req.legacy_functions
         req = req.with_tools()
         prompt = render_chat(self.tokenizer, req)
@@ -293,7 +293,7 @@ class OpenAIServing:
     async def complete(self, req: CompletionRequest, request: Request) -> Response:
         arrived = time.monotonic()
         self.check_model(req.model)
-        req.validate_request()
+        req.check_supported()
         prompts = completion_prompts(self.tokenizer, req)
         request_id = random_id("cmpl")
         gens: list[TextGeneration] = []

@@ -85,6 +85,14 @@ def test_explicit_nulls_mean_defaults(tiny_server):
     assert r.status_code == 200, r.text
 
 
+def test_explicit_nulls_from_the_openai_client(client):
+    # the client sends a None it is given as JSON null
+    out = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=3, stream=None, n=None,
+                                         parallel_tool_calls=None, temperature=None, stop=None, seed=None,
+                                         response_format=None, tool_choice=None, logprobs=None)
+    assert len(out.choices) == 1 and out.choices[0].message.role == "assistant"
+
+
 CHAT_400 = [
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),

@@ -264,7 +264,7 @@ def test_bad_chat_requests_are_bad_request(tok, fields, needle):
 def test_values_the_server_cannot_honour_are_refused_naming_the_field(fields, param):
     req = chat(messages=[{"role": "user", "content": "x"}], **fields)
     with pytest.raises(BadRequest) as err:
-        req.validate_request()
+        req.check_supported()
     assert err.value.param == param
 
 
