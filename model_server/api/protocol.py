@@ -1,7 +1,7 @@
 """OpenAI-compatible request and response bodies (the subset LoopCoder serves, plus a few vLLM extras).
 
 Requests accept and ignore fields we do not use (clients send many), and an explicit ``null`` means
-the field's default wherever OpenAI accepts one. Values we cannot honour are refused by ``validate``
+the field's default wherever OpenAI accepts one. Values we cannot honour are refused by ``check_supported``
 with a 400 naming the field (``param``), never silently ignored.
 """
 from __future__ import annotations
