@@ -8,11 +8,11 @@ early (client disconnect, error).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterable, Optional
 
 from .detokenizer import IncrementalDetokenizer, StopStringMatcher
-from .errors import BadRequest, Overloaded, Unavailable
+from .errors import BadRequest, ContextLengthExceeded, Overloaded, Unavailable
 
 
 @dataclass
@@ -22,13 +22,28 @@ class TextDelta:
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list = field(default_factory=list)  # TokenLogprob of the visible tokens behind ``text``
 
 
 def engine_errors():
     """The engine's request errors (imported lazily: the engine package loads torch)."""
-    from loopcoder.model_server.engine.types import EngineOverloaded, RequestTooLong
+    from loopcoder.model_server.engine.types import EngineOverloaded, GrammarError, RequestTooLong
 
-    return EngineOverloaded, RequestTooLong
+    return EngineOverloaded, RequestTooLong, GrammarError
+
+
+def api_error(exc: Exception, prompt_param: str = "messages", grammar_param: Optional[str] = None) -> Exception:
+    """The API error for an engine refusal at submit time (the exception itself if it is none)."""
+    overloaded, too_long, grammar_error = engine_errors()
+    if isinstance(exc, overloaded):
+        return Overloaded(f"the server is busy ({exc}); retry later", headers={"Retry-After": "1"})
+    if isinstance(exc, too_long):
+        return ContextLengthExceeded(exc.max_model_len, exc.prompt_tokens, 1, prompt_param)
+    if isinstance(exc, grammar_error):
+        return BadRequest(str(exc), param=grammar_param)
+    if isinstance(exc, ValueError):  # empty prompt, ids outside the vocabulary
+        return BadRequest(str(exc), param=prompt_param)
+    return exc
 
 
 class TextGeneration:
@@ -40,39 +55,43 @@ class TextGeneration:
     """
 
     def __init__(self, engine, prompt_ids: list[int], params, request_id: str, stop: Iterable[str],
-                 hidden_ids: Iterable[int]):
+                 hidden_ids: Iterable[int], events=None, prompt_param: str = "messages",
+                 grammar_param: Optional[str] = None):
         self.engine = engine
         self.request_id = request_id
         self.prompt_ids = prompt_ids
         self.params = params
         self.detok = IncrementalDetokenizer(engine.tokenizer, prompt_ids, hidden_ids)
         self.stops = StopStringMatcher(list(stop))
-        self.events = None
+        self.hidden = set(hidden_ids)
+        self.events = events  # an engine stream already submitted (n > 1), else submitted by start()
+        self.prompt_param, self.grammar_param = prompt_param, grammar_param
         self.first = None
         self.done = False
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
+        self.pending_logprobs: list = []
 
     async def start(self) -> None:
-        overloaded, too_long = engine_errors()
         try:
-            events = self.engine.generate(self.prompt_ids, self.params, self.request_id)
-            if inspect.isawaitable(events):
-                events = await events
-            self.events = events.__aiter__()
+            if self.events is None:
+                events = self.engine.generate(self.prompt_ids, self.params, self.request_id)
+                if inspect.isawaitable(events):
+                    events = await events
+                self.events = events.__aiter__()
             self.first = await self.events.__anext__()
-        except overloaded as exc:
-            self.done = True
-            raise Overloaded(f"the server is busy ({exc}); retry later", headers={"Retry-After": "1"}) from None
-        except (too_long, ValueError) as exc:  # prompt too long, empty, or ids outside the vocabulary
-            self.done = True
-            raise BadRequest(str(exc)) from None
         except StopAsyncIteration:
             self.done = True
             raise Unavailable("the engine ended the request without an answer") from None
+        except Exception as exc:
+            error = api_error(exc, self.prompt_param, self.grammar_param)
+            if error is exc:
+                raise
+            self.done = True
+            raise error from None
 
     async def __aiter__(self) -> AsyncIterator[TextDelta]:
-        if self.events is None:
+        if self.first is None and not self.done:
             await self.start()
         try:
             event, self.first = self.first, None
@@ -91,18 +110,25 @@ class TextGeneration:
 
     def _step(self, event) -> TextDelta | None:
         self.prompt_tokens, self.completion_tokens = event.prompt_tokens, event.completion_tokens
+        # Logprobs of the tokens that make text: EOS and hidden control tokens have none (as in OpenAI).
+        self.pending_logprobs += [lp for lp in (getattr(event, "logprobs", None) or [])
+                                  if lp.token_id not in self.hidden]
         text = self.stops.push(self.detok.push(event.token_ids))
         if self.stops.stopped:
             self.done = True
             self.engine.abort(self.request_id)  # a stop string: free the slot now
-            return TextDelta(text, True, "stop", self.prompt_tokens, self.completion_tokens)
+            return self._delta(text, True, "stop")
         if event.finished:
             self.done = True
             text += self.stops.push(self.detok.flush())
             reason = "stop" if self.stops.stopped else event.finish_reason
             text += self.stops.flush()
-            return TextDelta(text, True, reason, self.prompt_tokens, self.completion_tokens)
-        return TextDelta(text, False, None, self.prompt_tokens, self.completion_tokens) if text else None
+            return self._delta(text, True, reason)
+        return self._delta(text, False, None) if text else None
+
+    def _delta(self, text: str, finished: bool, reason: str | None) -> TextDelta:
+        logprobs, self.pending_logprobs = self.pending_logprobs, []
+        return TextDelta(text, finished, reason, self.prompt_tokens, self.completion_tokens, logprobs)
 
     async def close(self) -> None:
         """Abort the engine request if it is still running and close the engine's iterator."""

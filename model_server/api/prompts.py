@@ -1,10 +1,12 @@
 """Requests to prompt token ids: the checkpoint's chat template (tools, thinking) or a raw/FIM prompt.
 
-``tool_choice`` is honoured without constrained decoding: "none" leaves the tools out of the prompt,
-"auto" lets the model decide, and "required" or a named function prefill the assistant turn with the
-opening of a ``<tool_call>`` block (for a named function, up to its arguments), so the model can only
-continue the call. The prefill is part of the prompt and is also fed to the output parser, which sees
-the complete block. In thinking mode a forced call closes the think block first (no reasoning).
+``tool_choice``: "none" leaves the tools out of the prompt, "auto" lets the model decide, and
+"required" or a named function prefill the assistant turn with the opening of a ``<tool_call>`` block
+(for a named function, up to its arguments); ``structured.py`` then constrains the rest of the call
+with a grammar so that it always parses. The prefill is part of the prompt and is also fed to the
+output parser, which sees the complete block. In thinking mode a forced call closes the think block
+first (no reasoning). ``reasoning_effort`` turns thinking on (off for "none" and "minimal") unless
+``chat_template_kwargs`` sets ``enable_thinking`` itself.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class ChatPrompt:
     starts_in_think: bool    # the answer starts inside an open <think> block
     parse_tools: bool        # tools were offered: parse <tool_call> blocks
     max_calls: int | None    # 1 when parallel_tool_calls is false
+    forced: str | None = None  # "required" or "named": the prefill opened a tool call
 
 
 def message_text(message: ChatMessage, index: int) -> str | None:
@@ -90,11 +93,14 @@ def forced_prefill(request: ChatCompletionRequest) -> tuple[bool, str]:
 def render_chat(tokenizer, request: ChatCompletionRequest) -> ChatPrompt:
     """Render a chat request with the checkpoint's chat template and tokenize it."""
     if not getattr(tokenizer, "chat_template", None):
-        raise BadRequest("this model has no chat template: use /v1/completions with a raw prompt")
+        raise BadRequest("this model has no chat template: use /v1/completions with a raw prompt", param="messages")
     kwargs = dict(request.chat_template_kwargs or {})
     bad = sorted(RESERVED_TEMPLATE_KWARGS & kwargs.keys())
     if bad:
         raise BadRequest(f"chat_template_kwargs may not set {', '.join(bad)}", param="chat_template_kwargs")
+    thinking = request.thinking()
+    if thinking is not None:
+        kwargs["enable_thinking"] = thinking
     offer_tools, prefill = forced_prefill(request)
     tools = [t.model_dump(exclude_none=True) for t in request.tools] if offer_tools else None
     try:
@@ -103,33 +109,44 @@ def render_chat(tokenizer, request: ChatCompletionRequest) -> ChatPrompt:
     except BadRequest:
         raise
     except Exception as exc:  # jinja2 errors (raise_exception in templates), bad kwargs
-        raise BadRequest(f"the chat template could not render these messages: {exc}") from None
+        raise BadRequest(f"the chat template could not render these messages: {exc}", param="messages") from None
     starts_in_think = text.rstrip().endswith(THINK_START)
     if prefill and starts_in_think:
         prefill = THINK_END + "\n\n" + prefill
     text += prefill
     ids = tokenizer(text, add_special_tokens=False).input_ids
+    forced = None if not prefill else "required" if request.tool_choice == "required" else "named"
     return ChatPrompt(text, ids, prefill, starts_in_think, offer_tools,
-                      None if request.parallel_tool_calls else 1)
+                      None if request.parallel_tool_calls else 1, forced)
+
+
+def completion_prompts(tokenizer, request: CompletionRequest) -> list[tuple[list[int], str]]:
+    """(token ids, prompt text for echo) of each prompt of a /v1/completions request: one text or
+    token-id prompt, or a list of them (a batch: choices are numbered prompt by prompt)."""
+    prompt = request.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+        if any(not isinstance(p, type(prompt[0])) for p in prompt):
+            raise BadRequest("a batch of prompts must be all strings or all token-id lists", param="prompt")
+        return [_one_prompt(tokenizer, request, p, f"prompt[{i}]") for i, p in enumerate(prompt)]
+    return [_one_prompt(tokenizer, request, prompt, "prompt")]
 
 
 def completion_prompt_ids(tokenizer, request: CompletionRequest) -> tuple[list[int], str]:
-    """(token ids, prompt text for echo) of a /v1/completions request: one prompt, text or token ids.
+    """(token ids, prompt text for echo) of a request with exactly one prompt."""
+    prompts = completion_prompts(tokenizer, request)
+    if len(prompts) != 1:
+        raise BadRequest(f"expected one prompt, got {len(prompts)}", param="prompt")
+    return prompts[0]
 
-    With ``suffix`` the prompt becomes a fill-in-the-middle prompt in the checkpoint's FIM tokens.
-    """
-    prompt = request.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
-        if len(prompt) != 1:
-            raise BadRequest("this server takes one prompt per request; send several requests instead",
-                             param="prompt")
-        prompt = prompt[0]
+
+def _one_prompt(tokenizer, request: CompletionRequest, prompt, param: str) -> tuple[list[int], str]:
+    """With ``suffix`` the prompt becomes a fill-in-the-middle prompt in the checkpoint's FIM tokens."""
     if isinstance(prompt, list):
         if not prompt:
-            raise BadRequest("prompt is empty", param="prompt")
+            raise BadRequest(f"{param} is empty", param=param)
         vocab = len(tokenizer)
         if any(not isinstance(t, int) or t < 0 or t >= vocab for t in prompt):
-            raise BadRequest(f"prompt token ids must lie in [0, {vocab})", param="prompt")
+            raise BadRequest(f"prompt token ids must lie in [0, {vocab})", param=param)
         if request.suffix is not None:
             raise BadRequest("suffix needs a text prompt", param="suffix")
         return list(prompt), tokenizer.decode(prompt)
@@ -141,5 +158,5 @@ def completion_prompt_ids(tokenizer, request: CompletionRequest) -> tuple[list[i
         text = f"{fim[0]}{prompt}{fim[1]}{request.suffix}{fim[2]}"
         return tokenizer(text, add_special_tokens=False).input_ids, prompt
     if not prompt:
-        raise BadRequest("prompt is empty", param="prompt")
+        raise BadRequest(f"{param} is empty", param=param)
     return tokenizer(prompt).input_ids, prompt

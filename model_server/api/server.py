@@ -1,9 +1,10 @@
 """The OpenAI-compatible HTTP server (FastAPI) in front of the native engine.
 
-Endpoints: POST /v1/chat/completions, POST /v1/completions (both streaming as server-sent events or
-not), GET /v1/models, GET /health, GET /metrics. The engine is duck-typed: anything with the
-``AsyncLLMEngine`` surface (``tokenizer``, ``model_name``, ``max_model_len``, ``generate``, ``abort``,
-``stats``, ``start``, ``shutdown``) can be served.
+Endpoints: POST /v1/chat/completions, POST /v1/completions, POST /v1/responses (each streaming as
+server-sent events or not), GET /v1/models, GET /v1/models/{id}, GET /health, GET /metrics. The engine
+is duck-typed: anything with the ``AsyncLLMEngine`` surface (``tokenizer``, ``model_name``,
+``max_model_len``, ``generate``, ``abort``, ``stats``, ``start``, ``shutdown``; ``generate_many`` for
+n > 1) can be served.
 """
 from __future__ import annotations
 
@@ -19,14 +20,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import APIError, BadRequest, ModelNotFound, Unauthorized
-from .generation import TextDelta, TextGeneration
+from dataclasses import dataclass
+
+from .errors import APIError, BadRequest, ContextLengthExceeded, ModelNotFound, Unauthorized
+from .generation import TextDelta, TextGeneration, api_error
+from .logprobs import TokenTexts, chat_logprobs, completion_logprobs
 from .metrics import ServerMetrics
-from .output_parsers import ChatOutputParser
-from .prompts import completion_prompt_ids, render_chat
+from .output_parsers import ChatOutputParser, ParsedToolCall
+from .prompts import ChatPrompt, completion_prompts, render_chat
 from .protocol import (ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatMessageOut,
                        CompletionChoice, CompletionRequest, CompletionResponse, ModelCard, ModelList, ToolCallOut,
                        UsageInfo, random_id)
+from .responses import ResponsesRequest, ResponsesServing
+from .structured import chat_grammar
 
 log = logging.getLogger("loopcoder.api")
 
@@ -45,14 +51,31 @@ def sse(payload: str) -> str:
     return f"data: {payload}\n\n"
 
 
+@dataclass
+class ChatPlan:
+    """A validated chat request, rendered, with its sampling settings (grammar included)."""
+
+    req: ChatCompletionRequest  # legacy functions already turned into tools
+    prompt: ChatPrompt
+    params: object              # engine SamplingParams
+    legacy: bool                # answer with function_call (the request used functions)
+    grammar_param: str
+
+    def parser(self) -> ChatOutputParser:
+        return ChatOutputParser(self.prompt.starts_in_think, self.prompt.parse_tools, self.prompt.max_calls)
+
+
 class OpenAIServing:
     """Request handling shared by the endpoints: validation, prompts, sampling, parsing, responses."""
 
-    def __init__(self, engine, served_model_name: Optional[str] = None, eos_token_ids: Iterable[int] = ()):
+    def __init__(self, engine, served_model_name: Optional[str] = None, eos_token_ids: Iterable[int] = (),
+                 constrain_tool_calls: str = "forced"):
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_name = served_model_name or engine.model_name
         self.max_model_len = int(engine.max_model_len)
+        self.vocab_size = int(getattr(engine, "vocab_size", None) or len(self.tokenizer))
+        self.constrain_tool_calls = constrain_tool_calls
         # The engine already gathered the checkpoint's EOS ids (generation config, config, tokenizer);
         # eos_token_ids adds any the caller wants on top.
         eos = list(eos_token_ids)
@@ -64,6 +87,7 @@ class OpenAIServing:
             eos.append(tok_eos)
         self.eos_ids = eos
         self.control_ids = control_token_ids(self.tokenizer)
+        self.token_texts = TokenTexts(self.tokenizer)
         self.metrics = ServerMetrics()
         self.ready = False
 
@@ -73,22 +97,28 @@ class OpenAIServing:
             raise ModelNotFound(f"model {name!r} is not served here; this server serves {self.model_name!r}",
                                 param="model")
 
-    def sampling(self, req, prompt_len: int):
+    def sampling(self, req, prompt_len: int, prompt_param: str, grammar=None):
         """SamplingParams for a request, its token limit clamped to the context left after the prompt."""
         from loopcoder.model_server.engine.types import SamplingParams
 
+        limit = req.token_limit()
         room = self.max_model_len - prompt_len
         if room < 1:
-            raise BadRequest(f"the prompt is {prompt_len} tokens; this model's context is {self.max_model_len} "
-                             "tokens and at least one must be left to generate", param="messages")
-        limit = req.token_limit()
+            raise ContextLengthExceeded(self.max_model_len, prompt_len, limit or 1, prompt_param)
+        bias = req.logit_bias_ids()
+        if any(t >= self.vocab_size for t in bias):
+            raise BadRequest(f"logit_bias token id {max(bias)} is outside the vocabulary (size {self.vocab_size})",
+                             param="logit_bias")
         stop_ids = list(req.stop_token_ids or [])
         if not req.ignore_eos:
             stop_ids += [i for i in self.eos_ids if i not in stop_ids]
         temperature = 1.0 if req.temperature is None else req.temperature
         return SamplingParams(max_tokens=min(limit, room) if limit else room, temperature=temperature,
                               top_p=1.0 if req.top_p is None else req.top_p, top_k=req.top_k or 0,
-                              seed=req.seed, stop_token_ids=stop_ids, ignore_eos=req.ignore_eos)
+                              seed=req.seed, stop_token_ids=stop_ids, ignore_eos=req.ignore_eos,
+                              presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+                              repetition_penalty=req.repetition_penalty, logit_bias=bias,
+                              logprobs=req.logprob_count(), grammar=grammar)
 
     def hidden_ids(self, req) -> set[int]:
         hidden = set(self.eos_ids) | set(req.stop_token_ids or [])
@@ -113,91 +143,138 @@ class OpenAIServing:
         self.metrics.record_disconnect()
         return None
 
-    async def start_unless_disconnected(self, request: Request, gen: TextGeneration) -> bool:
-        """Wait for the request's first token (queueing and prefill); False if the client left meanwhile."""
-        started = await self.run_unless_disconnected(request, _started(gen))
-        if not started:
-            await gen.close()
-        return bool(started)
+    async def generations(self, prompt_ids: list[int], params, n: int, request_id: str, stops: list[str],
+                          hidden: set[int], prompt_param: str, grammar_param: Optional[str]) -> list[TextGeneration]:
+        """n generations of one prompt (n > 1: one engine submission whose prefill the choices share)."""
+        common = dict(stop=stops, hidden_ids=hidden, prompt_param=prompt_param, grammar_param=grammar_param)
+        if n == 1:
+            return [TextGeneration(self.engine, prompt_ids, params, request_id, **common)]
+        ids = [f"{request_id}-{i}" for i in range(n)]
+        try:
+            streams = await self.engine.generate_many(prompt_ids, params, ids)
+        except Exception as exc:
+            raise api_error(exc, prompt_param, grammar_param) from None
+        return [TextGeneration(self.engine, prompt_ids, params, rid, events=stream, **common)
+                for rid, stream in zip(ids, streams)]
+
+    async def start_all(self, request: Request, gens: list[TextGeneration]) -> bool:
+        """Wait for every generation's first token (queueing and prefill); False if the client left
+        meanwhile. Engine refusals raise as API errors; every generation is closed on the way out."""
+        try:
+            started = await self.run_unless_disconnected(request, asyncio.gather(*(g.start() for g in gens)))
+        except BaseException:
+            await _close_all(gens)
+            raise
+        if started is None:
+            await _close_all(gens)
+            return False
+        return True
 
     # -- chat ----------------------------------------------------------------------------------------
-    async def chat(self, req: ChatCompletionRequest, request: Request) -> Response:
-        arrived = time.monotonic()
+    def plan_chat(self, req: ChatCompletionRequest, prompt_param: str = "messages") -> ChatPlan:
         self.check_model(req.model)
         req.check_supported()
+        legacy = req.legacy_functions
+        req = req.with_tools()
         prompt = render_chat(self.tokenizer, req)
+        grammar = chat_grammar(req, prompt, self.constrain_tool_calls)
+        grammar_param = "response_format" if req.response_format is not None and not prompt.forced else "tools"
+        params = self.sampling(req, len(prompt.token_ids), prompt_param, grammar)
+        return ChatPlan(req, prompt, params, legacy, grammar_param)
+
+    async def chat(self, req: ChatCompletionRequest, request: Request) -> Response:
+        arrived = time.monotonic()
+        plan = self.plan_chat(req)
         request_id = random_id("chatcmpl")
-        gen = TextGeneration(self.engine, prompt.token_ids, self.sampling(req, len(prompt.token_ids)),
-                             request_id, req.stop_strings(), self.hidden_ids(req))
-        if not await self.start_unless_disconnected(request, gen):
+        gens = await self.generations(plan.prompt.token_ids, plan.params, req.n, request_id, req.stop_strings(),
+                                      self.hidden_ids(req), "messages", plan.grammar_param)
+        if not await self.start_all(request, gens):
             return Response(status_code=499)
         self.metrics.record_first_token(time.monotonic() - arrived)
-        parser = ChatOutputParser(prompt.starts_in_think, prompt.parse_tools, prompt.max_calls)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            stream = self._chat_stream(gen, parser, prompt.prefill, request_id, include_usage, arrived)
+            stream = self._chat_stream(plan, gens, request_id, include_usage, arrived)
             return StreamingResponse(stream, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        result = await self.run_unless_disconnected(request, self._chat_full(gen, parser, prompt.prefill,
-                                                                              request_id, arrived))
+        result = await self.run_unless_disconnected(request, self._chat_full(plan, gens, request_id, arrived))
         return Response(status_code=499) if result is None else JSONResponse(result)
 
-    async def _chat_full(self, gen: TextGeneration, parser: ChatOutputParser, prefill: str, request_id: str,
-                         arrived: float) -> dict:
-        pieces, last = [], None
-        async for delta in gen:
-            pieces.append(delta.text)
-            last = delta
-        _raise_if_engine_failed(last)
-        reasoning, content, calls = parser.parse(prefill + "".join(pieces))
-        reason = _chat_finish_reason(last.finish_reason, calls)
-        self.metrics.record_finish(reason, time.monotonic() - arrived)
-        message = ChatMessageOut(content=content or None, reasoning_content=reasoning or None,
-                                 tool_calls=[ToolCallOut(**c.to_openai()) for c in calls] or None)
-        response = ChatCompletionResponse(id=request_id, model=self.model_name,
-                                          choices=[ChatChoice(message=message, finish_reason=reason)],
-                                          usage=_usage(last))
-        return response.model_dump(mode="json")
+    def chat_message(self, plan: ChatPlan, text: str) -> tuple[ChatMessageOut, list[ParsedToolCall]]:
+        reasoning, content, calls = plan.parser().parse(plan.prompt.prefill + text)
+        out_calls = [ToolCallOut(**c.to_openai()) for c in calls]
+        if plan.legacy:
+            return ChatMessageOut(content=content or None, reasoning_content=reasoning or None,
+                                  function_call=out_calls[0].function if out_calls else None), calls
+        return ChatMessageOut(content=content or None, reasoning_content=reasoning or None,
+                              tool_calls=out_calls or None), calls
 
-    async def _chat_stream(self, gen: TextGeneration, parser: ChatOutputParser, prefill: str, request_id: str,
+    async def _chat_full(self, plan: ChatPlan, gens: list[TextGeneration], request_id: str, arrived: float) -> dict:
+        results = await asyncio.gather(*(_collect(g) for g in gens))
+        choices = []
+        for index, (text, last, logprobs) in enumerate(results):
+            message, calls = self.chat_message(plan, text)
+            reason = _chat_finish_reason(last.finish_reason, calls, plan.legacy)
+            lp = None if plan.params.logprobs is None else {"content": chat_logprobs(self.token_texts, logprobs),
+                                                             "refusal": None}
+            choices.append(ChatChoice(index=index, message=message, finish_reason=reason, logprobs=lp))
+        self.metrics.record_finish(choices[0].finish_reason, time.monotonic() - arrived)
+        response = ChatCompletionResponse(id=request_id, model=self.model_name, choices=choices,
+                                          usage=_usage([last for _, last, _ in results]))
+        return response.model_dump(mode="json", exclude_none=False)
+
+    async def _chat_stream(self, plan: ChatPlan, gens: list[TextGeneration], request_id: str,
                            include_usage: bool, arrived: float) -> AsyncIterator[str]:
         created = int(time.time())
+        want_logprobs = plan.params.logprobs is not None
 
-        def chunk(delta: dict, finish_reason: Optional[str] = None) -> str:
+        def chunk(index: int, delta: dict, finish_reason: Optional[str] = None, logprobs=None) -> str:
+            lp = {"content": chat_logprobs(self.token_texts, logprobs or []), "refusal": None} if want_logprobs else None
             return sse(json.dumps({"id": request_id, "object": "chat.completion.chunk", "created": created,
-                                   "model": self.model_name, "choices": [{"index": 0, "delta": delta,
-                                   "logprobs": None, "finish_reason": finish_reason}]}))
+                                   "model": self.model_name, "choices": [{"index": index, "delta": delta,
+                                   "logprobs": lp, "finish_reason": finish_reason}]}))
 
-        num_calls, last, finished = 0, None, False
+        n = len(gens)
+        parsers = [plan.parser() for _ in gens]
+        num_calls, lasts, held_logprobs = [0] * n, [None] * n, [[] for _ in gens]
+        pending = [list(p.push(plan.prompt.prefill)) for p in parsers]  # reasoning, content, calls
+        finished = False
         try:
-            yield chunk({"role": "assistant", "content": ""})
-            reasoning, content, calls = parser.push(prefill)
-            async for delta in gen:
-                last = delta
+            for index in range(n):
+                yield chunk(index, {"role": "assistant", "content": ""})
+            async for index, delta in _merged(gens):
+                lasts[index] = delta
                 _raise_if_engine_failed(delta)
-                r, c, k = parser.push(delta.text)
-                reasoning, content, calls = reasoning + r, content + c, calls + k
+                held_logprobs[index] += delta.logprobs
+                r, c, k = parsers[index].push(delta.text)
                 if delta.finished:
-                    r, c, k = parser.finish()
-                    reasoning, content, calls = reasoning + r, content + c, calls + k
+                    r2, c2, k2 = parsers[index].finish()
+                    r, c, k = r + r2, c + c2, k + k2
+                held = pending[index]
+                held[0], held[1], held[2] = held[0] + r, held[1] + c, held[2] + k
+                reasoning, content, calls = held
                 if reasoning or content or calls:
                     out: dict = {}
                     if reasoning:
                         out["reasoning_content"] = reasoning
                     if content:
                         out["content"] = content
-                    if calls:
-                        out["tool_calls"] = [{"index": num_calls + i, **call.to_openai()}
+                    if calls and plan.legacy:  # one call at most (parallel_tool_calls is off)
+                        out["function_call"] = calls[0].to_openai()["function"]
+                    elif calls:
+                        out["tool_calls"] = [{"index": num_calls[index] + i, **call.to_openai()}
                                              for i, call in enumerate(calls)]
-                        num_calls += len(calls)
-                    yield chunk(out)
-                    reasoning, content, calls = "", "", []
-            reason = _chat_finish_reason(last.finish_reason, [None] * num_calls)
-            self.metrics.record_finish(reason, time.monotonic() - arrived)
-            yield chunk({}, finish_reason=reason)
+                    num_calls[index] += len(calls)
+                    yield chunk(index, out, logprobs=held_logprobs[index])
+                    pending[index], held_logprobs[index] = ["", "", []], []
+                if delta.finished:
+                    reason = _chat_finish_reason(delta.finish_reason, [None] * num_calls[index], plan.legacy)
+                    yield chunk(index, {}, finish_reason=reason, logprobs=held_logprobs[index])
+                    held_logprobs[index] = []
+            self.metrics.record_finish(_chat_finish_reason(lasts[0].finish_reason, [None] * num_calls[0],
+                                                           plan.legacy), time.monotonic() - arrived)
             if include_usage:
                 yield sse(json.dumps({"id": request_id, "object": "chat.completion.chunk", "created": created,
-                                      "model": self.model_name, "choices": [], "usage": _usage(last).model_dump()}))
+                                      "model": self.model_name, "choices": [], "usage": _usage(lasts).model_dump()}))
             finished = True
             yield sse("[DONE]")
         except asyncio.CancelledError:
@@ -210,63 +287,85 @@ class OpenAIServing:
             yield sse(json.dumps(exc.body()))
         finally:
             if not finished:
-                await gen.close()
+                await _close_all(gens)
 
     # -- completions ---------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest, request: Request) -> Response:
         arrived = time.monotonic()
         self.check_model(req.model)
         req.check_supported()
-        ids, prompt_text = completion_prompt_ids(self.tokenizer, req)
+        prompts = completion_prompts(self.tokenizer, req)
         request_id = random_id("cmpl")
-        gen = TextGeneration(self.engine, ids, self.sampling(req, len(ids)), request_id, req.stop_strings(),
-                             self.hidden_ids(req))
-        if not await self.start_unless_disconnected(request, gen):
+        gens: list[TextGeneration] = []
+        echoes: list[str] = []
+        try:
+            for p, (ids, text) in enumerate(prompts):
+                param = "prompt" if len(prompts) == 1 else f"prompt[{p}]"
+                params = self.sampling(req, len(ids), param)
+                gens += await self.generations(ids, params, req.n, f"{request_id}-p{p}" if len(prompts) > 1
+                                               else request_id, req.stop_strings(), self.hidden_ids(req), param, None)
+                echoes += [text if req.echo else ""] * req.n
+        except BaseException:
+            await _close_all(gens)
+            raise
+        if not await self.start_all(request, gens):
             return Response(status_code=499)
         self.metrics.record_first_token(time.monotonic() - arrived)
-        echo = prompt_text if req.echo else ""
+        want_logprobs = req.logprob_count() is not None
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(self._completion_stream(gen, echo, request_id, include_usage, arrived),
+            return StreamingResponse(self._completion_stream(gens, echoes, request_id, include_usage, arrived,
+                                                             want_logprobs, req.n),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        result = await self.run_unless_disconnected(request, self._completion_full(gen, echo, request_id, arrived))
+        result = await self.run_unless_disconnected(
+            request, self._completion_full(gens, echoes, request_id, arrived, want_logprobs, req.n))
         return Response(status_code=499) if result is None else JSONResponse(result)
 
-    async def _completion_full(self, gen: TextGeneration, echo: str, request_id: str, arrived: float) -> dict:
-        pieces, last = [echo], None
-        async for delta in gen:
-            pieces.append(delta.text)
-            last = delta
-        _raise_if_engine_failed(last)
-        self.metrics.record_finish(last.finish_reason, time.monotonic() - arrived)
-        response = CompletionResponse(id=request_id, model=self.model_name, usage=_usage(last),
-                                      choices=[CompletionChoice(text="".join(pieces), finish_reason=last.finish_reason)])
+    async def _completion_full(self, gens: list[TextGeneration], echoes: list[str], request_id: str,
+                               arrived: float, want_logprobs: bool, n: int) -> dict:
+        results = await asyncio.gather(*(_collect(g) for g in gens))
+        choices = []
+        for index, ((text, last, logprobs), echo) in enumerate(zip(results, echoes)):
+            lp = completion_logprobs(self.token_texts, logprobs, len(echo)) if want_logprobs else None
+            choices.append(CompletionChoice(index=index, text=echo + text, finish_reason=last.finish_reason,
+                                            logprobs=lp))
+        self.metrics.record_finish(choices[0].finish_reason, time.monotonic() - arrived)
+        response = CompletionResponse(id=request_id, model=self.model_name, choices=choices,
+                                      usage=_usage([last for _, last, _ in results], n))
         return response.model_dump(mode="json")
 
-    async def _completion_stream(self, gen: TextGeneration, echo: str, request_id: str, include_usage: bool,
-                                 arrived: float) -> AsyncIterator[str]:
+    async def _completion_stream(self, gens: list[TextGeneration], echoes: list[str], request_id: str,
+                                 include_usage: bool, arrived: float, want_logprobs: bool,
+                                 n: int) -> AsyncIterator[str]:
         created = int(time.time())
+        offsets = [len(e) for e in echoes]
 
-        def chunk(text: str, finish_reason: Optional[str] = None) -> str:
+        def chunk(index: int, text: str, finish_reason: Optional[str] = None, logprobs=()) -> str:
+            lp = None
+            if want_logprobs:
+                lp = completion_logprobs(self.token_texts, list(logprobs), offsets[index])
+                offsets[index] += sum(len(t) for t in lp["tokens"])
             return sse(json.dumps({"id": request_id, "object": "text_completion", "created": created,
-                                   "model": self.model_name, "choices": [{"index": 0, "text": text,
-                                   "logprobs": None, "finish_reason": finish_reason}]}))
+                                   "model": self.model_name, "choices": [{"index": index, "text": text,
+                                   "logprobs": lp, "finish_reason": finish_reason}]}))
 
-        finished = False
+        finished, lasts = False, [None] * len(gens)
         try:
-            if echo:
-                yield chunk(echo)
-            async for delta in gen:
+            for index, echo in enumerate(echoes):
+                if echo:
+                    yield chunk(index, echo)
+            async for index, delta in _merged(gens):
                 _raise_if_engine_failed(delta)
+                lasts[index] = delta
                 if delta.finished:
-                    self.metrics.record_finish(delta.finish_reason, time.monotonic() - arrived)
-                    yield chunk(delta.text, delta.finish_reason)
-                    if include_usage:
-                        yield sse(json.dumps({"id": request_id, "object": "text_completion", "created": created,
-                                              "model": self.model_name, "choices": [],
-                                              "usage": _usage(delta).model_dump()}))
+                    yield chunk(index, delta.text, delta.finish_reason, delta.logprobs)
                 elif delta.text:
-                    yield chunk(delta.text)
+                    yield chunk(index, delta.text, logprobs=delta.logprobs)
+            self.metrics.record_finish(lasts[0].finish_reason, time.monotonic() - arrived)
+            if include_usage:
+                yield sse(json.dumps({"id": request_id, "object": "text_completion", "created": created,
+                                      "model": self.model_name, "choices": [],
+                                      "usage": _usage(lasts, n).model_dump()}))
             finished = True
             yield sse("[DONE]")
         except asyncio.CancelledError:
@@ -279,11 +378,18 @@ class OpenAIServing:
             yield sse(json.dumps(exc.body()))
         finally:
             if not finished:
-                await gen.close()
+                await _close_all(gens)
 
     # -- the rest ------------------------------------------------------------------------------------
+    def model_card(self) -> ModelCard:
+        return ModelCard(id=self.model_name, max_model_len=self.max_model_len)
+
     def models(self) -> dict:
-        return ModelList(data=[ModelCard(id=self.model_name, max_model_len=self.max_model_len)]).model_dump()
+        return ModelList(data=[self.model_card()]).model_dump()
+
+    def model(self, model_id: str) -> dict:
+        self.check_model(model_id)
+        return self.model_card().model_dump()
 
     def health(self) -> Response:
         if not self.ready:
@@ -303,13 +409,62 @@ class OpenAIServing:
         return self.metrics.render(stats)
 
 
-def _chat_finish_reason(reason: Optional[str], calls: list) -> Optional[str]:
-    return "tool_calls" if calls and reason == "stop" else reason
+async def _collect(gen: TextGeneration) -> tuple[str, TextDelta, list]:
+    """A generation read to its end: (text, last delta, logprobs of its tokens)."""
+    pieces, last, logprobs = [], None, []
+    async for delta in gen:
+        pieces.append(delta.text)
+        logprobs += delta.logprobs
+        last = delta
+    _raise_if_engine_failed(last)
+    return "".join(pieces), last, logprobs
 
 
-async def _started(gen: TextGeneration) -> bool:
-    await gen.start()
-    return True
+async def _merged(gens: list[TextGeneration]) -> AsyncIterator[tuple[int, TextDelta]]:
+    """(choice index, delta) from several generations as they arrive; closes them all on the way out."""
+    if len(gens) == 1:
+        async for delta in gens[0]:
+            yield 0, delta
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+    end = object()
+
+    async def pump(index: int, gen: TextGeneration) -> None:
+        try:
+            async for delta in gen:
+                queue.put_nowait((index, delta))
+        except Exception as exc:
+            queue.put_nowait((index, exc))
+        finally:
+            queue.put_nowait((index, end))
+
+    tasks = [asyncio.ensure_future(pump(i, g)) for i, g in enumerate(gens)]
+    try:
+        remaining = len(gens)
+        while remaining:
+            index, item = await queue.get()
+            if item is end:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await _close_all(gens)
+
+
+async def _close_all(gens: list[TextGeneration]) -> None:
+    for gen in gens:
+        await gen.close()
+
+
+def _chat_finish_reason(reason: Optional[str], calls: list, legacy: bool = False) -> Optional[str]:
+    if calls and reason == "stop":
+        return "function_call" if legacy else "tool_calls"
+    return reason
 
 
 def _raise_if_engine_failed(delta: Optional[TextDelta]) -> None:
@@ -317,11 +472,15 @@ def _raise_if_engine_failed(delta: Optional[TextDelta]) -> None:
         raise APIError("the engine failed while generating this answer; the server log has the details")
 
 
-def _usage(delta: Optional[TextDelta]) -> UsageInfo:
-    if delta is None:
+def _usage(lasts: list[Optional[TextDelta]], per_prompt: Optional[int] = None) -> UsageInfo:
+    """Usage of a request's choices: each prompt counted once (choices of one prompt share it)."""
+    done = [d for d in lasts if d is not None]
+    if not done:
         return UsageInfo()
-    return UsageInfo(prompt_tokens=delta.prompt_tokens, completion_tokens=delta.completion_tokens,
-                     total_tokens=delta.prompt_tokens + delta.completion_tokens)
+    per_prompt = per_prompt or len(lasts)
+    prompt = sum(d.prompt_tokens for i, d in enumerate(lasts) if d is not None and i % per_prompt == 0)
+    completion = sum(d.completion_tokens for d in done)
+    return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 async def _wait_for_disconnect(request: Request) -> None:
@@ -353,19 +512,25 @@ class _StatusRecorder:
             await self.app(scope, receive, recording_send)
         finally:
             path = scope.get("path", "")
-            known = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
+            known = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/health", "/metrics"}
             self.metrics.record_http(path if path in known else "other", status["code"])
 
 
 def create_app(engine, served_model_name: Optional[str] = None, eos_token_ids: Iterable[int] = (),
-               api_key: Optional[str] = None, manage_engine: bool = True) -> FastAPI:
+               api_key: Optional[str] = None, manage_engine: bool = True,
+               constrain_tool_calls: str = "forced") -> FastAPI:
     """The FastAPI app serving ``engine``.
 
     ``eos_token_ids``: extra EOS ids, added to the engine's (the checkpoint's) and the tokenizer's.
     ``api_key``: when set, /v1/* requests need ``Authorization: Bearer <key>``.
     ``manage_engine``: start the engine when the app starts and shut it down when it stops.
+    ``constrain_tool_calls``: "forced" (a grammar keeps required and named tool calls valid; also any
+    call of a tool with ``strict: true``) or "auto" (every tool call the model makes).
     """
-    serving = OpenAIServing(engine, served_model_name, eos_token_ids)
+    if constrain_tool_calls not in ("forced", "auto"):
+        raise ValueError(f"constrain_tool_calls must be 'forced' or 'auto', not {constrain_tool_calls!r}")
+    serving = OpenAIServing(engine, served_model_name, eos_token_ids, constrain_tool_calls)
+    responses = ResponsesServing(serving)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -394,7 +559,7 @@ def create_app(engine, served_model_name: Optional[str] = None, eos_token_ids: I
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError):
-        return JSONResponse(BadRequest(_validation_message(exc)).body(), status_code=400)
+        return JSONResponse(_validation_error(exc).body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException):
@@ -415,9 +580,17 @@ def create_app(engine, served_model_name: Optional[str] = None, eos_token_ids: I
     async def completions(req: CompletionRequest, request: Request):
         return await serving.complete(req, request)
 
+    @app.post("/v1/responses", dependencies=[Depends(authorize)])
+    async def create_response(req: ResponsesRequest, request: Request):
+        return await responses.create(req, request)
+
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def models():
         return serving.models()
+
+    @app.get("/v1/models/{model_id:path}", dependencies=[Depends(authorize)])
+    async def model(model_id: str):
+        return serving.model(model_id)
 
     @app.get("/health")
     async def health():
@@ -431,9 +604,33 @@ def create_app(engine, served_model_name: Optional[str] = None, eos_token_ids: I
     return app
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
+def _validation_error(exc: RequestValidationError) -> BadRequest:
+    """A 400 naming the first bad field as ``param`` (``messages[0].role``); null for a body that is not
+    JSON at all."""
+    parts, params = [], []
     for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
+        param = _param_path(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            param = None
+        params.append(param)
+        parts.append(f"{param or 'body'}: {err.get('msg', 'invalid')}")
+    return BadRequest("invalid request: " + "; ".join(parts), param=params[0] if params else None)
+
+
+def _param_path(loc) -> Optional[str]:
+    path = ""
+    for part in loc:
+        if part == "body":
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _is_type_tag(part):  # pydantic names union members ("str", "list[int]", "function-after[...]")
+            continue
+        else:
+            path += ("." if path else "") + str(part)
+    return path or None
+
+
+def _is_type_tag(part) -> bool:
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "dict", "list", "none")
+                                      or "[" in part or part.startswith(("function-", "literal", "model")) or part[:1].isupper())

@@ -144,6 +144,17 @@ class ModelRunner:
         """A new request starts with a zero carry (H^{r-1}_{-1} = 0)."""
         self.carry[:, slot].zero_()
 
+    def copy_cache(self, src_slot: int, dst_slot: int, blocks: tuple[int, int] | None) -> None:
+        """A forked request's cache (n > 1): the parent's rings and carry, and its partly filled last
+        loop-0 block (the full blocks are shared, see block_manager.py). Eager, outside any graph."""
+        self.ring_k[:, dst_slot] = self.ring_k[:, src_slot]
+        self.ring_v[:, dst_slot] = self.ring_v[:, src_slot]
+        self.carry[:, dst_slot] = self.carry[:, src_slot]
+        if blocks is not None:
+            src, dst = blocks
+            self.k_pool[:, dst] = self.k_pool[:, src]
+            self.v_pool[:, dst] = self.v_pool[:, src]
+
     def _flat_slots(self, block_table: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Index into k_pool[layer].view(-1, G, D) of each position, through the block table."""
         return block_table[positions // self.block_size] * self.block_size + positions % self.block_size

@@ -89,6 +89,21 @@ class Scheduler:
                 self.blocks.grow(seq, seq.num_tokens)
         return batch
 
+    def fork(self, parent: Sequence, child: Sequence) -> tuple[bool, tuple[int, int] | None]:
+        """Run ``child`` on a copy of parent's prompt cache (n > 1): (admitted, block pair to copy).
+
+        Without a free slot, batch place or block the child waits instead, and computes the prompt
+        itself when admitted, like a preempted request (exact for PLT: it starts from a zero carry).
+        """
+        if len(self.running) >= self.max_num_seqs or not self.blocks.can_fork(parent):
+            child.status, child.num_computed = Status.WAITING, 0
+            self.waiting.appendleft(child)
+            return False, None
+        copy = self.blocks.fork(parent, child)
+        child.status = Status.RUNNING
+        self.running.append(child)
+        return True, copy
+
     def preempt(self, seq: Sequence) -> None:
         self.blocks.release(seq)
         self.running.remove(seq)

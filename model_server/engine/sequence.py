@@ -30,6 +30,12 @@ class Sequence:
     finish_reason: str | None = None
     generator: torch.Generator | None = None
     num_emitted: int = 0  # output tokens already reported to the caller
+    output_logprobs: list = field(default_factory=list)  # TokenLogprob per output token, if asked
+    grammar: object | None = None  # xgrammar matcher of params.grammar (grammar.py)
+    # Requests that sample from this prompt too (n > 1): they wait, outside the scheduler, until this
+    # request's prefill is done, then take a copy of its cache instead of computing the prompt again.
+    forks: list["Sequence"] = field(default_factory=list)
+    fork_of: "Sequence | None" = None
 
     @property
     def token_ids(self) -> list[int]:

@@ -146,7 +146,8 @@ def test_health_is_503_until_the_engine_started_and_unknown_paths_are_json():
         assert r.status_code == 404 and "error" in r.json()
 
 
-@pytest.mark.parametrize("fields", [{"best_of": 2}, {"echo": True, "suffix": "x"}, {"prompt": ["a", "b"]}])
+@pytest.mark.parametrize("fields", [{"best_of": 2}, {"echo": True, "suffix": "x"}, {"prompt": ["a", [1, 2]]},
+                                    {"echo": True, "logprobs": 1}])
 def test_completion_refusals(fields):
     client, _ = client_for("x")
     with client:

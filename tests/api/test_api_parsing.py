@@ -255,11 +255,13 @@ def test_bad_chat_requests_are_bad_request(tok, fields, needle):
 
 
 @pytest.mark.parametrize("fields,param", [
-    ({"n": 2}, "n"), ({"logprobs": True}, "logprobs"), ({"top_logprobs": 2}, "logprobs"),
-    ({"presence_penalty": 0.5}, "presence_penalty"), ({"logit_bias": {"1": 5}}, "logit_bias"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"top_logprobs": 2}, "top_logprobs"), ({"logit_bias": {"x": 5}}, "logit_bias"),
+    ({"logit_bias": {"1": 500}}, "logit_bias"), ({"response_format": {"type": "json_schema"}},
+                                                  "response_format.json_schema"),
+    ({"functions": [{"name": "f"}], "tools": TOOLS}, "functions"), ({"function_call": "auto"}, "function_call"),
+    ({"stop": [str(i) for i in range(17)]}, "stop"),
 ])
-def test_unimplemented_fields_are_refused_not_ignored(fields, param):
+def test_values_the_server_cannot_honour_are_refused_naming_the_field(fields, param):
     req = chat(messages=[{"role": "user", "content": "x"}], **fields)
     with pytest.raises(BadRequest) as err:
         req.check_supported()

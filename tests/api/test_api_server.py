@@ -138,8 +138,8 @@ def test_max_completion_tokens_seed_top_k_top_p(client):
 @pytest.mark.parametrize("kwargs,needle", [
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "role"),
-    ({"messages": HELLO, "n": 2}, "n must be 1"),
-    ({"messages": HELLO, "logprobs": True}, "logprobs"),
+    ({"messages": HELLO, "n": 200}, "less than or equal to 128"),
+    ({"messages": HELLO, "logprobs": True, "top_logprobs": 30}, "top_logprobs"),
     ({"messages": HELLO, "temperature": -1}, "temperature"),
     ({"messages": HELLO, "max_tokens": 0}, "max_tokens"),
     ({"messages": HELLO, "tool_choice": "required"}, "tool_choice requires tools"),
