@@ -28,6 +28,8 @@ TARGETS = {
                     "tests/engine/test_engine.py::test_finish_reasons_and_events",
                     "tests/engine/test_engine.py::test_abort_frees_blocks_and_slot",
                     "tests/engine/test_engine.py::test_bad_requests_raise_at_submit"],
+    # the decode path: logits of fused and sequential decode against the model's own forward
+    "engine-decode": ["tests/engine/test_engine_logits.py"],
     "workspace": ["tests/tools/test_tools_mutation_gaps.py", "tests/tools/test_tools_paths_search_view.py",
                   "tests/tools/test_tools_editing.py", "tests/tools/test_tools_registry_and_repomap.py",
                   "-m", "not slow and not docker"],
