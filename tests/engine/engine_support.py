@@ -15,7 +15,8 @@ def mixing_checkpoint(path, shape: str, seed: int, **overrides):
     A fresh init has zero gate biases and gate weights of std 0.02, so every gate sits near 0.5 and
     swapping the global and local branches barely moves the output; the tiny shape's carry scale (0.053)
     and unit norm weights hide the carry and the norms the same way. Here the carry scale is 1, each
-    layer's gate biases spread from -3 to 3 (gates from 0.05 to 0.95), gate weights N(0, 0.5), norm weights 1 + N(0, 0.3).
+    layer's gate biases spread from -3 to 3 (gates from 0.05 to 0.95), gate weights N(0, 0.5), norm
+    weights 1 + N(0, 0.3).
     """
     if shape.startswith("tiny"):
         overrides.setdefault("plt_hidden_scale", 1.0)
