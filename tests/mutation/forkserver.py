@@ -24,12 +24,13 @@ TARGETS = {
     "sampler": ["tests/engine/test_engine_sampling.py"],
     "engine": ["tests/engine/test_engine_logits.py", "tests/engine/test_engine.py"],
     # one engine run that chunks, queues, preempts and finishes requests, fused and sequential
-    "engine-fast": ["tests/engine/test_engine_logits.py::test_plt_logits_equal_full_forward",
+    "engine-fast": ["tests/engine/test_engine_units.py",
+                    "tests/engine/test_engine_logits.py::test_plt_logits_equal_full_forward",
                     "tests/engine/test_engine.py::test_finish_reasons_and_events",
                     "tests/engine/test_engine.py::test_abort_frees_blocks_and_slot",
                     "tests/engine/test_engine.py::test_bad_requests_raise_at_submit"],
     # the decode path: logits of fused and sequential decode against the model's own forward
-    "engine-decode": ["tests/engine/test_engine_logits.py"],
+    "engine-decode": ["tests/engine/test_engine_logits.py", "tests/engine/test_engine_units.py"],
     "workspace": ["tests/tools/test_tools_mutation_gaps.py", "tests/tools/test_tools_paths_search_view.py",
                   "tests/tools/test_tools_editing.py", "tests/tools/test_tools_registry_and_repomap.py",
                   "-m", "not slow and not docker"],
