@@ -29,6 +29,10 @@ TARGETS = {
                     "tests/engine/test_engine.py::test_finish_reasons_and_events",
                     "tests/engine/test_engine.py::test_abort_frees_blocks_and_slot",
                     "tests/engine/test_engine.py::test_bad_requests_raise_at_submit"],
+    "llm-engine": ["tests/engine/test_engine_units.py",
+                   "tests/engine/test_engine_sampling.py::test_checkpoint_eos_stops_the_request_unless_ignored",
+                   "tests/engine/test_engine_logits.py::test_plt_logits_equal_full_forward",
+                   "tests/engine/test_engine.py"],
     # the decode path: logits of fused and sequential decode against the model's own forward
     "engine-decode": ["tests/engine/test_engine_logits.py", "tests/engine/test_engine_units.py"],
     "workspace": ["tests/tools/test_tools_mutation_gaps.py", "tests/tools/test_tools_paths_search_view.py",
