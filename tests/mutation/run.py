@@ -54,9 +54,12 @@ def make_shim(workdir: Path, repo: Path) -> Path:
     return pkg.parent
 
 
-def mutants_with_status(repo: Path, env: dict, status: str) -> list[dict]:
+def mutants_with_status(repo: Path, env: dict, status: str, show: bool = True) -> list:
+    """The mutants with ``status``: their diffs as dicts, or only their ids when ``show`` is False."""
     ids = subprocess.run([MUTMUT, "result-ids", status], cwd=repo, env=env, capture_output=True,
                          text=True).stdout.split()
+    if not show:
+        return [int(i) for i in ids]
     out = []
     for mid in ids:
         diff = subprocess.run([MUTMUT, "show", mid], cwd=repo, env=env, capture_output=True, text=True).stdout
@@ -111,7 +114,7 @@ def main() -> int:
     finally:
         server.kill()
     for status in ("killed", "survived", "timeout", "suspicious", "skipped"):
-        summary[status] = mutants_with_status(repo, env, status)
+        summary[status] = mutants_with_status(repo, env, status, show=status in ("survived", "timeout"))
     summary["counts"] = {s: len(summary[s]) for s in ("killed", "survived", "timeout", "suspicious", "skipped")}
     print(json.dumps(summary["counts"]))
     if args.out:
