@@ -17,14 +17,18 @@ triton = pytest.importorskip("triton")
 INTERPRET = bool(triton.knobs.runtime.interpret)
 ON_CUDA = torch.cuda.is_available()
 
-if not INTERPRET and not ON_CUDA:
+# Set in the re-run below, so that a subprocess where the interpreter did not take effect reports its skips
+# instead of starting another subprocess (and that one another).
+RERUN_MARK = "LOOPCODER_KERNEL_TESTS_RERUN"
+
+if not INTERPRET and not ON_CUDA and not os.environ.get(RERUN_MARK):
     # triton was imported before the conftest could set TRITON_INTERPRET: run this file in a fresh process.
     def test_rerun_under_interpreter_in_subprocess(tmp_path):
         """Every test of this file must pass there: a skip (e.g. the interpreter not taking effect) fails."""
         import xml.etree.ElementTree as ET
 
         report = tmp_path / "junit.xml"
-        env = dict(os.environ, TRITON_INTERPRET="1")
+        env = dict(os.environ, TRITON_INTERPRET="1", **{RERUN_MARK: "1"})
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
                                f"--junitxml={report}", __file__], env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
