@@ -86,8 +86,9 @@ MUTATIONS = {
         "model_server/plt/modeling.py", "return self._out(g * o_glob + (1 - g) * o_loc)", "return self._out(o_glob)",
         SPEC),
     "kernel-subprocess-all-skipped": (
-        "tests/kernels/test_gswa_interpret.py", 'env = dict(os.environ, TRITON_INTERPRET="1")',
-        'env = dict(os.environ, TRITON_INTERPRET="0")', [PREIMPORT_TRITON, "tests/kernels/test_gswa_interpret.py"]),
+        "tests/kernels/test_gswa_interpret.py", 'env = dict(os.environ, TRITON_INTERPRET="1", **{RERUN_MARK: "1"})',
+        'env = dict(os.environ, TRITON_INTERPRET="0", **{RERUN_MARK: "1"})',
+        [PREIMPORT_TRITON, "tests/kernels/test_gswa_interpret.py"]),
 }
 
 
