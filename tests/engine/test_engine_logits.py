@@ -70,8 +70,11 @@ def test_chunk_ending_one_token_before_the_prompt_end(plt_mixing, decode_mode):
     assert check_logits(engine, model, batch, outs) == 4
 
 
-def test_plt_three_loops_logits_equal_full_forward(plt_mixing):
-    engine, model = make_engine(plt_mixing, num_loops=3, engine_cls=LogitRecordingEngine, max_num_batched_tokens=16)
+@pytest.mark.parametrize("decode_mode", ["fused", "sequential"])
+def test_plt_three_loops_logits_equal_full_forward(plt_mixing, decode_mode):
+    """Three loops: two rings and two carries, so a ring or carry index off by one picks the wrong one."""
+    engine, model = make_engine(plt_mixing, num_loops=3, engine_cls=LogitRecordingEngine, max_num_batched_tokens=16,
+                                decode_mode=decode_mode)
     batch = prompts([23, 6], seed=32)
     outs = engine.generate(batch, GREEDY, arrivals=[0, 2])
     assert check_logits(engine, model, batch, outs, num_loops=3) == 12
