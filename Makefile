@@ -12,7 +12,7 @@ SANDBOX_IMAGE := loopcoder/base:bookworm
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	@test -x $(BIN)/pip || $(PY) -m venv --clear $(VENV) || python3 -m venv --clear $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU wheel first: an unpinned resolve would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0

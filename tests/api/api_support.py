@@ -16,6 +16,12 @@ ROME_QUESTION = [{"role": "user", "content": "Weather in Rome, please."}]
 ROME_FORCED_REST = '{"city": "Rome"}}\n</tool_call>'  # what follows the server's prefill of a named call
 SUM_QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 SUM_THINKING = "The user wants a sum.\n</think>\n\n2 + 2 = 4."
+TWO_CITIES_QUESTION = [{"role": "user", "content": "Weather in Paris and in Rome?"}]
+TWO_CITIES_CALLS = (WEATHER_CALL + "\n"
+                    + '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>')
+# asked with no tools offered (or tool_choice "none"), the model writes a call anyway: it must stay text
+TOOL_TEXT_QUESTION = [{"role": "user", "content": "Show the tool call syntax for Oslo."}]
+TOOL_TEXT_ANSWER = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
 
 # (request fields, the text the trained model must produce after the rendered prompt)
 TRAINED_CONVERSATIONS = [
@@ -24,6 +30,8 @@ TRAINED_CONVERSATIONS = [
     ({"messages": ROME_QUESTION, "tools": TOOLS,
       "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, ROME_FORCED_REST),
     ({"messages": SUM_QUESTION, "chat_template_kwargs": {"enable_thinking": True}}, SUM_THINKING),
+    ({"messages": TWO_CITIES_QUESTION, "tools": TOOLS}, TWO_CITIES_CALLS),
+    ({"messages": TOOL_TEXT_QUESTION}, TOOL_TEXT_ANSWER),
 ]
 
 
@@ -72,12 +80,12 @@ def fit_conversations(checkpoint_dir, conversations, max_steps: int = 3000) -> N
     model.save_pretrained(checkpoint_dir)
 
 
-def start_server(checkpoint_dir, **engine_fields):
+def start_server(checkpoint_dir, api_key=None, **engine_fields):
     from loopcoder.model_server.api import ServerThread, create_app
     from loopcoder.model_server.engine import AsyncLLMEngine, EngineConfig
 
     engine = AsyncLLMEngine.from_config(EngineConfig(model=str(checkpoint_dir), **engine_fields))
-    app = create_app(engine, served_model_name=MODEL)
+    app = create_app(engine, served_model_name=MODEL, api_key=api_key)
     server = ServerThread(app).start()
     server.engine = engine
     return server

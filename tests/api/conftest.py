@@ -1,8 +1,9 @@
 """Real servers on loopback for the API tests: the native engine, uvicorn on a free port, tiny checkpoints.
 
 `tiny_server` serves a random-weight tiny checkpoint. `trained_server` serves a tiny checkpoint whose
-output layer was fitted (under a second) to answer four fixed conversations exactly: a tool call,
-the answer after the tool's result, a forced (named) tool call, and a thinking-mode answer. That is how
+output layer was fitted (a few seconds) to answer six fixed conversations exactly: a tool call, the
+answer after the tool's result, a forced (named) tool call, a thinking-mode answer, two calls in one
+answer, and call syntax written with no tools offered (which must stay text). That is how
 the tool-call and thinking tests get deterministic model output without mocking anything: the engine
 really generates those tokens, and the server really parses them.
 """
@@ -28,12 +29,17 @@ def tiny_server(tiny_checkpoint):
 
 
 @pytest.fixture(scope="session")
-def trained_server(tmp_path_factory):
+def trained_checkpoint(tmp_path_factory):
     from loopcoder.model_server.plt.checkpoint import init_checkpoint
 
     path = init_checkpoint(tmp_path_factory.mktemp("trained"), "tiny")
     fit_conversations(path, TRAINED_CONVERSATIONS)
-    server = start_server(path, max_model_len=1024)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_server(trained_checkpoint):
+    server = start_server(trained_checkpoint, max_model_len=1024)
     yield server
     server.stop()
 

@@ -17,13 +17,35 @@ triton = pytest.importorskip("triton")
 INTERPRET = bool(triton.knobs.runtime.interpret)
 ON_CUDA = torch.cuda.is_available()
 
-if not INTERPRET and not ON_CUDA:
+# Set in the re-run below, so that a subprocess where the interpreter did not take effect reports its skips
+# instead of starting another subprocess (and that one another).
+RERUN_MARK = "LOOPCODER_KERNEL_TESTS_RERUN"
+
+if not INTERPRET and not ON_CUDA and not os.environ.get(RERUN_MARK):
     # triton was imported before the conftest could set TRITON_INTERPRET: run this file in a fresh process.
-    def test_rerun_under_interpreter_in_subprocess():
-        env = dict(os.environ, TRITON_INTERPRET="1")
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                              env=env, capture_output=True, text=True, timeout=600)
+    def test_rerun_under_interpreter_in_subprocess(tmp_path):
+        """Every test of this file must pass there: a skip (e.g. the interpreter not taking effect) fails."""
+        import xml.etree.ElementTree as ET
+
+        report = tmp_path / "junit.xml"
+        env = dict(os.environ, TRITON_INTERPRET="1", **{RERUN_MARK: "1"})
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                               f"--junitxml={report}", __file__], env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        cases = ET.parse(report).getroot().iter("testcase")
+        outcome = {c.get("name"): [child.tag for child in c if child.tag in ("skipped", "failure", "error")]
+                   for c in cases}
+        not_passed = {name: tags for name, tags in outcome.items() if tags}
+        assert not not_passed, f"not passed in the subprocess: {not_passed}\n{proc.stdout[-2000:]}"
+        # every test function of this file ran there (parametrised ones at least once), the 19 kernel tests too
+        ran = {name.split("[")[0] for name in outcome}
+        defined = {name for name, obj in globals().items() if name.startswith("test_") and callable(obj)}
+        assert ran == defined - {"test_rerun_under_interpreter_in_subprocess"}, (ran, defined)
+        interpreter_tests = {name for name, obj in globals().items() if name.startswith("test_")
+                             and any(m.name == "skipif" and "interpreter" in m.kwargs.get("reason", "")
+                                     for m in getattr(obj, "pytestmark", []))}
+        interp = [name for name in outcome if name.split("[")[0] in interpreter_tests]
+        assert len(interp) >= 19, interp
 
 needs_interp = pytest.mark.skipif(not INTERPRET, reason="interpreter tests (CPU tensors, TRITON_INTERPRET=1)")
 

@@ -1,0 +1,79 @@
+"""Merge the results of named.py and run.py into one JSON file and print the survivors as a markdown table.
+
+    .venv/bin/python tests/mutation/report.py --named named.json --mutmut a.json b.json --out RESULT.json
+
+Each surviving mutmut mutant gets the reason it was left alive, from WHY below (matched on file and the
+changed text); a survivor with no reason is printed as UNEXPLAINED.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+EQUIV = "equivalent"
+# (file suffix, text in the original line, text in the mutated line) -> (kind, why)
+WHY = [
+    ("engine/sampler.py", "(-1)", "(+1)", (EQUIV, "logits are always [B, V]: dim +1 is dim -1")),
+    ("engine/sampler.py", "shape[-1]", "shape[+1]", (EQUIV, "logits are always [B, V]: dim +1 is dim -1")),
+    ("engine/sampler.py", "cumsum(-1)", "cumsum(+1)", (EQUIV, "logits are always [B, V]: dim +1 is dim -1")),
+    ("engine/sampler.py", "sort(-1", "sort(+1", (EQUIV, "logits are always [B, V]: dim +1 is dim -1")),
+    ("engine/sampler.py", "dev = logits.device", "dev = None",
+     ("cuda-only", "device=None is the CPU: only a CUDA run puts the temperatures on the wrong device")),
+    ("engine/sampler.py", "1e-5", "2e-05",
+     (EQUIV, "the floor only guards the division for greedy rows (answered by argmax); 1e-5 and 2e-5 are "
+             "both far below any temperature a caller sends")),
+    ("engine/sampler.py", "< vocab", "<= vocab", (EQUIV, "top_k equal to the vocabulary keeps every token either way")),
+    ("engine/sequence.py", '= "', '= "XX',
+     (EQUIV, "Status members are compared by identity; their values are never read")),
+    ("engine/sequence.py", '= "', "= None", (EQUIV, "Status members are compared by identity; their values are never read")),
+    ("engine/sequence.py", " | None", " & None",
+     (EQUIV, "annotations are not evaluated (from __future__ import annotations)")),
+    ("engine/sequence.py", "generator: torch.Generator | None = None", '= ""',
+     (EQUIV, "`seq.generator or default` treats '' like None")),
+    ("engine/sequence.py", "num_emitted: int = 0", "= None",
+     (EQUIV, "output_ids[None:] equals output_ids[0:]; the field is set to an int at the first event")),
+    ("engine/model_runner.py", "non_blocking=True", "non_blocking=False",
+     ("performance-only", "a synchronous copy gives the same values")),
+    ("engine/model_runner.py", "sin.repeat(rows, 1, 1)", "sin.repeat(rows, 2, 1)",
+     (EQUIV, "broadcasting doubles the query length; only position 0 of q/k/v is read, the same values")),
+    ("tools/workspace.py", '"', '"XX',
+     (EQUIV, "a dot-named SKIP_DIRS entry: list_files skips every name starting with '.' before it "
+             "looks at SKIP_DIRS (search.py's ripgrep excludes use the set too; those tests skip here "
+             "without ripgrep)")),
+    ("tools/workspace.py", "entry.stat(follow_symlinks=False)", "entry.stat(follow_symlinks=True)",
+     (EQUIV, "reached only when entry.is_file(follow_symlinks=False): the entry is no symlink")),
+    ("tools/workspace.py", "timeout=60", "timeout=61", (EQUIV, "a git ls-files that takes between 60 and 61 s")),
+]
+
+
+def why(m: dict) -> tuple[str, str]:
+    for suffix, before, after, reason in WHY:
+        if (m.get("file") or "").endswith(suffix) and before in m["before"] and after in m["after"]:
+            return reason
+    return "UNEXPLAINED", ""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--named", required=True)
+    ap.add_argument("--mutmut", nargs="+", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    named = json.loads(Path(args.named).read_text())
+    runs = [json.loads(Path(p).read_text()) for p in args.mutmut]
+    merged = {"named_mutations": named, "mutmut": []}
+    print("| file:line | change | kind | why |\n|---|---|---|---|")
+    for run in runs:
+        for m in run["survived"]:
+            m["kind"], m["why"] = why(m)
+            print(f"| {m['file']}:{m['line']} | `{m['before'][:60]}` → `{m['after'][:60]}` | {m['kind']} | {m['why']} |")
+        merged["mutmut"].append({"tool": run["tool"], "runs": run["runs"], "counts": run["counts"],
+                                 "survived": run["survived"], "timeout": run["timeout"],
+                                 "skipped": len(run["skipped"])})
+    Path(args.out).write_text(json.dumps(merged, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

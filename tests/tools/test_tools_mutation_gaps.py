@@ -1,0 +1,160 @@
+"""Workspace behaviour that mutation testing (mutmut on tools/workspace.py) showed no test pinned down:
+exact error messages, limits at their edge, what the listing leaves out (skipped folders at any depth,
+symlinks, files deleted but still indexed, undecodable names), and a broken ``.git`` written from inside."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+
+import pytest
+
+from loopcoder.tools.workspace import BINARY_SNIFF_BYTES, FileInfo, ToolError, Workspace, is_binary
+
+
+def git(root, *args):
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+def write(root, files: dict[str, str | bytes]):
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+def rels(ws: Workspace) -> list[str]:
+    return [f.rel for f in ws.list_files()]
+
+
+# ------------------------------------------------------------------ resolve and its messages
+
+
+def test_error_messages_are_exact(tmp_path):
+    ws = Workspace(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "big.txt").write_bytes(b"x" * 11)
+    (tmp_path / "bin.dat").write_bytes(b"a\x00b")
+    small = Workspace(tmp_path, max_file_bytes=10)
+    cases = [
+        (lambda: Workspace(tmp_path / "big.txt"), f"workspace {tmp_path / 'big.txt'} is not a directory"),
+        (lambda: ws.resolve("  "), "path is empty"),
+        (lambda: ws.resolve("a\x00b"), "path contains a NUL byte"),
+        (lambda: ws.resolve("../x"), f"path '../x' is outside the workspace ({ws.root}); use a path relative to it"),
+        (lambda: ws.resolve("nope/x.py"), "no such file or directory: nope/x.py"),
+        (lambda: ws.read_text(tmp_path / "d"), "d is a directory, not a file"),
+        (lambda: ws.read_text(tmp_path / "d", what="module"), "d is a directory, not a module"),
+        (lambda: small.read_text(tmp_path / "big.txt"),
+         "big.txt is too large to show whole (11 bytes, limit 10); view a line range or search it instead"),
+        (lambda: ws.read_text(tmp_path / "bin.dat"), "bin.dat is a binary file (3 bytes); not shown"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ToolError) as err:
+            call()
+        assert str(err.value) == message
+
+
+def test_absolute_host_path_inside_the_workspace_resolves(tmp_path):
+    """Only /testbed paths are mapped; an absolute path already inside the root is taken as it is."""
+    write(tmp_path, {"pkg/a.py": "x = 1\n"})
+    ws = Workspace(tmp_path)
+    assert ws.resolve(str(tmp_path / "pkg" / "a.py")) == (tmp_path / "pkg" / "a.py").resolve()
+    assert ws.resolve("/testbed/pkg/a.py") == (tmp_path / "pkg" / "a.py").resolve()
+    assert ws.resolve("/testbed") == ws.root
+
+
+# ------------------------------------------------------------------ reading: limits at their edge
+
+
+def test_size_limit_is_inclusive_and_defaults_to_one_million_bytes(tmp_path):
+    write(tmp_path, {"at.txt": b"a" * 1_000_000, "over.txt": b"a" * 1_000_001})
+    ws = Workspace(tmp_path)
+    assert ws.max_file_bytes == 1_000_000
+    assert len(ws.read_text(tmp_path / "at.txt")) == 1_000_000
+    with pytest.raises(ToolError, match="too large"):
+        ws.read_text(tmp_path / "over.txt")
+
+
+def test_binary_sniff_looks_at_exactly_the_first_8_kib():
+    assert BINARY_SNIFF_BYTES == 8192
+    assert is_binary(b"a" * 8191 + b"\x00")
+    assert not is_binary(b"a" * 8192 + b"\x00")
+    assert not is_binary(b"")
+
+
+def test_invalid_utf8_text_is_read_with_replacement_characters(tmp_path):
+    write(tmp_path, {"latin1.txt": b"caf\xe9\n"})
+    assert Workspace(tmp_path).read_text(tmp_path / "latin1.txt") == "caf\ufffd\n"
+
+
+def test_file_info_is_immutable():
+    info = FileInfo("a.py", 1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.size = 3  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ listing
+
+
+SKIPPED = {"__pycache__/m.pyc": "x", "node_modules/p/index.js": "x", "venv/lib/site.py": "x",
+           "target/debug/out.txt": "x", "vendor-cache/v.go": "x", "sub/node_modules/deep.js": "x",
+           "sub/__pycache__/deep.pyc": "x", ".hidden/h.py": "x", "src/.cache/c.py": "x", ".env": "x"}
+
+
+def test_walk_skips_dependency_and_cache_folders_at_any_depth(tmp_path):
+    write(tmp_path, {"keep.py": "x", "sub/keep2.py": "x", **SKIPPED})
+    assert rels(Workspace(tmp_path)) == ["keep.py", "sub/keep2.py"]
+
+
+def test_git_listing_skips_the_same_folders_even_when_tracked(tmp_path):
+    write(tmp_path, {"keep.py": "x", "sub/keep2.py": "x", **SKIPPED})
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-f", ".")
+    git(tmp_path, "commit", "-qm", "all")
+    assert rels(Workspace(tmp_path)) == ["keep.py", "sub/keep2.py"]
+
+
+def test_walk_does_not_follow_symlinks(tmp_path):
+    outside = tmp_path / "outside"
+    write(outside, {"secret.txt": "s"})
+    root = tmp_path / "ws"
+    write(root, {"a.py": "x"})
+    (root / "linked_dir").symlink_to(outside, target_is_directory=True)
+    (root / "linked_file.txt").symlink_to(outside / "secret.txt")
+    assert rels(Workspace(root)) == ["a.py"]
+
+
+def test_git_listing_leaves_out_symlinks_and_files_deleted_from_disk(tmp_path):
+    outside = tmp_path / "outside"
+    write(outside, {"secret.txt": "s"})
+    root = tmp_path / "ws"
+    write(root, {"a.py": "x", "b.py": "x", "c.py": "x"})
+    (root / "b_link.py").symlink_to(root / "a.py")
+    (root / "b_out.txt").symlink_to(outside / "secret.txt")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "files")
+    (root / "b.py").unlink()  # still in the index; files sorted after it must still be listed
+    assert rels(Workspace(root)) == ["a.py", "c.py"]
+
+
+def test_git_listing_keeps_names_that_are_not_utf8(tmp_path):
+    write(tmp_path, {"a.py": "x"})
+    (tmp_path / os.fsdecode(b"caf\xe9.py")).write_text("y")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "-c", "core.quotepath=false", "add", ".")
+    listed = rels(Workspace(tmp_path))
+    assert listed[0] == "a.py" and os.fsencode(listed[1]) == b"caf\xe9.py"
+
+
+@pytest.mark.parametrize("broken", ["empty-dir", "garbage-file"])
+def test_broken_git_dir_falls_back_to_walking(tmp_path, broken):
+    """A .git written from inside the sandbox can be anything: git fails, the listing walks instead."""
+    write(tmp_path, {"a.py": "x", "node_modules/n.js": "x"})
+    if broken == "empty-dir":
+        (tmp_path / ".git").mkdir()
+    else:
+        (tmp_path / ".git").write_text("gitdir: /nonexistent/repo\n")
+    assert rels(Workspace(tmp_path)) == ["a.py"]
