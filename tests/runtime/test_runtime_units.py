@@ -37,18 +37,18 @@ def test_head_tail_buffer_under_limit_is_verbatim():
 def test_end_marker_found_across_chunk_boundaries():
     cap = HeadTailBuffer(1000)
     reader = EndMarkerReader("abc123", cap)
-    stream = b"out line\npartial" + b"__LOOPCODER_END_abc123 7 1\n" + b"late background noise"
+    stream = b"out line\npartial" + b"__LOOPCODER_END_abc123 7 1 s\n" + b"late background noise"
     for i in range(len(stream)):  # byte by byte: worst case for boundary handling
         reader.feed(stream[i:i + 1])
-    assert reader.done and reader.exit_code == 7 and reader.oom_kills == 1
+    assert reader.done and reader.exit_code == 7 and reader.oom_kills == 1 and reader.flags == "s"
     assert cap.render() == "out line\npartial"
 
 
 def test_end_marker_of_another_command_is_output():
     cap = HeadTailBuffer(1000)
     reader = EndMarkerReader("new", cap)
-    reader.feed(b"__LOOPCODER_END_old 0 0\nx__LOOPCODER_END_new 0 0\n")
-    assert reader.exit_code == 0 and cap.render() == "__LOOPCODER_END_old 0 0\nx"
+    reader.feed(b"__LOOPCODER_END_old 0 0 -\nx__LOOPCODER_END_new 0 0 -\n")
+    assert reader.exit_code == 0 and reader.flags == "" and cap.render() == "__LOOPCODER_END_old 0 0 -\nx"
 
 
 def test_frame_reader_demultiplexes_partial_frames():
