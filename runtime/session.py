@@ -204,7 +204,8 @@ state_saved() {                  # $1 state file, $2 tag: the job wrote it to th
 }
 monitor() {                      # $1 secret, $2 tag, $3 state to restore ('' none), $4 state file to write
     local o0 rc pid flags=- st=0
-    set -m                       # the job gets its own process group
+    trap - $SIGNALS              # the job gets default signal handling
+    set -m                       # and its own process group
     oom_count; o0=$oomv
     LOOPCODER_EXEC=$2 bash --noprofile --norc /dev/fd/3 "$3" "$4" <<<"$REQ" 3<<<"$JOB" {KFD}<&- {ZFD}<&- 2>&1 &
     pid=$!
@@ -239,13 +240,18 @@ start() {
     monitor "$SECRET" "$TAG" "${cur:+$RUN/state.$cur}" "$RUN/state.$nxt" &
     mon=$!
 }
-set -m
+# Signals from inside the container reach PID 1 only when it handles them, and bash handles these
+# (it would exit): ignore them. Signals that PID 1 does not handle are dropped by the kernel.
+SIGNALS="HUP INT QUIT ILL TRAP ABRT BUS FPE USR1 SEGV USR2 PIPE ALRM TERM XCPU XFSZ VTALRM SYS"
+trap '' $SIGNALS
+# No job control here (set -m): bash 5.2 with it dies of SIGALRM in `read -t` when a child stops.
 exec 2>/dev/null
 printf '__LOOPCODER_READY__\n'
 mon= cur= nxt= SECRET= TAG= KILLED= line=
 while :; do
     if [[ -n $mon ]]; then       # poll: notice a monitor the command killed, and one stuck after a kill
         if ! kill -0 "$mon"; then reap 1; continue; fi
+        read -r s < "/proc/$mon/stat" && [[ ${s##*") "} == T* ]] && kill -CONT "$mon"   # stopped by the command
         [[ -n $KILLED ]] && (( ${EPOCHREALTIME/./} - KILLED > 5000000 )) && kill -KILL "$mon"
         IFS= read -r -t 0.05 part
     else
