@@ -191,32 +191,35 @@ def test_a_kill_during_the_state_save_keeps_the_previous_state(sandbox):
     path = sandbox.exec('echo "$PATH"').output.strip()
     cut = 0
     for k in range(3):
-        assert sandbox.exec(f"export KEEPME=round{k}; mkdir -p /tmp/r{k} && cd /tmp/r{k}").state_saved
+        assert sandbox.exec(f"export KEEPME=round{k}; mkdir -p /tmp/r{k} && cd /tmp/r{k}").exit_code == 0
         res = sandbox.exec(BIG_STATE + "export KEEPME=lost; cd /; " + KILL_IN_SAVE + "true", timeout=60)
         assert res.exit_code == 137 and not res.timed_out
         view = session_view(sandbox)
         assert view[0] == path and view[3] == "/"
-        if res.state_saved:  # the kill came after the save ended
-            assert view[1:3] == ["/", "lost"]
+        assert view[1:3] in ([f"/tmp/r{k}", f"round{k}"], ["/", "lost"]), view
+        if view[2] == "lost":  # the kill came after the save ended
+            assert res.state_saved
         else:
             cut += 1
-            assert res.output.endswith(NOTE_STATE_NOT_SAVED + "\n")
-            assert view[1:3] == [f"/tmp/r{k}", f"round{k}"]
+            assert res.output.endswith(NOTE_STATE_NOT_SAVED + "\n") and not res.state_saved
             assert sandbox.exec("echo ${BIG_1:-none}").output == "none\n"
     assert cut, "no kill landed inside the save; make BIG_STATE bigger"
 
 
 @docker
+@pytest.mark.slow  # a sweep (~20 s); the kill test above covers the same path deterministically
 def test_timeouts_landing_anywhere_in_a_slow_save_never_break_the_environment(sandbox):
     path = sandbox.exec('echo "$PATH"').output.strip()
-    sandbox.exec("export KEEPME=base")
-    for timeout in (0.05, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0, 1.5):
-        res = sandbox.exec(BIG_STATE + "export KEEPME=new; cd /tmp", timeout=timeout)
+    command = BIG_STATE + "export KEEPME=new; cd /tmp"
+    reset = "export KEEPME=base; cd /testbed; unset ${!BIG_*}"
+    full = sandbox.exec(command).duration_s  # the state save is the last part of this
+    for fraction in (0.3, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0):
+        sandbox.exec(reset)
+        res = sandbox.exec(command, timeout=full * fraction)
         view = session_view(sandbox)
-        assert view[0] == path and view[3] == "/", (timeout, view)
-        assert view[1:3] in (["/tmp", "new"], ["/testbed", "base"]), (timeout, view)
+        assert view[0] == path and view[3] == "/", (fraction, view)
+        assert view[1:3] in (["/tmp", "new"], ["/testbed", "base"]), (fraction, view)
         assert res.state_saved == (view[2] == "new") or res.timed_out
-        sandbox.exec("export KEEPME=base; cd /testbed; unset ${!BIG_*}")
 
 
 @docker
@@ -239,8 +242,15 @@ sleep 1
 
 
 @docker
-def test_a_command_that_cannot_be_started_is_reported_not_hung(background_sandbox):
+def test_a_command_that_cannot_be_started_is_reported_not_hung(background_sandbox, docker_client):
     assert background_sandbox.exec(GREEDY, timeout=60).exit_code == 0
+
+    def pids() -> int:
+        return docker_client.api.stats(background_sandbox.container_id, stream=False)["pids_stats"]["current"]
+
+    deadline = time.monotonic() + 30
+    while pids() < 64 and time.monotonic() < deadline:  # the filler takes the pids its command freed
+        time.sleep(0.2)
     res = background_sandbox.exec("echo hi", timeout=30)
     assert res.exit_code == 126 and "could not be started" in res.output and "pids_limit 64" in res.output
     assert res.duration_s < 5 and not res.state_saved
@@ -303,16 +313,14 @@ def test_local_invalid_and_tiny_timeouts(local):
 
 def test_local_kill_during_the_state_save_keeps_the_previous_state(local):
     path = local.exec('echo "$PATH"').output.strip()
-    assert local.exec("export KEEPME=before; mkdir -p d && cd d").state_saved
+    assert local.exec("export KEEPME=before; mkdir -p d && cd d").exit_code == 0
     res = local.exec(BIG_STATE + "export KEEPME=lost; cd /; " + KILL_IN_SAVE + "true", timeout=60)
     assert res.exit_code == 137
     view = local.exec('echo "$PATH"; pwd; echo "$KEEPME"').output.splitlines()
     assert view[0] == path
-    if res.state_saved:
-        assert view[1:] == ["/", "lost"]
-    else:
-        assert res.output.endswith(NOTE_STATE_NOT_SAVED + "\n")
-        assert view[1:] == [str(local.workspace / "d"), "before"]
+    assert view[1:] in ([str(local.workspace / "d"), "before"], ["/", "lost"]), view
+    if view[2] == "before":
+        assert res.output.endswith(NOTE_STATE_NOT_SAVED + "\n") and not res.state_saved
 
 
 def test_local_forged_end_line_is_plain_output(local):
