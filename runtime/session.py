@@ -97,6 +97,7 @@ __lc_out=$2 __lc_tag=$LOOPCODER_EXEC __lc_cmd= __lc_workdir= __lc_root=/ __lc_en
 __lc_save=SAVE_CODE
 builtin source /dev/stdin || builtin exit 125
 exec </dev/null
+[[ -d ${__lc_out%/*} ]] || mkdir -p -m 700 -- "${__lc_out%/*}"   # a command deleted it: save again
 if [[ -n $1 ]]; then
     __lc_ok=
     builtin source "$1" 2>/dev/null
@@ -104,9 +105,10 @@ if [[ -n $1 ]]; then
         # Variables unset by an earlier command stay unset: drop exported names the state does not keep.
         declare -A __lc_kept=([LOOPCODER_EXEC]=1)
         for __lc_n in "${__lc_keep[@]}"; do __lc_kept[$__lc_n]=1; done
+        __lc_keep=()             # now: the names exported at this point (compgen through a file: no fork)
         builtin compgen -e >| "$__lc_out.names" && builtin mapfile -t __lc_keep < "$__lc_out.names"
         for __lc_n in "${__lc_keep[@]}"; do [[ -n ${__lc_kept[$__lc_n]} ]] || builtin unset "$__lc_n"; done
-        builtin export LOOPCODER_EXEC=$__lc_tag
+        builtin export LOOPCODER_EXEC=$__lc_tag   # the state holds the previous command's tag
     else
         builtin printf '%s\n' "[loopcoder: the saved shell state was missing or damaged; this command starts from a fresh shell]"
     fi

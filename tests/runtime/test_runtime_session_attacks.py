@@ -15,7 +15,8 @@ from loopcoder.runtime.config import RuntimeConfig, SandboxConfig
 from loopcoder.runtime.docker_sandbox import DockerSandbox
 from loopcoder.runtime.errors import SandboxError
 from loopcoder.runtime.local_sandbox import LocalSandbox
-from loopcoder.runtime.session import NOTE_MONITOR_LOST, NOTE_STATE_NOT_SAVED
+from loopcoder.runtime.output import HeadTailBuffer
+from loopcoder.runtime.session import NOTE_MONITOR_LOST, NOTE_STATE_NOT_SAVED, EndMarkerReader
 
 docker = pytest.mark.docker
 
@@ -126,6 +127,16 @@ def test_the_end_secret_is_nowhere_a_command_can_read(sandbox, monkeypatch):
     assert res.exit_code == 0 and secrets
     dumped = (sandbox.workspace / "dump").read_bytes()
     assert len(dumped) > 1000 and secrets[-1].encode() not in dumped
+
+
+@docker
+def test_a_malformed_end_line_breaks_the_sandbox_with_a_clear_error(sandbox):
+    # Only the supervisor knows the secret, so a bad line after it means the session itself is broken.
+    reader = EndMarkerReader("0" * 32, HeadTailBuffer(100))
+    with pytest.raises(SandboxError, match="malformed end line"):
+        sandbox._feed(reader, b"__LOOPCODER_END_" + b"0" * 32 + b" 0 zero -\n")
+    with pytest.raises(SandboxError, match="unusable .*malformed end line"):
+        sandbox.exec("echo hi")
 
 
 @docker
