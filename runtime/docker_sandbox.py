@@ -439,7 +439,7 @@ def _sealed_bash(api, image_id: str, image: str) -> Path:
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loopcoder" / "sealed-bash"
         path = cache / image_id.removeprefix("sha256:") / "bash"
         if not _is_sealed(path):
-            data = _image_file(api, image_id, image, "/bin/bash")
+            data = _image_file(api, image_id, image, ("/bin/bash", "/usr/bin/bash"))
             try:
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 tmp = path.with_name(f".bash-{uuid.uuid4().hex}")
@@ -465,33 +465,37 @@ def _is_sealed(path: Path) -> bool:
     return stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o111 and st.st_uid == os.geteuid() and st.st_size > 0
 
 
-def _image_file(api, image_id: str, image: str, path: str) -> bytes:
-    """Bytes of a regular file of an image (symlinks followed inside it), via a container never started."""
+def _image_file(api, image_id: str, image: str, paths: tuple[str, ...]) -> bytes:
+    """Bytes of the first of ``paths`` that is a regular file in an image (symlinks followed inside it).
+
+    Read through a container that is created and removed, never started.
+    """
     from docker.errors import APIError, NotFound
 
     labels = {LABEL: "1", "loopcoder.purpose": "sealed-bash", **_owner_labels()}
     cid = api.create_container(image_id, command=["true"], labels=labels, network_disabled=True)["Id"]
     try:
-        target = PurePosixPath(path)
-        for _ in range(16):
-            try:
-                stream, _ = api.get_archive(cid, str(target))
-            except (NotFound, APIError):
+        for path in paths:
+            target = PurePosixPath(path)
+            for _ in range(16):
+                try:
+                    stream, _ = api.get_archive(cid, str(target))
+                except (NotFound, APIError):
+                    break
+                with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                    member = tar.next()
+                    if member is not None and member.issym():
+                        target = PurePosixPath(os.path.normpath(target.parent / member.linkname))
+                        continue
+                    if member is not None and member.isfile():
+                        return tar.extractfile(member).read()
                 break
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-                member = tar.next()
-                if member is not None and member.issym():
-                    target = PurePosixPath(os.path.normpath(target.parent / member.linkname))
-                    continue
-                if member is not None and member.isfile():
-                    return tar.extractfile(member).read()
-            break
     finally:
         try:
             api.remove_container(cid, force=True)
         except Exception:  # removal failed: `loopcoder sandbox gc` finds it by its label
             pass
-    raise SandboxError(f"image {image!r} has no {path}; sandbox images need bash")
+    raise SandboxError(f"image {image!r} has no {' or '.join(paths)}; sandbox images need bash")
 
 
 def _owner_labels() -> dict[str, str]:

@@ -136,6 +136,8 @@ builtin eval "$__lc_cmd"
 SUPERVISOR = r"""
 JOB=$__LC_JOB
 unset __LC_JOB
+# Sealed means this binary is unreadable to us (so the kernel made us non-dumpable); never run unsealed.
+[[ -r $BASH ]] && { echo "loopcoder: $BASH is readable, so the supervisor would not be sealed"; exit 1; }
 KEEP_BACKGROUND=$1
 LC_ALL=C                         # read -N and ${#x} count bytes; not exported, so jobs keep their locale
 RUN=/tmp/.loopcoder

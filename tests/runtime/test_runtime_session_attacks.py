@@ -6,6 +6,8 @@ containers with the small limits of conftest.py (pids_limit 128).
 """
 from __future__ import annotations
 
+import os
+import stat
 import time
 
 import pytest
@@ -153,6 +155,44 @@ def test_a_command_that_kills_its_supervising_process_gets_an_answer(sandbox):
     assert res.exit_code == 137 and not res.timed_out and res.duration_s < 4
     assert res.output == NOTE_MONITOR_LOST + "\n" and not res.state_saved
     assert sandbox.exec("echo alive; ps -eo args | grep -c '[s]leep 5'").output == "alive\n0\n"
+
+
+@docker
+def test_the_supervisor_runs_an_exec_only_copy_of_the_images_bash(sandbox, docker_client):
+    info = docker_client.api.inspect_container(sandbox.container_id)
+    source = next(m["Source"] for m in info["Mounts"] if m["Destination"] == "/.loopcoder/bash")
+    st = os.stat(source)
+    assert stat.S_IMODE(st.st_mode) == 0o111 and st.st_uid == os.geteuid()
+    if os.geteuid() == 0:  # mode 0111 keeps even its owner out, but not root
+        with open(source, "rb") as f:
+            assert f.read() == sandbox.read_file("/bin/bash")
+    res = sandbox.exec("cat /.loopcoder/bash >/dev/null; test -x /.loopcoder/bash && echo executable")
+    assert "Permission denied" in res.output and "executable" in res.output
+    cmdline = sandbox.exec("tr '\\0' ' ' < /proc/1/cmdline").output
+    assert cmdline.startswith("/.loopcoder/bash ") and "loopcoder-supervisor" in cmdline
+    assert len(cmdline) < 200 and "KEEP_BACKGROUND" not in cmdline  # the scripts stay off the command line
+
+
+@docker
+def test_an_unwritable_cache_for_the_sealed_bash_is_a_clear_error(docker_client, base_image, workspace,
+                                                                    small_config, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file" / "cache"))
+    monkeypatch.setattr(docker_sandbox, "_sealed", {})
+    with pytest.raises(SandboxError, match="cannot write the sandbox's sealed shell .*XDG_CACHE_HOME"):
+        DockerSandbox(workspace, config=small_config, image=base_image, client=docker_client)
+
+
+@docker
+def test_the_supervisor_refuses_to_run_from_a_readable_bash(docker_client, base_image, workspace, small_config,
+                                                           tmp_path, monkeypatch):
+    image_id = docker_client.api.inspect_image(base_image)["Id"]
+    readable = tmp_path / "bash"
+    readable.write_bytes(docker_sandbox._image_file(docker_client.api, image_id, base_image, ("/bin/bash",)))
+    readable.chmod(0o755)
+    monkeypatch.setattr(docker_sandbox, "_sealed_bash", lambda api, image_id, image: readable)
+    with pytest.raises(SandboxError, match="is readable, so the supervisor would not be sealed"):
+        DockerSandbox(workspace, config=small_config, image=base_image, client=docker_client)
 
 
 # -- background processes --------------------------------------------------------------------------
