@@ -462,7 +462,8 @@ def _is_sealed(path: Path) -> bool:
         st = path.lstat()
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o111 and st.st_uid == os.geteuid() and st.st_size > 0
+    return (stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o111 and st.st_uid == os.geteuid()
+            and st.st_size > 0)
 
 
 def _image_file(api, image_id: str, image: str, paths: tuple[str, ...]) -> bytes:
