@@ -166,10 +166,12 @@ room() {                         # at least $1 more processes fit under the pids
 kill_all() {                     # every process but PID 1, the caller and $1; $2=1: until all are reaped
     local p n pass
     for pass in 1 2 3; do        # STOP first: a stopped process forks no more
+        n=0
         for p in /proc/[0-9]*; do
             p=${p#/proc/}
-            (( p == 1 || p == BASHPID || p == $1 )) || kill -STOP "$p"
+            (( p == 1 || p == BASHPID || p == $1 )) || { kill -STOP "$p"; n=1; }
         done
+        (( n )) || return 0      # nobody else is left
     done
     for pass in {1..200}; do     # killed processes hold their pid until reaped (PID 1 reaps orphans)
         n=0
