@@ -44,7 +44,6 @@ class SandboxConfig(BaseModel):
     network: Literal["none", "bridge", "host"] = "none"
     output_limit_bytes: int = Field(100_000, ge=64)
     default_timeout_s: float = Field(600.0, gt=0)
-    init: bool = True  # tini as PID 1: reaps zombies of background jobs
     # false: a command's leftover background processes are killed when it returns (a fork bomb or a
     # forgotten server cannot outlive its command); true: they keep running, as in a terminal.
     keep_background: bool = False

@@ -8,6 +8,7 @@ import json
 import os
 import select
 import socket
+import stat
 import struct
 import tarfile
 import tempfile
@@ -25,7 +26,24 @@ from loopcoder.runtime.engine import connect_docker
 from loopcoder.runtime.errors import CopyError, SandboxError
 from loopcoder.runtime.output import HeadTailBuffer
 from loopcoder.runtime.sandbox import WORKDIR, CopyResult, ExecResult
-from loopcoder.runtime.session import JOB, READY, SUPERVISOR, EndMarkerReader, new_nonce, render_request
+from loopcoder.runtime.session import (
+    BOOT,
+    JOB,
+    MONITOR_LOST,
+    NOT_STARTED,
+    NOTE_MONITOR_LOST,
+    NOTE_NOT_STARTED,
+    NOTE_STATE_NOT_SAVED,
+    READY,
+    STATE_NOT_SAVED,
+    SUPERVISOR,
+    EndMarkerReader,
+    add_notes,
+    check_timeout,
+    new_secret,
+    new_tag,
+    render_request,
+)
 
 LABEL = "loopcoder.sandbox"  # every sandbox container carries it; `loopcoder sandbox gc` looks for it
 START_TIMEOUT_S = 30.0
@@ -39,6 +57,8 @@ SESSION_DIR_SIZE = "64m"
 # Go's os.FileMode bits, as the engine reports them in a path stat (X-Docker-Container-Path-Stat).
 _GO_MODE_DIR = 1 << 31
 _GO_MODE_SYMLINK = 1 << 27
+NOT_STARTED_EXIT_CODE = 126
+SEALED_BASH = "/.loopcoder/bash"  # where the exec-only copy of the image's bash is mounted
 
 _live: "weakref.WeakSet[DockerSandbox]" = weakref.WeakSet()
 
@@ -79,7 +99,9 @@ class DockerSandbox:
     """A running container with ``workspace`` mounted read-write at /testbed.
 
     Defaults (configs/runtime.yaml ``sandbox``): network ``none`` (only ``lo``), CPU/memory/pids limits,
-    non-root user, all capabilities dropped, no-new-privileges, tini as PID 1, labels naming the run.
+    non-root user, all capabilities dropped, no-new-privileges, labels naming the run. PID 1 is the
+    session supervisor run by a sealed (exec-only, hence non-dumpable) copy of the image's bash that is
+    bind-mounted read-only at /.loopcoder/bash (see runtime/session.py); it also reaps orphans.
     The container is removed by ``close()`` (also on ``with`` exit, Ctrl-C, errors and interpreter exit)
     and by docker itself when this process dies (the supervisor exits when its stdin closes; auto-remove).
     When this process runs as root, every workspace entry not owned by the sandbox user is chowned
@@ -136,17 +158,18 @@ class DockerSandbox:
 
         api = self._client.api
         try:
-            api.inspect_image(self.image)
+            image_id = api.inspect_image(self.image)["Id"]
         except ImageNotFound:
             raise SandboxError(
                 f"sandbox image {self.image!r} not found; build it with `loopcoder sandbox build-base`"
             ) from None
+        sealed = _sealed_bash(api, image_id, self.image)
         _hand_over(self.workspace, self.uid, self.gid)
-        host_config = self._host_config(api)
+        host_config = self._host_config(api, sealed)
         try:
             created = api.create_container(
                 self.image,
-                command=["bash", "--noprofile", "--norc", "-c", SUPERVISOR, "loopcoder-supervisor", JOB,
+                command=[SEALED_BASH, "--noprofile", "--norc", "-c", BOOT, "loopcoder-supervisor",
                          "1" if self.config.keep_background else "0"],
                 user=f"{self.uid}:{self.gid}",
                 working_dir=WORKDIR,
@@ -156,7 +179,8 @@ class DockerSandbox:
                 detach=False,
                 tty=False,
                 labels=self.labels,
-                environment={"LANG": "C.UTF-8"},
+                # The scripts travel in the environment, which only the sealed PID 1 can read; it drops them.
+                environment={"LANG": "C.UTF-8", "__LC_SUPERVISOR": SUPERVISOR, "__LC_JOB": JOB},
                 host_config=host_config,
                 name=f"loopcoder-{self.run_id}-{uuid.uuid4().hex[:6]}",
             )
@@ -183,7 +207,7 @@ class DockerSandbox:
             if len(buf) > 65536:
                 buf = buf[-65536:]
 
-    def _host_config(self, api) -> dict:
+    def _host_config(self, api, sealed: Path) -> dict:
         """Limits, mounts and lock-down of the container; sets ``disk_bounds``."""
         from docker.types import DriverConfig, LogConfig, Mount, Ulimit
 
@@ -202,7 +226,8 @@ class DockerSandbox:
             mounts.append(Mount("/tmp", None, type="volume", driver_config=DriverConfig(
                 "local", {"type": "tmpfs", "device": "tmpfs", "o": f"size={tmp},mode=1777,nosuid,nodev"})))
         return api.create_host_config(
-            binds={str(self.workspace): {"bind": WORKDIR, "mode": "rw"}},
+            binds={str(self.workspace): {"bind": WORKDIR, "mode": "rw"},
+                   str(sealed): {"bind": SEALED_BASH, "mode": "ro"}},
             network_mode=cfg.network,
             nano_cpus=int(cfg.cpus * 1e9),
             mem_limit=cfg.memory,
@@ -210,7 +235,7 @@ class DockerSandbox:
             pids_limit=cfg.pids_limit,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
-            init=cfg.init,
+            init=False,  # PID 1 must be the sealed supervisor: a dumpable init would expose the container's stdio
             auto_remove=True,
             log_config=LogConfig(type="none"),  # output goes to us over the attach stream, never to disk
             mounts=mounts or None,
@@ -256,15 +281,15 @@ class DockerSandbox:
         env: dict[str, str] | None = None,
     ) -> ExecResult:
         """Run ``command`` in the session's bash; see ``Sandbox`` for the contract."""
-        timeout = self.config.default_timeout_s if timeout is None else timeout
+        timeout = check_timeout(self.config.default_timeout_s if timeout is None else timeout)
         with self._lock:
             self._check_usable()
-            nonce = new_nonce()
+            secret, tag = new_secret(), new_tag()
             request = render_request(command, workdir, env, WORKDIR).encode("utf-8", "surrogateescape")
             capture = HeadTailBuffer(self.config.output_limit_bytes)
-            reader = EndMarkerReader(nonce, capture)
+            reader = EndMarkerReader(secret, capture)
             started = time.monotonic()
-            self._send(b"run %s %d\n" % (nonce.encode(), len(request)) + request)
+            self._send(b"run %s %s %d\n" % (secret.encode(), tag.encode(), len(request)) + request)
             timed_out = False
             deadline = started + timeout
             try:
@@ -275,7 +300,7 @@ class DockerSandbox:
                             self._broken = "the supervisor did not answer after killing a timed-out command"
                             raise SandboxError(f"sandbox {self.container_id[:12]}: {self._broken}")
                         timed_out = True
-                        self._send(b"kill %s\n" % nonce.encode())
+                        self._send(b"kill %s\n" % tag.encode())
                         deadline = time.monotonic() + KILL_GRACE_S
                         continue
                     chunk = self._recv(remaining)
@@ -287,24 +312,46 @@ class DockerSandbox:
                             "start a new sandbox"
                         )
                     if chunk:
-                        reader.feed(chunk)
+                        self._feed(reader, chunk)
             except KeyboardInterrupt:
-                self._interrupt(nonce, reader)
+                self._interrupt(tag, reader)
                 raise
-        exit_code = TIMEOUT_EXIT_CODE if timed_out else reader.exit_code
+        return self._result(reader, capture, timed_out, time.monotonic() - started)
+
+    def _result(self, reader: EndMarkerReader, capture: HeadTailBuffer, timed_out: bool, duration: float) -> ExecResult:
+        """The ExecResult of an answered command: exit code, notes for what the end line's flags say."""
+        flags, notes = reader.flags, []
+        exit_code = reader.exit_code
+        if NOT_STARTED in flags:
+            exit_code = NOT_STARTED_EXIT_CODE
+            notes.append(NOTE_NOT_STARTED.format(limit=self.config.pids_limit))
+        elif timed_out:
+            exit_code = TIMEOUT_EXIT_CODE  # a timed-out command never saves its state: no note for that
+        elif MONITOR_LOST in flags:
+            notes.append(NOTE_MONITOR_LOST)
+        elif STATE_NOT_SAVED in flags:
+            notes.append(NOTE_STATE_NOT_SAVED)
         return ExecResult(
             exit_code=exit_code,
-            output=capture.render(),
+            output=add_notes(capture.render(), notes),
             timed_out=timed_out,
             truncated_bytes=capture.truncated_bytes,
-            duration_s=time.monotonic() - started,
+            duration_s=duration,
             oom_killed=reader.oom_kills > 0,
+            state_saved=not (timed_out or flags),
         )
 
-    def _interrupt(self, nonce: str, reader: EndMarkerReader) -> None:
+    def _feed(self, reader: EndMarkerReader, chunk: bytes) -> None:
+        try:
+            reader.feed(chunk)
+        except SandboxError as exc:
+            self._broken = "it sent a malformed end line"
+            raise SandboxError(f"sandbox {self.container_id[:12]}: {exc}") from None
+
+    def _interrupt(self, tag: str, reader: EndMarkerReader) -> None:
         """Ctrl-C during a command: kill it and drain its answer so the session stays usable."""
         try:
-            self._send(b"kill %s\n" % nonce.encode())
+            self._send(b"kill %s\n" % tag.encode())
             deadline = time.monotonic() + KILL_GRACE_S
             while not reader.done and time.monotonic() < deadline:
                 chunk = self._recv(deadline - time.monotonic())
@@ -344,7 +391,7 @@ class DockerSandbox:
                 return data
             if timeout <= 0:
                 return b""
-            ready, _, _ = select.select([self._sock], [], [], timeout)
+            ready, _, _ = select.select([self._sock], [], [], min(timeout, 3600.0))
             if not ready:
                 return b""
             try:
@@ -568,6 +615,85 @@ def _layer_quota_refusal(client, image: str) -> str:
         except APIError:
             pass  # `loopcoder sandbox gc` removes it (labelled, never started)
     return _LAYER_QUOTA[engine]
+
+
+_sealed_lock = threading.Lock()
+_sealed: dict[str, Path] = {}  # image id -> host path of its sealed bash, checked once per process
+
+
+def _sealed_bash(api, image_id: str, image: str) -> Path:
+    """Host path of an exec-only (0o111) copy of the image's own /bin/bash, extracted once per image id.
+
+    Cached under $XDG_CACHE_HOME/loopcoder/sealed-bash/<image id>/bash and bind-mounted read-only: a
+    process that execs a binary it cannot read is made non-dumpable by the kernel, which is what keeps
+    the sandbox's own processes out of the supervisor's /proc files (runtime/session.py). A bind mount
+    costs nothing at start; copying the binary into each container cost ~100 ms (measured).
+    """
+    with _sealed_lock:
+        path = _sealed.get(image_id)
+        if path is not None:
+            return path
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loopcoder" / "sealed-bash"
+        path = cache / image_id.removeprefix("sha256:") / "bash"
+        if not _is_sealed(path):
+            data = _image_file(api, image_id, image, ("/bin/bash", "/usr/bin/bash"))
+            try:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                tmp = path.with_name(f".bash-{uuid.uuid4().hex}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.chmod(tmp, 0o111)
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise SandboxError(
+                    f"cannot write the sandbox's sealed shell to {path.parent} ({exc.strerror}); "
+                    "point XDG_CACHE_HOME at a writable folder"
+                ) from None
+        _sealed[image_id] = path
+        return path
+
+
+def _is_sealed(path: Path) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return (stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o111 and st.st_uid == os.geteuid()
+            and st.st_size > 0)
+
+
+def _image_file(api, image_id: str, image: str, paths: tuple[str, ...]) -> bytes:
+    """Bytes of the first of ``paths`` that is a regular file in an image (symlinks followed inside it).
+
+    Read through a container that is created and removed, never started.
+    """
+    from docker.errors import APIError, NotFound
+
+    labels = {LABEL: "1", "loopcoder.purpose": "sealed-bash", **_owner_labels()}
+    cid = api.create_container(image_id, command=["true"], labels=labels, network_disabled=True)["Id"]
+    try:
+        for path in paths:
+            target = PurePosixPath(path)
+            for _ in range(16):
+                try:
+                    stream, _ = api.get_archive(cid, str(target))
+                except (NotFound, APIError):
+                    break
+                with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                    member = tar.next()
+                    if member is not None and member.issym():
+                        target = PurePosixPath(os.path.normpath(target.parent / member.linkname))
+                        continue
+                    if member is not None and member.isfile():
+                        return tar.extractfile(member).read()
+                break
+    finally:
+        try:
+            api.remove_container(cid, force=True)
+        except Exception:  # removal failed: `loopcoder sandbox gc` finds it by its label
+            pass
+    raise SandboxError(f"image {image!r} has no {' or '.join(paths)}; sandbox images need bash")
 
 
 def _owner_labels() -> dict[str, str]:

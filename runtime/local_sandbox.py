@@ -20,7 +20,15 @@ from loopcoder.runtime.config import RuntimeConfig, load_runtime_config
 from loopcoder.runtime.errors import CopyError, SandboxError
 from loopcoder.runtime.output import HeadTailBuffer
 from loopcoder.runtime.sandbox import WORKDIR, CopyResult, ExecResult
-from loopcoder.runtime.session import JOB, new_nonce, render_request
+from loopcoder.runtime.session import (
+    JOB,
+    NOTE_STATE_NOT_SAVED,
+    add_notes,
+    check_timeout,
+    new_tag,
+    render_request,
+    state_file_saved,
+)
 
 OPT_IN_ENV = "LOOPCODER_ALLOW_LOCAL_SANDBOX"
 TIMEOUT_EXIT_CODE = 124
@@ -57,6 +65,7 @@ class LocalSandbox:
         print(f"WARNING: {WARNING}", file=sys.stderr)
         self._dir = Path(tempfile.mkdtemp(prefix="loopcoder-local-"))
         (self._dir / "job.sh").write_text(JOB)
+        self._state: int | None = None  # which of state.0 / state.1 holds the current shell state
         self._lock = threading.Lock()
         self._closed = False
 
@@ -68,26 +77,30 @@ class LocalSandbox:
         env: dict[str, str] | None = None,
     ) -> ExecResult:
         """Run ``command`` in the session's bash; see ``Sandbox`` for the contract."""
-        timeout = self.config.default_timeout_s if timeout is None else timeout
+        timeout = check_timeout(self.config.default_timeout_s if timeout is None else timeout)
         with self._lock:
             if self._closed:
                 raise SandboxError("sandbox is closed")
-            nonce = new_nonce()
+            tag = new_tag()
             wd = str(self._host_path(workdir)) if workdir else None
             request = render_request(command, wd, env, str(self.workspace))
             (self._dir / "request").write_bytes(request.encode("utf-8", "surrogateescape"))
+            restore = "" if self._state is None else str(self._dir / f"state.{self._state}")
+            target = 1 if self._state == 0 else 0
+            out = self._dir / f"state.{target}"
             capture = HeadTailBuffer(self.config.output_limit_bytes)
             started = time.monotonic()
-            proc = subprocess.Popen(
-                [self.shell, "--noprofile", "--norc", str(self._dir / "job.sh"),
-                 str(self._dir / "request"), str(self._dir / "state")],
-                cwd=self.workspace,
-                env={**os.environ, "LOOPCODER_EXEC": nonce},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: a timeout kills the whole tree
-            )
+            # The exit status comes from the process itself: nothing the command prints is parsed.
+            with open(self._dir / "request", "rb") as stdin:
+                proc = subprocess.Popen(
+                    [self.shell, "--noprofile", "--norc", str(self._dir / "job.sh"), restore, str(out)],
+                    cwd=self.workspace,
+                    env={**os.environ, "LOOPCODER_EXEC": tag},
+                    stdin=stdin,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: a timeout kills the whole tree
+                )
             timed_out = False
             fd = proc.stdout.fileno()
             try:
@@ -95,7 +108,7 @@ class LocalSandbox:
                     remaining = started + timeout - time.monotonic()
                     if remaining <= 0:
                         timed_out = True
-                        _kill_tree(proc.pid, nonce)
+                        _kill_tree(proc.pid, tag)
                         break
                     ready, _, _ = select.select([fd], [], [], min(remaining, 0.05))
                     if ready:
@@ -106,21 +119,26 @@ class LocalSandbox:
                     elif proc.poll() is not None and self.config.keep_background:
                         break  # background children may hold the pipe open; the command itself is done
                     elif proc.poll() is not None:
-                        _kill_tree(proc.pid, nonce)  # leftover background processes die with their command
+                        _kill_tree(proc.pid, tag)  # leftover background processes die with their command
             except BaseException:
-                _kill_tree(proc.pid, nonce)
+                _kill_tree(proc.pid, tag)
                 raise
             finally:
                 exit_code = proc.wait()
                 if not self.config.keep_background:
-                    _kill_tree(proc.pid, nonce)
+                    _kill_tree(proc.pid, tag)
                 proc.stdout.close()
+            saved = not timed_out and state_file_saved(out, tag)
+            if saved:
+                self._state = target
+        notes = [] if saved or timed_out else [NOTE_STATE_NOT_SAVED]
         return ExecResult(
             exit_code=TIMEOUT_EXIT_CODE if timed_out else (exit_code if exit_code >= 0 else 128 - exit_code),
-            output=capture.render(),
+            output=add_notes(capture.render(), notes),
             timed_out=timed_out,
             truncated_bytes=capture.truncated_bytes,
             duration_s=time.monotonic() - started,
+            state_saved=saved,
         )
 
     def read_file(self, path: str) -> bytes:
@@ -261,13 +279,13 @@ class LocalSandbox:
             raise SandboxError(f"cannot open {path}: {exc.strerror}") from None
 
 
-def _kill_tree(pgid: int, nonce: str) -> None:
-    """SIGKILL the process group and every process of ours whose environment carries the exec nonce."""
+def _kill_tree(pgid: int, tag: str) -> None:
+    """SIGKILL the process group and every process of ours whose environment carries the command's tag."""
     try:
         os.killpg(pgid, signal.SIGSTOP)
     except OSError:
         pass
-    marker = f"LOOPCODER_EXEC={nonce}".encode()
+    marker = f"LOOPCODER_EXEC={tag}".encode()
     for _ in range(3):
         for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():

@@ -20,7 +20,11 @@ class ExecResult(BaseModel):
     ``output`` is stdout and stderr interleaved as the command wrote them; when it was longer than the
     sandbox's cap, its head and tail are kept and ``truncated_bytes`` says how many bytes were cut from the
     middle (a marker line in ``output`` says so too). ``exit_code`` is 124 after a timeout (``timed_out``),
-    137 after the kernel's OOM killer ended the command (``oom_killed``).
+    137 after the kernel's OOM killer ended the command (``oom_killed``), 126 when it could not be started.
+    ``state_saved`` is False when the command's shell state (cwd, exports, functions) did not carry over
+    and the previous state stays current: always after a timeout, and when the command ended in a way
+    that skipped or cut short the save (killed, ``exec``); ``output`` then ends with a ``[loopcoder: ...]``
+    line saying so (not after a timeout, which the contract already covers).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -31,6 +35,7 @@ class ExecResult(BaseModel):
     truncated_bytes: int
     duration_s: float
     oom_killed: bool = False
+    state_saved: bool = True
 
     @property
     def ok(self) -> bool:

@@ -63,12 +63,13 @@ def test_limits_and_labels_are_set_on_the_container(sandbox, docker_client, smal
     assert host["Memory"] == 256 * 1024 * 1024 and host["MemorySwap"] == host["Memory"]
     assert host["PidsLimit"] == small_config.pids_limit
     assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
-    assert host["Init"] is True and host["AutoRemove"] is True
+    assert not host["Init"] and host["AutoRemove"] is True  # PID 1 is the sealed supervisor, not tini
     labels = info["Config"]["Labels"]
     assert labels[LABEL] == "1" and labels["loopcoder.run"] == sandbox.run_id
     assert labels["loopcoder.pid"] == str(os.getpid()) and labels["loopcoder.purpose"] == "test"
-    mounts = [(m["Type"], m["Destination"], m["Source"]) for m in info["Mounts"] if m["Type"] == "bind"]
-    assert mounts == [("bind", "/testbed", str(sandbox.workspace))]
+    mounts = sorted((m["Type"], m["Destination"], m["RW"]) for m in info["Mounts"] if m["Type"] == "bind")
+    assert mounts == [("bind", "/.loopcoder/bash", False), ("bind", "/testbed", True)]
+    assert [m["Source"] for m in info["Mounts"] if m["Destination"] == "/testbed"] == [str(sandbox.workspace)]
 
 
 def test_open_sandbox_docker_backend_satisfies_the_protocol(docker_client, base_image, workspace):

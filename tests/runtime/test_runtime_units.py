@@ -1,6 +1,7 @@
 """Runtime pieces that need neither Docker nor git: output capping, protocol, config, Dockerfiles."""
 from __future__ import annotations
 
+import math
 import struct
 
 import pytest
@@ -11,7 +12,7 @@ from loopcoder.runtime.docker_sandbox import _FrameReader
 from loopcoder.runtime.errors import SandboxError
 from loopcoder.runtime.images import EnvImageSpec, base_dockerfile, debootstrap_command, env_dockerfile
 from loopcoder.runtime.output import HeadTailBuffer
-from loopcoder.runtime.session import EndMarkerReader, render_request
+from loopcoder.runtime.session import EndMarkerReader, check_timeout, render_request, state_file_saved
 
 
 def test_head_tail_buffer_keeps_both_ends_and_counts_the_cut():
@@ -37,18 +38,45 @@ def test_head_tail_buffer_under_limit_is_verbatim():
 def test_end_marker_found_across_chunk_boundaries():
     cap = HeadTailBuffer(1000)
     reader = EndMarkerReader("abc123", cap)
-    stream = b"out line\npartial" + b"__LOOPCODER_END_abc123 7 1\n" + b"late background noise"
+    stream = b"out line\npartial" + b"__LOOPCODER_END_abc123 7 1 s\n" + b"late background noise"
     for i in range(len(stream)):  # byte by byte: worst case for boundary handling
         reader.feed(stream[i:i + 1])
-    assert reader.done and reader.exit_code == 7 and reader.oom_kills == 1
+    assert reader.done and reader.exit_code == 7 and reader.oom_kills == 1 and reader.flags == "s"
     assert cap.render() == "out line\npartial"
 
 
 def test_end_marker_of_another_command_is_output():
     cap = HeadTailBuffer(1000)
     reader = EndMarkerReader("new", cap)
-    reader.feed(b"__LOOPCODER_END_old 0 0\nx__LOOPCODER_END_new 0 0\n")
-    assert reader.exit_code == 0 and cap.render() == "__LOOPCODER_END_old 0 0\nx"
+    reader.feed(b"__LOOPCODER_END_old 0 0 -\nx__LOOPCODER_END_new 0 0 -\n")
+    assert reader.exit_code == 0 and reader.flags == "" and cap.render() == "__LOOPCODER_END_old 0 0 -\nx"
+
+
+def test_malformed_end_lines_are_a_sandbox_error_not_a_value_error():
+    for trailer in (b"abc 0 -", b"7 1", b"7 1 x", b"7 1 - ", b"-1 0 -", b"7 1 - extra", b"1234 0 -", b"", b"7 1 s\r"):
+        reader = EndMarkerReader("s3cr3t", HeadTailBuffer(100))
+        with pytest.raises(SandboxError, match="malformed end line"):
+            reader.feed(b"out__LOOPCODER_END_s3cr3t " + trailer + b"\n")
+    reader = EndMarkerReader("s3cr3t", HeadTailBuffer(100))
+    with pytest.raises(SandboxError, match="too long"):
+        reader.feed(b"__LOOPCODER_END_s3cr3t " + b"1" * 40)
+
+
+def test_check_timeout_accepts_finite_positive_numbers_only():
+    assert check_timeout(0.001) == 0.001 and check_timeout(5) == 5.0 and check_timeout(1e300) == 1e300
+    for bad in (0, -1, -0.0, math.nan, math.inf, -math.inf, "1", "abc", None, True, [1]):
+        with pytest.raises(SandboxError, match="timeout must be"):
+            check_timeout(bad)
+
+
+def test_state_file_counts_only_with_the_sentinel_of_its_command(tmp_path):
+    f = tmp_path / "state"
+    f.write_text("{\n__lc_ok=1\n}\n#__lc_end abc\n")
+    assert state_file_saved(f, "abc") and not state_file_saved(f, "abd")
+    f.write_text("{\n__lc_ok=1\n}\n#__lc_end abc")  # cut before its last newline
+    assert not state_file_saved(f, "abc")
+    f.write_text("{\n__lc_keep=(\nPATH\n")
+    assert not state_file_saved(f, "abc") and not state_file_saved(tmp_path / "missing", "abc")
 
 
 def test_frame_reader_demultiplexes_partial_frames():
