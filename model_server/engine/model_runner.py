@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..kernels import gswa_decode, gswa_prefill
 from ..plt.configuration import LoopSpec
 from ..plt.modeling import apply_rope
+from ..plt.plt_math import clp_input, gate_mix, local_plan, ring_attention, ring_entry_valid, shift_packed
 from .config import EngineConfig
 from .scheduler import PrefillChunk
 from .sequence import Sequence
@@ -37,15 +38,6 @@ def _fuse(params: list[torch.nn.Parameter]) -> torch.Tensor:
         p.data = fused[offset: offset + p.shape[0]]
         offset += p.shape[0]
     return fused
-
-
-def _ring_attention(q, ring_k, ring_v, valid, scale):
-    """q [B, H, D] over each request's ring [B, W, G, D] where valid [B, W]."""
-    rep = q.shape[1] // ring_k.shape[2]
-    k = ring_k.repeat_interleave(rep, dim=2).transpose(1, 2)  # [B, H, W, D]
-    v = ring_v.repeat_interleave(rep, dim=2).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=valid[:, None, None, :], scale=scale)
-    return out[:, :, 0]
 
 
 class ModelRunner:
@@ -165,44 +157,26 @@ class ModelRunner:
         """Run chunks of prompts through all loops (loops one after another, each over all tokens).
         Returns the last-loop logits at the last token of every chunk, [len(chunks), V]."""
         dev, spec, window = self.device, self.spec, self.spec.window
-        ids, pos, global_index, write_index, old_slot, old_pos, local_order, ring_tok, ring_slot, ring_pos = (
-            [] for _ in range(10))
-        cu_q, cu_k, cu_l = [0], [0], [0]
+        ids, pos, global_index, write_index = [], [], [], []
+        cu_q, cu_k = [0], [0]
         n_tok = sum(c.length for c in chunks)
-        n_old = sum(c.start - max(0, c.start - window + 1) for c in chunks)
-        old_offset = 0
         for c in chunks:
             seq = c.seq
             table = torch.tensor(seq.block_table, dtype=torch.long)
-            chunk_pos = torch.arange(c.start, c.start + c.length)
             ids.append(torch.tensor(seq.token_ids[c.start: c.start + c.length]))
-            pos.append(chunk_pos)
+            pos.append(torch.arange(c.start, c.start + c.length))
             global_index.append(self._flat_slots(table, torch.arange(c.start + c.length)))
             write_index.append(global_index[-1][c.start:])  # the chunk's own positions
-            lo = max(0, c.start - window + 1)
-            old = torch.arange(lo, c.start)
-            # Local keys are gathered from [all chunks' ring entries ; all chunks' tokens]; this chunk's,
-            # in packed order, are its ring entries and then its own tokens.
-            local_order.append(torch.cat([old_offset + torch.arange(len(old)),
-                                          n_old + cu_q[-1] + torch.arange(c.length)]))
-            old_offset += len(old)
-            old_slot.append(torch.full((len(old),), seq.slot))
-            old_pos.append(old)
-            keep = min(c.length, window)
-            ring_tok.append(cu_q[-1] + torch.arange(c.length - keep, c.length))
-            ring_slot.append(torch.full((keep,), seq.slot))
-            ring_pos.append(chunk_pos[c.length - keep:] % window)
             cu_q.append(cu_q[-1] + c.length)
             cu_k.append(cu_k[-1] + c.start + c.length)
-            cu_l.append(cu_l[-1] + len(old) + c.length)
+        plan = local_plan([c.start for c in chunks], [c.length for c in chunks], [c.seq.slot for c in chunks],
+                          window).to(dev)
 
         def cat(parts):
             return torch.cat(parts).to(dev)
 
         ids, pos, global_index, write_index = cat(ids), cat(pos), cat(global_index), cat(write_index)
-        old_slot, old_pos, local_order = cat(old_slot), cat(old_pos) % window, cat(local_order)
-        ring_tok, ring_slot, ring_pos = cat(ring_tok), cat(ring_slot), cat(ring_pos)
-        cu_q_t, cu_k_t, cu_l_t = (torch.tensor(x, dtype=torch.int32, device=dev) for x in (cu_q, cu_k, cu_l))
+        cu_q_t, cu_k_t = (torch.tensor(x, dtype=torch.int32, device=dev) for x in (cu_q, cu_k))
         max_q, max_k = max(c.length for c in chunks), max(c.start + c.length for c in chunks)
         slots = torch.tensor([c.seq.slot for c in chunks], device=dev)
         first, last = cu_q_t[:-1].long(), cu_q_t[1:].long() - 1
@@ -216,9 +190,8 @@ class ModelRunner:
             if r == 0:
                 h = embeds
             elif spec.clp:
-                shifted = torch.cat([embeds.new_zeros(1, 1, self.hidden), loop_out[:, :-1]], dim=1)
-                shifted[0, first] = old_carry[r - 1]
-                h = spec.emb_scale * embeds + spec.hidden_scale * shifted
+                shifted = shift_packed(loop_out[0], first, old_carry[r - 1])[None]
+                h = clp_input(spec.emb_scale, spec.hidden_scale, embeds, shifted)
             else:
                 h = loop_out
             for layer in range(self.num_layers):
@@ -232,12 +205,11 @@ class ModelRunner:
                 local = {}
                 if r > 0:
                     rk, rv = self.ring_k[layer][:, r - 1], self.ring_v[layer][:, r - 1]
-                    lk = torch.cat([rk[old_slot, old_pos], kp])[local_order]
-                    lv = torch.cat([rv[old_slot, old_pos], vp])[local_order]
-                    rk[ring_slot, ring_pos] = kp[ring_tok]
-                    rv[ring_slot, ring_pos] = vp[ring_tok]
+                    lk, lv = plan.gather(rk, kp), plan.gather(rv, vp)
+                    plan.write(rk, kp)
+                    plan.write(rv, vp)
                     gate = self._gate(layer)(h, q)[0, :, :, 0].transpose(0, 1)  # [N, H]
-                    local = dict(k_loc=lk, v_loc=lv, cu_seqlens_kl=cu_l_t, gate=gate, window=window)
+                    local = dict(k_loc=lk, v_loc=lv, cu_seqlens_kl=plan.cu_seqlens_kl, gate=gate, window=window)
                 out = gswa_prefill(qp, k_flat[global_index], v_flat[global_index], cu_q_t, cu_k_t, max_q, max_k,
                                    scale=self.scale, **local)
                 h = self._finish_layer(layer, h, out.reshape(1, n_tok, -1))
@@ -295,7 +267,7 @@ class ModelRunner:
         batch = ids.shape[0]
         embeds = self.inner.embed_tokens(ids)[:, None]  # [B, 1, d]
         carry = self.carry[:, slots]  # [R-1, B, d]
-        h = torch.cat([embeds] + [spec.emb_scale * embeds + spec.hidden_scale * carry[r - 1][:, None]
+        h = torch.cat([embeds] + [clp_input(spec.emb_scale, spec.hidden_scale, embeds, carry[r - 1][:, None])
                                   for r in range(1, rows)])  # [R*B, 1, d]
         cos, sin = self.inner.rotary_emb(pos[:, None], embeds.dtype)
         cos, sin = cos.repeat(rows, 1, 1), sin.repeat(rows, 1, 1)
@@ -329,16 +301,14 @@ class ModelRunner:
         seq_lens = (pos + 1).to(torch.int32)
         ring_pos = pos % spec.window
         flat = self._new_token_slots(pos, tables)
-        # ring entry e holds position p = pos - ((pos - e) mod window); it is valid when p >= 0
-        entries = torch.arange(spec.window, device=ids.device)
-        ring_valid = (pos[:, None] - ((pos[:, None] - entries[None]) % spec.window)) >= 0
+        ring_valid = ring_entry_valid(pos, spec.window)
         old_carry = self.carry[:, slots].clone()
         loop_out, outs = None, []
         for r in range(spec.num_loops):
             if r == 0:
                 h = embeds
             elif spec.clp:
-                h = spec.emb_scale * embeds + spec.hidden_scale * old_carry[r - 1][:, None]
+                h = clp_input(spec.emb_scale, spec.hidden_scale, embeds, old_carry[r - 1][:, None])
             else:
                 h = loop_out
             for layer in range(self.num_layers):
@@ -352,9 +322,9 @@ class ModelRunner:
                     rk, rv = self.ring_k[layer][:, r - 1], self.ring_v[layer][:, r - 1]
                     rk[slots, ring_pos] = k[:, :, 0]
                     rv[slots, ring_pos] = v[:, :, 0]
-                    local = _ring_attention(q[:, :, 0], rk[slots], rv[slots], ring_valid, self.scale)
+                    local = ring_attention(q[:, :, 0], rk[slots], rv[slots], ring_valid, self.scale)
                     g = self._gate(layer)(h, q)[:, :, 0]  # [B, H, 1]
-                    out = g * out + (1 - g) * local
+                    out = gate_mix(g, out, local)
                 h = self._finish_layer(layer, h, out.reshape(out.shape[0], 1, -1))
             if r < spec.num_loops - 1:
                 loop_out = self._loop_output(h) if spec.clp else h

@@ -127,17 +127,19 @@ class LoopSpec:
 
     @classmethod
     def from_config(cls, config: PreTrainedConfig, num_loops: int | None = None, warn: bool = True) -> "LoopSpec":
-        if isinstance(config, IQuestPLTCoderConfig):
+        # By model_type too: SGLang hands over the checkpoint's own config class (remote code).
+        model_type = getattr(config, "model_type", None)
+        if isinstance(config, IQuestPLTCoderConfig) or model_type == IQuestPLTCoderConfig.model_type:
             trained = config.plt_num_loops
             spec = dict(
                 window=int(config.plt_window_size[0]) + 1,
                 clp=True,
                 emb_scale=1.0 if config.plt_emb_scale is None else float(config.plt_emb_scale),
                 hidden_scale=1.0 if config.plt_hidden_scale is None else float(config.plt_hidden_scale),
-                normalize_per_loop=bool(config.plt_normalize_per_loop),
-                gate_from_hidden=bool(config.plt_gate_use_hidden_states),
+                normalize_per_loop=bool(getattr(config, "plt_normalize_per_loop", True)),
+                gate_from_hidden=bool(getattr(config, "plt_gate_use_hidden_states", False)),
             )
-        elif isinstance(config, IQuestLoopCoderConfig):
+        elif isinstance(config, IQuestLoopCoderConfig) or model_type == IQuestLoopCoderConfig.model_type:
             trained = config.loop_num
             spec = dict(
                 window=int(config.loop_window_size), clp=False, emb_scale=1.0, hidden_scale=1.0,
@@ -145,7 +147,7 @@ class LoopSpec:
             )
         else:
             raise ModelError(f"not a looped-coder config: {type(config).__name__}")
-        loops = num_loops or config.num_loops or trained
+        loops = num_loops or getattr(config, "num_loops", None) or trained
         if loops < 1:
             raise ModelError(f"num_loops must be >= 1, got {loops}")
         if loops != trained and warn:

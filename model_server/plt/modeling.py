@@ -25,6 +25,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from ..errors import CheckpointError, ModelError
 from .cache import PLTCache
 from .configuration import IQuestLoopCoderConfig, IQuestPLTCoderConfig, LoopSpec
+from .plt_math import clp_input, gate_from_hidden, gate_from_query, gate_mix, rms_norm
 
 
 class PLTRMSNorm(nn.Module):
@@ -34,10 +35,7 @@ class PLTRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class PLTRotaryEmbedding(nn.Module):
@@ -99,10 +97,10 @@ class LoopGate(nn.Module):
     def forward(self, residual: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """residual [N, T, d], query [N, H, T, D] -> gate [N, H, T, 1]."""
         if self.from_hidden:
-            logits = F.linear(self.gate_norm(residual), self.weight, self.bias).transpose(1, 2)
+            gate = gate_from_hidden(residual, self.gate_norm.weight, self.gate_norm.eps, self.weight, self.bias)
         else:
-            logits = torch.einsum("nhtd,hd->nht", query, self.weight) + self.bias[:, None]
-        return torch.sigmoid(logits)[..., None]
+            gate = gate_from_query(query.transpose(1, 2), self.weight, self.bias)
+        return gate.transpose(1, 2)[..., None]
 
 
 def attend(q, k, v, mask, scale, want_probs=False):
@@ -202,7 +200,7 @@ class PLTAttention(nn.Module):
         g = gate(residual, q)
         if probe is not None:
             probe.on_gate(loop, layer, g[..., 0])
-        return self._out(g * o_glob + (1 - g) * o_loc)
+        return self._out(gate_mix(g, o_glob, o_loc))
 
     def _chunk_kernels(self, q, k, v, residual, loop, ctx: ChunkContext, gate):
         """forward_chunk through the packed-varlen G-SWA kernel (Triton on CUDA, its reference on CPU)."""
@@ -256,7 +254,7 @@ class PLTAttention(nn.Module):
             ring_k, ring_v = cache.ring(r, layer, k)
             o_loc, _ = attend(q[rows], ring_k, ring_v, ctx.ring_mask, self.scale)
             g = gate(residual[rows], q[rows])
-            outs.append(g * o_glob[r] + (1 - g) * o_loc)
+            outs.append(gate_mix(g, o_glob[r], o_loc))
         return self._out(torch.cat(outs, dim=0))
 
     def _rows_kernels(self, q, k, v, residual, num_rows, batch, ctx: DecodeContext, gate):
@@ -399,7 +397,7 @@ class IQuestLoopModel(IQuestLoopPreTrainedModel):
                 h = embeds
             elif spec.clp:
                 shifted = torch.cat([carry[r - 1][:, None], loop_out[:, :-1]], dim=1) * prev_valid
-                h = spec.emb_scale * embeds + spec.hidden_scale * shifted
+                h = clp_input(spec.emb_scale, spec.hidden_scale, embeds, shifted)
             else:
                 h = loop_out
             for i, layer in enumerate(self.layers):
@@ -422,7 +420,7 @@ class IQuestLoopModel(IQuestLoopPreTrainedModel):
         carry = cache.carry_or_zeros(batch, d, embeds.dtype, embeds.device)
         prev_valid = (valid[:, slot - 1] if slot > 0 else valid.new_zeros(batch))[:, None, None]
         inputs = [embeds] + [
-            spec.emb_scale * embeds + spec.hidden_scale * carry[r - 1][:, None] * prev_valid
+            clp_input(spec.emb_scale, spec.hidden_scale, embeds, carry[r - 1][:, None] * prev_valid)
             for r in range(1, rows)
         ]
         h = torch.cat(inputs, dim=0)  # [R*B, 1, d]
