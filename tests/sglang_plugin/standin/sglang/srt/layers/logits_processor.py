@@ -24,6 +24,6 @@ class LogitsProcessor(nn.Module):
         if forward_batch.forward_mode.is_extend():
             last = torch.cumsum(forward_batch.extend_seq_lens, dim=0) - 1
             hidden_states = hidden_states[last]
-        logits = nn.functional.linear(hidden_states.float(), lm_head.weight.float())
+        logits = nn.functional.linear(hidden_states, lm_head.weight)
         logits = tensor_model_parallel_all_gather(logits, dim=-1)[:, : self.vocab_size]
         return LogitsProcessorOutput(next_token_logits=logits)

@@ -34,12 +34,13 @@ class RadixAttention(nn.Module):
             new_lens = forward_batch.extend_seq_lens_cpu
         out, offset = [], 0
         rep = self.tp_q_head_num // self.tp_k_head_num
+        ct = torch.float64 if q.dtype == torch.float64 else torch.float32  # SGLang's kernels: fp32 softmax
         for i, n in enumerate(new_lens):
             seq_len = int(forward_batch.seq_lens[i])
             locs = forward_batch.req_to_token_pool.req_to_token[forward_batch.req_pool_indices[i], :seq_len].long()
-            keys = k_buf[locs].float().repeat_interleave(rep, 1)
-            values = v_buf[locs].float().repeat_interleave(rep, 1)
-            qi = q[offset: offset + n].float()
+            keys = k_buf[locs].to(ct).repeat_interleave(rep, 1)
+            values = v_buf[locs].to(ct).repeat_interleave(rep, 1)
+            qi = q[offset: offset + n].to(ct)
             q_pos = torch.arange(seq_len - n, seq_len)[:, None]
             k_pos = torch.arange(seq_len)[None, :]
             visible = k_pos <= q_pos
