@@ -1,4 +1,5 @@
-"""`loopcoder serve`: the OpenAI-compatible server on the native engine, in the foreground.
+"""`loopcoder serve`: the OpenAI-compatible server, in the foreground: the native engine (default) or
+SGLang with the LoopCoder plugin (`--engine sglang`: this process becomes `python -m sglang.launch_server`).
 
 torch, transformers and loopcoder.model_server are imported inside the command so the rest of the
 CLI starts instantly.
@@ -28,6 +29,8 @@ class ServeConfig(BaseModel):
     served_model_name: Optional[str] = None
     api_key: Optional[str] = None
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    backend: Literal["native", "sglang"] = "native"  # --engine
+    tp_size: int = Field(1, ge=1)  # SGLang's tensor parallel size (--tp-size); the native engine runs on one device
     engine: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -70,14 +73,25 @@ def serve_command(
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require Authorization: Bearer KEY on /v1/*."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML settings (default configs/serve.yaml)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a setting: --set engine.max_waiting=64"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="native (default) | sglang (GPU hosts, docs/sglang.md)"),
+    tp_size: Optional[int] = typer.Option(None, "--tp-size", help="SGLang: tensor parallel size (GPUs per model)."),
+    print_command: bool = typer.Option(False, "--print-command",
+                                       help="SGLang: print the server command line and exit."),
+    add_config_code: bool = typer.Option(False, "--add-config-code",
+                                         help="SGLang: write the config module SGLang needs into the checkpoint."),
 ) -> None:
     """Serve a checkpoint over an OpenAI-compatible HTTP API (chat, completions, models, health, metrics)."""
     flags = {"engine.model": str(model) if model else None, "host": host, "port": port, "engine.device": device,
              "engine.dtype": dtype, "engine.num_loops": num_loops, "engine.max_num_seqs": max_batch,
-             "engine.max_model_len": max_model_len, "served_model_name": served_model_name, "api_key": api_key}
+             "engine.max_model_len": max_model_len, "served_model_name": served_model_name, "api_key": api_key,
+             "backend": engine, "tp_size": tp_size}
     # JSON is YAML: quoting keeps a value like --api-key 0123 a string
     overrides = list(overrides) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     cfg = load_config(ServeConfig, config, overrides, default="serve")
+    if cfg.backend == "sglang":
+        return _serve_sglang(cfg, print_command, add_config_code)
+    if print_command or add_config_code or cfg.tp_size != 1:
+        raise ConfigError("--print-command, --add-config-code and --tp-size apply to --engine sglang only")
     engine_cfg = engine_config(cfg.engine)
     from loopcoder.model_server.api import bind_socket, create_app, serve_forever
     from loopcoder.model_server.plt.checkpoint import read_model_type
@@ -101,3 +115,45 @@ def serve_command(
         console.print(f"[yellow]listening on {cfg.host} without --api-key: anyone who can reach this port "
                       "can use the model[/]")
     serve_forever(app, sock, cfg.log_level)
+
+
+def _serve_sglang(cfg: ServeConfig, print_command: bool, add_config_code: bool) -> None:
+    """Replace this process with SGLang's server running the LoopCoder plugin (docs/sglang.md)."""
+    import os
+    import sys
+
+    from loopcoder.model_server.sglang_plugin import launch
+
+    settings = cfg.engine
+    if not settings.get("model"):
+        raise ConfigError("no model to serve: pass --model DIR (or set engine.model in the config)")
+    # engine.model, dtype, max_model_len and max_num_seqs have SGLang counterparts; device and max_waiting
+    # are the native engine's own (SGLang runs on the GPUs and queues by itself) and are not passed on.
+    for key, value in settings.items():
+        if key not in ("model", "dtype", "max_model_len", "max_num_seqs", "device", "max_waiting", "num_loops"):
+            raise ConfigError(f"engine.{key} is a native-engine setting; --engine sglang does not take it")
+        if key == "num_loops" and value is not None:
+            raise ConfigError("--num-loops: the SGLang plugin runs the checkpoint's trained loop count")
+    model = Path(settings["model"])
+    if add_config_code:
+        console.print(f"wrote {launch.write_config_code(model)} and auto_map.AutoConfig in config.json", soft_wrap=True)
+    launch.read_checkpoint_config(model)
+    spec = launch.LaunchSpec(model=model, host=cfg.host, port=cfg.port, tp_size=cfg.tp_size,
+                             context_length=settings.get("max_model_len"),
+                             max_running_requests=settings.get("max_num_seqs"),
+                             # the native server's default name, so clients switch engines unchanged
+                             served_model_name=cfg.served_model_name or model.resolve().name,
+                             api_key=cfg.api_key, dtype=settings.get("dtype"))
+    argv, env = launch.launch_command(spec, python=sys.executable)
+    if print_command:
+        print(launch.shell_line(argv, env))
+        return
+    if not launch.sglang_importable():
+        raise ConfigError(launch.INSTALL_HINT)
+    if not _is_loopback(cfg.host) and not cfg.api_key:
+        console.print(f"[yellow]listening on {cfg.host} without --api-key: anyone who can reach this port "
+                      "can use the model[/]")
+    console.print(f"starting SGLang {launch.SGLANG_VERSION} with the LoopCoder plugin: {launch.shell_line(argv, env)}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, {**os.environ, **env})
