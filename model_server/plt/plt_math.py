@@ -54,9 +54,11 @@ def sglang_sliding_window(window: int) -> int:
 
     SGLang counts the window exclusively (models pass ``sliding_window - 1``, "SGLang assumes
     exclusive"; a query at t sees keys t-size..t, size + 1 keys), as flash-attn's window_left does.
+    A window of the current key alone has no SGLang spelling: RadixAttention stores
+    ``sliding_window_size or -1``, so 0 means no window at all.
     """
-    if window < 1:
-        raise ValueError(f"a window holds at least the current key, got {window}")
+    if window < 2:
+        raise ValueError(f"SGLang cannot express a window of {window} key(s): its size 0 means unlimited")
     return window - 1
 
 
