@@ -29,13 +29,14 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from sglang.srt.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
 from sglang.srt.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from sglang.srt.layers.logits_processor import LogitsProcessor
 from sglang.srt.layers.radix_attention import RadixAttention
 from sglang.srt.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
-from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+from sglang.srt.model_executor.forward_context import get_req_to_token_pool, get_token_to_kv_pool
 from sglang.srt.model_loader.weight_utils import default_weight_loader
+from sglang.srt.runtime_context import get_parallel
 
 from ..errors import CheckpointError, ModelError
 from ..kernels import gswa_decode, gswa_prefill
@@ -186,8 +187,8 @@ class IQuestLoopSGLangModel(nn.Module):
         if spec.num_loops != spec.trained_loops:
             raise ModelError(f"the SGLang plugin runs the trained {spec.trained_loops} loops, config asks "
                              f"for {spec.num_loops}")
-        self.tp_size = get_tensor_model_parallel_world_size()
-        self.tp_rank = get_tensor_model_parallel_rank()
+        # The linear layers' default group (SGLang 0.5.23 deprecates the get_tensor_model_parallel_* getters)
+        self.tp_size, self.tp_rank = get_parallel().tp_size, get_parallel().tp_rank
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size,
                                                    quant_config=quant_config, prefix=f"{prefix}.embed_tokens")
         self.layers = nn.ModuleList(
@@ -213,14 +214,14 @@ class IQuestLoopSGLangModel(nn.Module):
     def _slot_state(self, forward_batch: ForwardBatch, like: torch.Tensor) -> SlotState:
         if self.state is None:  # first forward: SGLang's warm-up, before any CUDA graph capture
             attn = self.layers[0].self_attn
-            slots = forward_batch.req_to_token_pool.req_to_token.shape[0]
+            slots = get_req_to_token_pool().req_to_token.shape[0]
             self.state = SlotState(len(self.layers), self.spec.num_loops, self.spec.window, slots,
                                    attn.num_kv_heads, attn.head_dim, self.config.hidden_size, like.dtype,
                                    like.device)
         return self.state
 
     def _pool(self, forward_batch: ForwardBatch, layer: int):
-        pool = forward_batch.token_to_kv_pool
+        pool = get_token_to_kv_pool()  # the pools of the ForwardContext SGLang publishes for this forward
         return pool.get_key_buffer(layer), pool.get_value_buffer(layer)
 
     # -- forward -------------------------------------------------------------------------------------
@@ -237,11 +238,11 @@ class IQuestLoopSGLangModel(nn.Module):
                 h = self._decode_rows(embeds, positions, cos, sin, forward_batch, state)
             else:
                 h = self._decode_sequential(embeds, positions, cos, sin, forward_batch, state)
-        elif mode.is_extend() and not mode.is_mixed():
+        elif mode == ForwardMode.EXTEND:
             h = self._extend(embeds, cos, sin, forward_batch, state)
-        else:
+        else:  # MIXED, TARGET_VERIFY, DRAFT_EXTEND*, SPLIT_PREFILL, ...
             raise ModelError(f"forward mode {mode.name} is not supported by the PLT plugin (no speculative "
-                             "decoding, no mixed chunks)")
+                             "decoding, no mixed chunks, no split prefill)")
         return self.norm(h)
 
     def _extend(self, embeds, cos, sin, forward_batch: ForwardBatch, state: SlotState):
@@ -254,7 +255,7 @@ class IQuestLoopSGLangModel(nn.Module):
         dev = embeds.device
         slots = torch.tensor(slots_cpu, device=dev)
         plan = local_plan(starts, lengths, slots_cpu, window).to(dev)
-        req_to_token = forward_batch.req_to_token_pool.req_to_token
+        req_to_token = get_req_to_token_pool().req_to_token
         global_index = torch.cat([req_to_token[s, : st + n] for s, st, n in zip(slots_cpu, starts, lengths)]).long()
         cu_q = torch.tensor([0] + lengths, device=dev).cumsum(0).to(torch.int32)
         cu_k = torch.tensor([0] + [st + n for st, n in zip(starts, lengths)], device=dev).cumsum(0).to(torch.int32)
@@ -309,7 +310,7 @@ class IQuestLoopSGLangModel(nn.Module):
 
     def _decode_tables(self, forward_batch: ForwardBatch):
         slots = forward_batch.req_pool_indices.long()
-        tables = forward_batch.req_to_token_pool.req_to_token[slots]  # pages of one token
+        tables = get_req_to_token_pool().req_to_token[slots]  # pages of one token
         return slots, tables, forward_batch.seq_lens.to(torch.int32)
 
     def _paged(self, forward_batch: ForwardBatch, layer: int):
@@ -317,8 +318,8 @@ class IQuestLoopSGLangModel(nn.Module):
         return k_pool.view(-1, 1, *k_pool.shape[-2:]), v_pool.view(-1, 1, *v_pool.shape[-2:])
 
     def _write_loop0(self, forward_batch: ForwardBatch, attn: PLTAttention, k, v) -> None:
-        forward_batch.token_to_kv_pool.set_kv_buffer(attn.attn, forward_batch.out_cache_loc, k, v,
-                                                     attn.attn.k_scale, attn.attn.v_scale)
+        get_token_to_kv_pool().set_kv_buffer(attn.attn, forward_batch.out_cache_loc, k, v, attn.attn.k_scale,
+                                             attn.attn.v_scale)
 
     def _decode_rows(self, embeds, positions, cos, sin, forward_batch: ForwardBatch, state: SlotState):
         """One new token per request, all R loops as R rows of one pass (plt_spec.md 4.1)."""
@@ -377,6 +378,18 @@ class IQuestLoopSGLangModel(nn.Module):
         return h
 
 
+def _normalise_config(config) -> None:
+    """Fill what this project's config classes derive but a checkpoint's own (remote-code) config class,
+    written for older transformers, may lack: head_dim, and RoPE as ``rope_parameters``."""
+    if getattr(config, "head_dim", None) is None:
+        config.head_dim = config.hidden_size // config.num_attention_heads
+    if not getattr(config, "rope_parameters", None):
+        rope = dict(getattr(config, "rope_scaling", None) or {})
+        rope["rope_type"] = rope.pop("type", None) or rope.get("rope_type") or "default"
+        rope.setdefault("rope_theta", float(getattr(config, "rope_theta", None) or 500000.0))
+        config.rope_parameters = rope
+
+
 class _SGLangLoopCoderForCausalLM(nn.Module):
     def __init__(self, config, quant_config=None, prefix: str = ""):
         super().__init__()
@@ -384,8 +397,7 @@ class _SGLangLoopCoderForCausalLM(nn.Module):
             raise ModelError(f"{type(self).__name__} serves model_type {self.model_types[0]!r}, "
                              f"config has {getattr(config, 'model_type', None)!r}")
         self.config = config
-        if getattr(config, "head_dim", None) is None:
-            config.head_dim = config.hidden_size // config.num_attention_heads
+        _normalise_config(config)
         self.model = IQuestLoopSGLangModel(config, quant_config, prefix="model")
         if config.tie_word_embeddings:
             self.lm_head = self.model.embed_tokens

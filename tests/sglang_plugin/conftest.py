@@ -50,7 +50,8 @@ class Scheduler:
         self.models, self.kv_pools = [None] * tp, []
         kv_heads = max(1, config.num_key_value_heads // tp)
         for _ in range(tp):
-            self.kv_pools.append(MHATokenToKVPool(max_reqs * max_ctx, dtype, kv_heads, config.head_dim,
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            self.kv_pools.append(MHATokenToKVPool(max_reqs * max_ctx, dtype, kv_heads, head_dim,
                                                   config.num_hidden_layers))
         self.free_tokens = list(range(1, max_reqs * max_ctx + 1))
         self.reqs: dict[str, dict] = {}
@@ -141,17 +142,18 @@ class Scheduler:
 
     def _forward(self, mode, ids, pos, locs, slots, seq_lens, prefix, lens, rids):
         from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+        from sglang.srt.model_executor.forward_context import use_pools
 
         def run(rank):
             fb = ForwardBatch(
                 forward_mode=mode, batch_size=len(slots), input_ids=torch.tensor(ids),
                 req_pool_indices=torch.tensor(slots), seq_lens=torch.tensor(seq_lens),
-                out_cache_loc=torch.tensor(locs), positions=torch.tensor(pos), req_to_token_pool=self.req_pool,
-                token_to_kv_pool=self.kv_pools[rank],
+                out_cache_loc=torch.tensor(locs), positions=torch.tensor(pos),
                 extend_seq_lens=None if lens is None else torch.tensor(lens),
                 extend_prefix_lens=None if prefix is None else torch.tensor(prefix),
                 extend_seq_lens_cpu=lens, extend_prefix_lens_cpu=prefix, rids=list(rids))
-            return self.models[rank](fb.input_ids, fb.positions, fb).next_token_logits
+            with use_pools(self.req_pool, self.kv_pools[rank]):  # ModelRunner publishes the ForwardContext
+                return self.models[rank](fb.input_ids, fb.positions, fb).next_token_logits
 
         outs = self._on_ranks(run)
         for other in outs[1:]:  # every rank ends with the same gathered logits

@@ -136,3 +136,20 @@ def test_the_rings_live_in_request_slots_with_a_padding_row(plugin):
     assert tuple(state.ring_k.shape) == (2, sched.req_pool.size + 1, 2, 4, 1, 8)
     assert tuple(state.carry.shape) == (2, sched.req_pool.size + 1, 32)
     assert state.carry[:, 0].abs().sum() == 0 and state.carry[:, sched.reqs["a"]["slot"]].abs().sum() > 0
+
+
+def test_a_checkpoints_own_config_class_without_rope_parameters_serves_the_same(plugin):
+    """SGLang hands the model the checkpoint's remote-code config (written for transformers 4.x): no
+    rope_parameters, no head_dim; the plugin derives them and computes the same logits."""
+    from types import SimpleNamespace
+
+    model = hf_model("plt-hidden-gate")
+    fields = {k: v for k, v in model.config.to_dict().items() if k not in ("rope_parameters", "head_dim")}
+    remote = SimpleNamespace(**fields, rope_theta=model.config.rope_parameters["rope_theta"], rope_scaling=None)
+    sched = Scheduler(plugin, entry_class(plugin, "plt-hidden-gate"), remote, model.state_dict(), dtype=torch.float64)
+    tokens = list(range(5, 17))
+    sched.add("a", tokens)
+    logits = sched.extend([("a", 12)])
+    torch.testing.assert_close(logits[0], reference_logits(model, tokens), rtol=0, atol=1e-9)
+    logits = sched.decode(["a"], [3])
+    torch.testing.assert_close(logits[0], reference_logits(model, tokens + [3]), rtol=0, atol=1e-9)

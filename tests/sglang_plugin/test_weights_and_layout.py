@@ -130,6 +130,7 @@ def test_radix_attention_with_the_converted_window_equals_the_kernels_local_bran
     from sglang.srt.layers.radix_attention import RadixAttention
     from sglang.srt.mem_cache.memory_pool import MHATokenToKVPool, ReqToTokenPool
     from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+    from sglang.srt.model_executor.forward_context import use_pools
 
     torch.manual_seed(window)
     n, h, g, d = 9, 4, 2, 8
@@ -139,8 +140,9 @@ def test_radix_attention_with_the_converted_window_equals_the_kernels_local_bran
     req.req_to_token[1, :n] = torch.arange(1, n + 1, dtype=torch.int32)
     attn = RadixAttention(h, d, d ** -0.5, g, layer_id=0, sliding_window_size=sglang_sliding_window(window))
     fb = ForwardBatch(ForwardMode.EXTEND, 1, torch.zeros(n, dtype=torch.long), torch.tensor([1]), torch.tensor([n]),
-                      torch.arange(1, n + 1), torch.arange(n), req, kv, torch.tensor([n]), torch.tensor([0]), [n], [0])
-    got = attn(q.reshape(n, -1), k.reshape(n, -1), v.reshape(n, -1), fb).view(n, h, d)
+                      torch.arange(1, n + 1), torch.arange(n), torch.tensor([n]), torch.tensor([0]), [n], [0])
+    with use_pools(req, kv):
+        got = attn(q.reshape(n, -1), k.reshape(n, -1), v.reshape(n, -1), fb).view(n, h, d)
     cu = torch.tensor([0, n], dtype=torch.int32)
     want = gswa_prefill(q, k, v, cu, cu, n, n, k_loc=k, v_loc=v, cu_seqlens_kl=cu,
                         gate=torch.zeros(n, h, dtype=torch.float64), window=window)
@@ -171,3 +173,39 @@ def test_a_config_of_the_other_family_is_refused(plugin):
     model = hf_model("iquest-v1")
     with pytest.raises(ModelError, match="serves model_type 'iquestpltcoder'"):
         entry_class(plugin, "plt-hidden-gate")(model.config)
+
+
+# Checked by hand against the SGLang 0.5.23 wheel's source (PyPI sglang==0.5.23): each is a top-level
+# definition of that module, and each ForwardBatch field is declared on its dataclass. The stand-in cannot
+# show that the real names exist; this list pins what was checked, and the test fails when the plugin
+# starts using anything else.
+VERIFIED_IMPORTS = {
+    ("sglang.srt.layers.linear", "MergedColumnParallelLinear"), ("sglang.srt.layers.linear", "QKVParallelLinear"),
+    ("sglang.srt.layers.linear", "RowParallelLinear"), ("sglang.srt.layers.logits_processor", "LogitsProcessor"),
+    ("sglang.srt.layers.radix_attention", "RadixAttention"),
+    ("sglang.srt.layers.vocab_parallel_embedding", "ParallelLMHead"),
+    ("sglang.srt.layers.vocab_parallel_embedding", "VocabParallelEmbedding"),
+    ("sglang.srt.model_executor.forward_batch_info", "ForwardBatch"),
+    ("sglang.srt.model_executor.forward_batch_info", "ForwardMode"),
+    ("sglang.srt.model_executor.forward_context", "get_req_to_token_pool"),
+    ("sglang.srt.model_executor.forward_context", "get_token_to_kv_pool"),
+    ("sglang.srt.model_loader.weight_utils", "default_weight_loader"),
+    ("sglang.srt.runtime_context", "get_parallel"),
+}
+VERIFIED_BATCH_FIELDS = {"forward_mode", "req_pool_indices", "seq_lens", "out_cache_loc", "extend_prefix_lens_cpu",
+                         "extend_seq_lens_cpu", "rids"}
+
+
+def test_the_plugin_uses_only_sglang_names_checked_in_the_pinned_version():
+    import ast
+    from pathlib import Path
+
+    import loopcoder.model_server.sglang_plugin as package
+
+    tree = ast.parse((Path(package.__file__).parent / "model.py").read_text())
+    imports = {(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+               and (node.module or "").startswith("sglang") for alias in node.names}
+    assert imports <= VERIFIED_IMPORTS, imports - VERIFIED_IMPORTS
+    fields = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+              and isinstance(node.value, ast.Name) and node.value.id == "forward_batch"}
+    assert fields <= VERIFIED_BATCH_FIELDS, fields - VERIFIED_BATCH_FIELDS

@@ -1,7 +1,7 @@
 """Stand-in of sglang.srt.layers.radix_attention.RadixAttention with its documented semantics:
 
 forward(q, k, v, forward_batch, save_kv_cache=True): when k/v are given and save_kv_cache, write them
-into forward_batch.token_to_kv_pool for this layer_id at forward_batch.out_cache_loc; then each request's
+into the forward context's token_to_kv_pool for this layer_id at forward_batch.out_cache_loc; then each request's
 new queries (positions prefix..seq_len-1) attend its keys req_to_token[req_pool_idx, :seq_len] causally,
 GQA, scale ``scaling``; with sliding_window_size >= 0 a query at t sees keys t-sliding_window_size..t
 (SGLang's exclusive count: size + 1 keys). q [T, H*D] in, [T, H*D] out.
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from sglang.srt.model_executor.forward_context import get_req_to_token_pool, get_token_to_kv_pool
 
 
 class RadixAttention(nn.Module):
@@ -22,7 +24,7 @@ class RadixAttention(nn.Module):
         self.k_scale = self.v_scale = None
 
     def forward(self, q, k, v, forward_batch, save_kv_cache=True, **kwargs):
-        pool = forward_batch.token_to_kv_pool
+        pool = get_token_to_kv_pool()
         if k is not None and save_kv_cache:
             pool.set_kv_buffer(self, forward_batch.out_cache_loc, k.view(-1, self.tp_k_head_num, self.head_dim),
                                v.view(-1, self.tp_k_head_num, self.head_dim), self.k_scale, self.v_scale)
@@ -37,7 +39,7 @@ class RadixAttention(nn.Module):
         ct = torch.float64 if q.dtype == torch.float64 else torch.float32  # SGLang's kernels: fp32 softmax
         for i, n in enumerate(new_lens):
             seq_len = int(forward_batch.seq_lens[i])
-            locs = forward_batch.req_to_token_pool.req_to_token[forward_batch.req_pool_indices[i], :seq_len].long()
+            locs = get_req_to_token_pool().req_to_token[forward_batch.req_pool_indices[i], :seq_len].long()
             keys = k_buf[locs].to(ct).repeat_interleave(rep, 1)
             values = v_buf[locs].to(ct).repeat_interleave(rep, 1)
             qi = q[offset: offset + n].to(ct)

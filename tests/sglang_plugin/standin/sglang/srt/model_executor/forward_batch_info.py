@@ -1,10 +1,11 @@
 """Stand-in of sglang.srt.model_executor.forward_batch_info: ForwardMode and the ForwardBatch fields the
-plugin reads (names and meanings as in SGLang 0.5.23; seq_lens include the new tokens)."""
+plugin reads (names and meanings as in SGLang 0.5.23; seq_lens include the new tokens). As in 0.5.23 the
+batch does not carry the pools: they come from forward_context."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, auto
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -38,8 +39,6 @@ class ForwardBatch:
     seq_lens: torch.Tensor
     out_cache_loc: torch.Tensor
     positions: torch.Tensor
-    req_to_token_pool: Any
-    token_to_kv_pool: Any
     extend_seq_lens: Optional[torch.Tensor] = None
     extend_prefix_lens: Optional[torch.Tensor] = None
     extend_seq_lens_cpu: Optional[list] = None
