@@ -31,6 +31,7 @@ class ServeConfig(BaseModel):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     backend: Literal["native", "sglang"] = "native"  # --engine
     tp_size: int = Field(1, ge=1)  # SGLang's tensor parallel size (--tp-size); the native engine runs on one device
+    sglang_python: Optional[str] = None  # interpreter of the SGLang environment (--sglang-python); None: this one
     engine: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -79,19 +80,22 @@ def serve_command(
                                        help="SGLang: print the server command line and exit."),
     add_config_code: bool = typer.Option(False, "--add-config-code",
                                          help="SGLang: write the config module SGLang needs into the checkpoint."),
+    sglang_python: Optional[str] = typer.Option(None, "--sglang-python",
+                                                help="SGLang: python of the environment SGLang is installed in."),
 ) -> None:
     """Serve a checkpoint over an OpenAI-compatible HTTP API (chat, completions, models, health, metrics)."""
     flags = {"engine.model": str(model) if model else None, "host": host, "port": port, "engine.device": device,
              "engine.dtype": dtype, "engine.num_loops": num_loops, "engine.max_num_seqs": max_batch,
              "engine.max_model_len": max_model_len, "served_model_name": served_model_name, "api_key": api_key,
-             "backend": engine, "tp_size": tp_size}
+             "backend": engine, "tp_size": tp_size, "sglang_python": sglang_python}
     # JSON is YAML: quoting keeps a value like --api-key 0123 a string
     overrides = list(overrides) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     cfg = load_config(ServeConfig, config, overrides, default="serve")
     if cfg.backend == "sglang":
         return _serve_sglang(cfg, print_command, add_config_code)
-    if print_command or add_config_code or cfg.tp_size != 1:
-        raise ConfigError("--print-command, --add-config-code and --tp-size apply to --engine sglang only")
+    if print_command or add_config_code or cfg.tp_size != 1 or cfg.sglang_python:
+        raise ConfigError("--print-command, --add-config-code, --tp-size and --sglang-python apply to "
+                          "--engine sglang only")
     engine_cfg = engine_config(cfg.engine)
     from loopcoder.model_server.api import bind_socket, create_app, serve_forever
     from loopcoder.model_server.plt.checkpoint import read_model_type
@@ -144,16 +148,17 @@ def _serve_sglang(cfg: ServeConfig, print_command: bool, add_config_code: bool) 
                              # the native server's default name, so clients switch engines unchanged
                              served_model_name=cfg.served_model_name or model.resolve().name,
                              api_key=cfg.api_key, dtype=settings.get("dtype"))
-    argv, env = launch.launch_command(spec, python=sys.executable)
+    python = cfg.sglang_python or sys.executable
+    argv, env = launch.launch_command(spec, python=python)
     if print_command:
         print(launch.shell_line(argv, env))
         return
-    if not launch.sglang_importable():
-        raise ConfigError(launch.INSTALL_HINT)
+    if not launch.sglang_importable(cfg.sglang_python):
+        raise ConfigError(launch.INSTALL_HINT.format(python=python))
     if not _is_loopback(cfg.host) and not cfg.api_key:
         console.print(f"[yellow]listening on {cfg.host} without --api-key: anyone who can reach this port "
                       "can use the model[/]")
     console.print(f"starting SGLang {launch.SGLANG_VERSION} with the LoopCoder plugin: {launch.shell_line(argv, env)}")
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, argv, {**os.environ, **env})
+    os.execve(python, argv, {**os.environ, **env})

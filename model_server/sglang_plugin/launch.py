@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,8 @@ SGLANG_VERSION = "0.5.23"  # the version this plugin is written against (pyproje
 PACKAGE = "loopcoder.model_server.sglang_plugin"
 REASONING_PARSER = "qwen3"
 TOOL_CALL_PARSER = "qwen25"
-INSTALL_HINT = "SGLang is not installed in this environment: pip install 'loopcoder[sglang]' (docs/sglang.md)"
+INSTALL_HINT = ("SGLang is not installed for {python}: pip install 'loopcoder[sglang]', or pass --sglang-python "
+                "with the interpreter of an SGLang 0.5.23 environment (docs/sglang.md)")
 ARCHITECTURES = {"iquestpltcoder": "IQuestPLTCoderForCausalLM", "iquestloopcoder": "IQuestLoopCoderForCausalLM"}
 _CONFIG_CLASS = {"iquestpltcoder": "IQuestPLTCoderConfig", "iquestloopcoder": "IQuestLoopCoderConfig"}
 CONFIG_MODULE = "configuration_loopcoder"
@@ -122,6 +124,14 @@ def shell_line(argv: list[str], env: dict[str, str]) -> str:
     return " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()] + [shlex.quote(a) for a in argv])
 
 
-def sglang_importable() -> bool:
-    """Whether this interpreter can import SGLang (checked without importing it: that takes seconds)."""
-    return importlib.util.find_spec("sglang") is not None
+def sglang_importable(python: str | None = None) -> bool:
+    """Whether ``python`` (None: this interpreter) can import SGLang and this plugin, checked without
+    importing SGLang (that takes seconds)."""
+    if python is None:
+        return importlib.util.find_spec("sglang") is not None
+    probe = ("import importlib.util as u, sys; "
+             f"sys.exit(0 if u.find_spec('sglang') and u.find_spec({PACKAGE!r}) else 1)")
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False

@@ -58,20 +58,41 @@ def test_serve_print_command_maps_every_flag(tmp_path, capsys):
 
 
 def test_without_sglang_one_line_says_how_to_install(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(launch, "sglang_importable", lambda: False)
+    monkeypatch.setattr(launch, "sglang_importable", lambda python: False)
     code, out, err = run_cli(capsys, "serve", "--engine", "sglang", "--model", str(checkpoint(tmp_path)))
     assert code == 2
-    assert err == "error: SGLang is not installed in this environment: pip install 'loopcoder[sglang]' (docs/sglang.md)\n"
+    assert err == (f"error: SGLang is not installed for {sys.executable}: pip install 'loopcoder[sglang]', or pass "
+                   "--sglang-python with the interpreter of an SGLang 0.5.23 environment (docs/sglang.md)\n")
 
 
 def test_sglang_is_not_importable_on_this_machine():
-    """The check itself, unpatched: SGLang is not installed where these tests run."""
+    """The check itself, unpatched: SGLang is not installed where these tests run, in this interpreter or
+    (through a subprocess probe) another one."""
     assert launch.sglang_importable() is False
+    assert launch.sglang_importable(sys.executable) is False
+    assert launch.sglang_importable("/nonexistent/python") is False
+
+
+def test_sglang_python_is_probed_and_used(tmp_path, capsys, monkeypatch):
+    """An interpreter whose environment has an importable ``sglang`` and the plugin passes the probe."""
+    fake = tmp_path / "site"
+    (fake / "sglang").mkdir(parents=True)
+    (fake / "sglang" / "__init__.py").write_text("")
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={fake} exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    assert launch.sglang_importable(str(wrapper)) is True
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv)))
+    code, _, err = run_cli(capsys, "serve", "--engine", "sglang", "--model", str(checkpoint(tmp_path)),
+                           "--sglang-python", str(wrapper))
+    assert code == 0, err
+    assert calls[0][0] == str(wrapper) and calls[0][1][:3] == [str(wrapper), "-m", "sglang.launch_server"]
 
 
 def test_serve_execs_the_server_with_the_plugin_environment(tmp_path, capsys, monkeypatch):
     calls = []
-    monkeypatch.setattr(launch, "sglang_importable", lambda: True)
+    monkeypatch.setattr(launch, "sglang_importable", lambda python: True)
     monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
     model = checkpoint(tmp_path)
     code, _, err = run_cli(capsys, "serve", "--engine", "sglang", "--model", str(model))
