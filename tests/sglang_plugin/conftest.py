@@ -8,6 +8,7 @@ threads; the stand-in collectives meet at a barrier).
 """
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 from pathlib import Path
@@ -18,22 +19,25 @@ import torch
 STANDIN = Path(__file__).parent / "standin"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def plugin():
-    """The plugin's model module, imported against the stand-in (removed from sys.modules afterwards)."""
+    """The plugin's model module, imported against the stand-in; afterwards the stand-in leaves sys.path
+    and sys.modules, so other modules see this machine as it is (no SGLang)."""
     sys.path.insert(0, str(STANDIN))
     try:
         import sglang  # noqa: F401
 
         assert Path(sglang.__file__).is_relative_to(STANDIN), "a real SGLang is installed; these tests use the stand-in"
-        from loopcoder.model_server.sglang_plugin import model
-
-        yield model
+        yield importlib.import_module("loopcoder.model_server.sglang_plugin.model")
     finally:
         sys.path.remove(str(STANDIN))
         for name in [n for n in sys.modules if n == "sglang" or n.startswith("sglang.")]:
             del sys.modules[name]
+        # the next import binds to freshly imported stand-in modules, not to this module's
         sys.modules.pop("loopcoder.model_server.sglang_plugin.model", None)
+        package = sys.modules.get("loopcoder.model_server.sglang_plugin")
+        if package is not None and hasattr(package, "model"):
+            delattr(package, "model")
 
 
 class Scheduler:
