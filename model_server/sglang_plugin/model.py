@@ -380,7 +380,10 @@ class IQuestLoopSGLangModel(nn.Module):
 
 def _normalise_config(config) -> None:
     """Fill what this project's config classes derive but a checkpoint's own (remote-code) config class,
-    written for older transformers, may lack: head_dim, and RoPE as ``rope_parameters``."""
+    written for older transformers, may lack: head_dim, attention_bias, and RoPE as ``rope_parameters``."""
+    for name, default in (("attention_bias", False), ("hidden_act", "silu"), ("tie_word_embeddings", False)):
+        if getattr(config, name, None) is None:
+            setattr(config, name, default)
     if getattr(config, "head_dim", None) is None:
         config.head_dim = config.hidden_size // config.num_attention_heads
     if not getattr(config, "rope_parameters", None):

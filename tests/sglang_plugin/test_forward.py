@@ -141,11 +141,11 @@ def test_the_rings_live_in_request_slots_with_a_padding_row(plugin):
 
 def test_a_checkpoints_own_config_class_without_rope_parameters_serves_the_same(plugin):
     """SGLang hands the model the checkpoint's remote-code config (written for transformers 4.x): no
-    rope_parameters, no head_dim; the plugin derives them and computes the same logits."""
+    rope_parameters, no head_dim, no attention_bias; the plugin derives them and computes the same logits."""
     from types import SimpleNamespace
 
     model = hf_model("plt-hidden-gate")
-    fields = {k: v for k, v in model.config.to_dict().items() if k not in ("rope_parameters", "head_dim")}
+    fields = {k: v for k, v in model.config.to_dict().items() if k not in ("rope_parameters", "head_dim", "attention_bias")}
     remote = SimpleNamespace(**fields, rope_theta=model.config.rope_parameters["rope_theta"], rope_scaling=None)
     sched = Scheduler(plugin, entry_class(plugin, "plt-hidden-gate"), remote, model.state_dict(), dtype=torch.float64)
     tokens = list(range(5, 17))
