@@ -282,3 +282,16 @@ def test_unsupported_shapes_are_refused_with_a_message():
     with pytest.raises(ValueError, match="multiple of KV heads"):
         K.gswa_prefill_reference(torch.randn(3, 3, 16), torch.randn(3, 2, 16), torch.randn(3, 2, 16), cu([3]),
                                  cu([3]), 3, 3)
+
+
+@needs_interp
+@pytest.mark.parametrize("r", [1, 2])
+def test_decode_kernel_reads_sglangs_pool_as_pages_of_one_token(r):
+    """The SGLang plugin's layout (docs/sglang.md): the token pool viewed as [tokens, 1, G, D] and each
+    request's req_to_token row (scattered token ids, wider than the sequence) as its block table."""
+    x = make_decode_inputs(torch.float32, r, [1, 4, 37], paged=True, page=1, seed=7 + r)
+    assert x["k_cache"].shape[1] == 1
+    x["block_table"] = torch.cat([x["block_table"], torch.zeros(3, 20, dtype=torch.int32)], dim=1)  # max_ctx wide
+    out = K.gswa_decode_triton(**x, num_splits=2)
+    ref = K.gswa_decode_reference(**x)
+    assert rel_err(out, ref) < TOL[torch.float32]
