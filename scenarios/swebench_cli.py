@@ -142,6 +142,8 @@ from loopcoder.scenarios.agent_cli import (  # noqa: E402 -- the agent's own opt
     BUDGET_WALL_OPT, CHECKPOINT_OPT, MODE_OPT, MODEL_OPT, MODEL_URL_OPT, THINKING_OPT,
 )
 
+from loopcoder.scenarios.swebench.rundir import RunDir  # noqa: E402
+
 RUNS_DIR = Path("swebench_runs")
 RUN_STATE_STYLE = {"done": "green", "failed": "red", "interrupted": "yellow"}
 
@@ -230,7 +232,7 @@ def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: 
     from loopcoder.scenarios.swebench.episode import RunSpec
     from loopcoder.scenarios.swebench.errors import DatasetError
     from loopcoder.scenarios.swebench.report import write_report
-    from loopcoder.scenarios.swebench.rundir import RunDir, now
+    from loopcoder.scenarios.swebench.rundir import now
     from loopcoder.scenarios.swebench.runner import RunDisplay, run_batch
 
     if executor not in ("local", "ray"):
@@ -351,3 +353,51 @@ def report_command(
         raise DatasetError(f"run folder not found: {run_dir}")
     path = write_report(run_dir, run_id)
     out.print(f"report: {path}")
+
+
+DEMO_INSTANCE = "r1chardj0n3s__parse-162"
+
+
+@swebench_app.command("demo")
+def demo_command(
+    instance: str = typer.Option(DEMO_INSTANCE, "--instance", "-i", help="A bundled mini instance."),
+    model_url: Optional[str] = MODEL_URL_OPT,
+    model: Optional[str] = MODEL_OPT,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="New run folder (default .cache/swebench-demo/<time>)."),
+    overrides: list[str] = AGENT_SET_OPT,
+) -> None:
+    """One bundled SWE-bench instance end to end (run, eval, HTML report); the embedded tiny model by default."""
+    from loopcoder.scenarios.agent_cli import agent_config_from_options
+    from loopcoder.scenarios.swebench.report import latest_eval
+
+    # A random tiny model writes noise: short answers and few steps keep the demo to a few minutes on a CPU.
+    cfg = agent_config_from_options(None, overrides, model_url=model_url, model=model,
+                                    defaults=("model.max_tokens=128", "budgets.steps=12"))
+    embedded = not cfg.model.url
+    run_id = "demo-" + time.strftime("%Y%m%d-%H%M%S")
+    out_dir = output or Path(".cache/swebench-demo") / run_id
+    code = run_swebench(dataset="mini", split="test", instance_ids=[instance], pattern=None, workers=1, resume=False,
+                        output=out_dir, run_id=run_id, executor="local", ray_address=None, images=None,
+                        repos_dir=None, evaluate=True, agent_cfg=cfg, checkpoint=None, swebench_config=None,
+                        swebench_set=[], summary_title="demo run")
+    if code:
+        raise typer.Exit(code)
+    evaluation = latest_eval(out_dir, run_id) or {}
+    verdict = next((r for r in evaluation.get("instances", []) if r["instance_id"] == instance), None)
+    if verdict is None:
+        status = next((s for s in RunDir(out_dir).statuses() if s.instance_id == instance), None)
+        why = f"{status.state}: {status.reason} {status.detail}".strip() if status else "it did not run"
+        out.print(f"RESULT: {instance} was NOT resolved: the agent produced no prediction ({why}).", highlight=False)
+    elif verdict["status"] == "resolved":
+        out.print(f"RESULT: {instance} was RESOLVED: the model's patch makes the failing tests pass and keeps the "
+                  f"passing ones passing (log parser and JUnit XML agree).", highlight=False)
+    else:
+        why = verdict["status"] + (f" ({verdict['infra_reason']})" if verdict.get("infra_reason") else "")
+        detail = f": {verdict['detail']}" if verdict.get("detail") else ""
+        out.print(f"RESULT: {instance} was NOT resolved - {why}{detail}.", highlight=False)
+    if embedded:
+        out.print("The embedded model is a tiny checkpoint with RANDOM weights: it cannot fix bugs, so this result is "
+                  "expected. The demo shows the machinery end to end (isolated checkout, environment image, agent in "
+                  "a sandbox, patch, grading, report); give --model-url of a real coder model for real results.",
+                  highlight=False)
+    out.print(f"open {out_dir / 'report.html'} in a browser for the trajectory", highlight=False)
