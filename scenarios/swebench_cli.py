@@ -15,8 +15,9 @@ from rich.table import Table
 swebench_app = typer.Typer(help="SWE-bench: run the agent on instances, grade predictions, reports (offline with the "
                            "bundled mini dataset).",
                            no_args_is_help=True)
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: long lines stay whole in logs and pipes (rich would cut them at 80 columns there)
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 DATASET_OPT = typer.Option("mini", "--dataset", "-d", help="mini (bundled), a .json/.jsonl/.parquet file, or a Hub name.")
 SPLIT_OPT = typer.Option("test", "--split", help="Split of a Hub dataset.")
@@ -227,7 +228,7 @@ def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: 
     Returns the exit status (0, or 130 after Ctrl-C)."""
     from loopcoder.agent import ModelClient
     from loopcoder.runtime.config import load_runtime_config
-    from loopcoder.scenarios.agent_cli import start_embedded_server
+    from loopcoder.scenarios.agent_cli import printable, start_embedded_server
     from loopcoder.scenarios.swebench.config import load_swebench_config
     from loopcoder.scenarios.swebench.episode import RunSpec
     from loopcoder.scenarios.swebench.errors import DatasetError
@@ -283,8 +284,8 @@ def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: 
         already = len([i for i in insts if i["instance_id"] in rd.predictions()])
         console.print(f"run {meta['run_id']}: {len(insts)} instance(s)"
                       + (f", {already} already done" if already else "")
-                      + f", model {model_name} at {agent_cfg.model.url}, {workers} worker(s), executor {executor}; "
-                      f"folder {out_dir}", highlight=False)
+                      + f", model {printable(model_name)} at {printable(agent_cfg.model.url)}, {workers} worker(s), "
+                      f"executor {executor}; folder {printable(str(out_dir))}", highlight=False)
         if executor == "ray":
             from loopcoder.scenarios.swebench.executors import RayExecutor
 
@@ -304,7 +305,7 @@ def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: 
     out.print(f"{summary_title or 'run'} {run_id}: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
               + (" (failed: " + ", ".join(f"{k} {v}" for k, v in sorted(failures.items())) + ")" if failures else "")
               + f"; predictions {len([i for i in insts if i['instance_id'] in preds])}/{len(insts)} in {rd.preds_path}",
-              highlight=False)
+              markup=False, highlight=False)
     report_run_id = None
     if evaluate and not summary.interrupted:
         evaluated = [i for i in insts if i["instance_id"] in preds]
@@ -312,14 +313,15 @@ def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: 
             _evaluate_run(evaluated, preds, cfg, runtime_cfg, out_dir, run_id, repos_dir)
             report_run_id = run_id
         else:
-            out.print("nothing to grade: no instance has a prediction")
+            out.print("nothing to grade: no instance has a prediction", markup=False, highlight=False)
     report = write_report(out_dir, report_run_id)
-    out.print(f"report: {report}")
+    out.print(f"report: {report}", markup=False, highlight=False)
     return 130 if summary.interrupted else 0
 
 
 def _evaluate_run(insts: list[dict], preds: dict, cfg, runtime_cfg, out_dir: Path, run_id: str,
                   repos_dir: Optional[Path]):
+    from loopcoder.scenarios.agent_cli import printable
     from loopcoder.runtime.engine import connect_docker
     from loopcoder.scenarios.swebench.batch import evaluate_batch
     from loopcoder.scenarios.swebench.evaluation import EvalContext
@@ -331,12 +333,13 @@ def _evaluate_run(insts: list[dict], preds: dict, cfg, runtime_cfg, out_dir: Pat
         nonlocal n
         n += 1
         why = f" ({r.infra_reason})" if r.infra_reason else ""
-        console.print(f"[{n}/{len(insts)}] eval {r.instance_id}: [{STYLE[r.status]}]{r.status}[/]{why}", highlight=False)
+        console.print(f"[{n}/{len(insts)}] eval {printable(r.instance_id)}: [{STYLE[r.status]}]{r.status}[/]{why}", highlight=False)
 
     with console.status(f"grading {len(insts)} prediction(s)"):
         report = evaluate_batch(insts, preds, ctx, on_result=on_result)
     out.print(f"eval {run_id}: resolved {report.counts['resolved']}/{len(report.results)} ("
-              + ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) + f"); {report.report}", highlight=False)
+              + ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) + f"); {report.report}",
+              markup=False, highlight=False)
     return report
 
 
@@ -352,7 +355,7 @@ def report_command(
     if not run_dir.is_dir():
         raise DatasetError(f"run folder not found: {run_dir}")
     path = write_report(run_dir, run_id)
-    out.print(f"report: {path}")
+    out.print(f"report: {path}", markup=False, highlight=False)
 
 
 DEMO_INSTANCE = "r1chardj0n3s__parse-162"
@@ -387,17 +390,18 @@ def demo_command(
     if verdict is None:
         status = next((s for s in RunDir(out_dir).statuses() if s.instance_id == instance), None)
         why = f"{status.state}: {status.reason} {status.detail}".strip() if status else "it did not run"
-        out.print(f"RESULT: {instance} was NOT resolved: the agent produced no prediction ({why}).", highlight=False)
+        out.print(f"RESULT: {instance} was NOT resolved: the agent produced no prediction ({why}).",
+                  markup=False, highlight=False)
     elif verdict["status"] == "resolved":
         out.print(f"RESULT: {instance} was RESOLVED: the model's patch makes the failing tests pass and keeps the "
-                  f"passing ones passing (log parser and JUnit XML agree).", highlight=False)
+                  f"passing ones passing (log parser and JUnit XML agree).", markup=False, highlight=False)
     else:
         why = verdict["status"] + (f" ({verdict['infra_reason']})" if verdict.get("infra_reason") else "")
         detail = f": {verdict['detail']}" if verdict.get("detail") else ""
-        out.print(f"RESULT: {instance} was NOT resolved - {why}{detail}.", highlight=False)
+        out.print(f"RESULT: {instance} was NOT resolved - {why}{detail}.", markup=False, highlight=False)
     if embedded:
         out.print("The embedded model is a tiny checkpoint with RANDOM weights: it cannot fix bugs, so this result is "
                   "expected. The demo shows the machinery end to end (isolated checkout, environment image, agent in "
                   "a sandbox, patch, grading, report); give --model-url of a real coder model for real results.",
-                  highlight=False)
-    out.print(f"open {out_dir / 'report.html'} in a browser for the trajectory", highlight=False)
+                  markup=False, highlight=False)
+    out.print(f"open {out_dir / 'report.html'} in a browser for the trajectory", markup=False, highlight=False)

@@ -71,6 +71,7 @@ class InstanceOutcome(BaseModel):
     patch_files: list[str] = []
     patch_error: Optional[str] = None
     host: str = ""
+    started: bool = True  # False: cancelled before it started (not an attempt)
     # Filled only by workers that cannot write into the run folder (Ray): name -> text of INSTANCE_FILES.
     files: dict[str, str] = {}
 

@@ -52,7 +52,7 @@ class LocalExecutor:
         iid = inst["instance_id"]
         if self.cancelled.is_set():
             self.items.put(("outcome", InstanceOutcome(instance_id=iid, state="interrupted", reason="interrupted",
-                                                       detail="cancelled before it started")))
+                                                       detail="cancelled before it started", started=False)))
             return
         outcome = self.worker.run(inst, self.instance_dir(iid), lambda e: self.items.put(("event", iid, e)),
                                   self.cancelled.is_set)
@@ -154,7 +154,7 @@ class RayExecutor:
 
     def cancel(self) -> None:
         self.unstarted += [InstanceOutcome(instance_id=inst["instance_id"], state="interrupted", reason="interrupted",
-                                           detail="cancelled before it started") for inst in self.waiting]
+                                           detail="cancelled before it started", started=False) for inst in self.waiting]
         self.waiting = []
         for ref in list(self.refs):
             try:

@@ -9,7 +9,6 @@ prediction.
 """
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,8 +59,8 @@ def run_batch(instances: list[dict], model_name_or_path: str, run_dir: RunDir, e
         if item[0] == "event":
             _, iid, event = item
             status = statuses.get(iid)
-            if status is None:
-                return
+            if status is None or status.state not in ("pending", "running"):
+                return  # Ray may deliver a task's last events after its result
             if status.state == "pending":
                 status.state, status.attempt, status.started_at = "running", status.attempt + 1, now()
                 status.finished_at, status.reason, status.detail = None, "", ""
@@ -111,7 +110,7 @@ def _finish(run_dir: RunDir, status: InstanceStatus, outcome: InstanceOutcome, m
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in outcome.files.items():  # from a remote worker
         (folder / name).write_text(text)
-    if status.started_at is None:
+    if status.started_at is None and outcome.started:  # its start event never came (Ray delivers them late)
         status.attempt += 1
         status.started_at = now()
     status.state, status.reason, status.detail = outcome.state, outcome.reason, outcome.detail
@@ -134,7 +133,7 @@ class RunDisplay:
     finished instance; on a pipe or in a log only those lines."""
 
     def __init__(self, total: int, already: int, console: Optional[Console] = None, quiet: bool = False) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.quiet = quiet
         self.total, self.already = total, already
         self.live_mode = not quiet and self.console.is_terminal
@@ -232,7 +231,3 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def plain_console() -> bool:
-    return not sys.stderr.isatty()

@@ -57,26 +57,30 @@ def first_test_file(inst: dict) -> str:
     return tests[0].split("::")[0]
 
 
-def gold_script(inst: dict) -> dict[str, list[dict]]:
-    """Planner: look at the file, write a plan. Executor: the gold patch hunk by hunk, a test run, done, submit."""
+def gold_script(inst: dict, probe: Optional[str] = None) -> dict[str, list[dict]]:
+    """Planner: look at the file, write a plan. Executor: (``probe`` in the shell,) the gold patch hunk by hunk,
+    a test run, plan step done, submit."""
     edits = hunks(inst["patch"])
     files = sorted({p for p, _, _ in edits})
     plan = {"steps": [{"goal": "apply the fix", "files": files, "verify": f"run_tests {first_test_file(inst)}"}]}
     planner = [call("view", {"path": files[0]}, content=f"Reading the code first. {HOSTILE}",
                     reasoning=f"The issue is in {files[0]}. {HOSTILE}"),
                call("write_plan", plan)]
-    executor = [call("str_replace", {"path": p, "old_str": o, "new_str": n}) for p, o, n in edits]
+    executor = [call("shell", {"command": probe})] if probe else []
+    executor += [call("str_replace", {"path": p, "old_str": o, "new_str": n}) for p, o, n in edits]
     executor += [call("run_tests", {"paths": [first_test_file(inst)]}),
                  call("update_plan", {"step": 1, "status": "done", "note": "tests pass"}),
                  call("submit", {"summary": f"fixed {inst['instance_id']} {HOSTILE}"})]
-    return {"planner": planner, "executor": executor, "single": executor[:-2] + executor[-1:]}
+    return {"planner": planner, "executor": executor, "single": [c for c in executor if c["tool_calls"][0]["name"]
+                                                                 != "update_plan"]}
 
 
-def submit_script(summary: str = "nothing to change") -> dict[str, list[dict]]:
-    """A model that plans nothing and submits at once (an empty patch)."""
+def submit_script(summary: str = "nothing to change", looks: int = 0) -> dict[str, list[dict]]:
+    """A model that looks around ``looks`` times in each phase, changes nothing and submits (an empty patch)."""
     plan = {"steps": [{"goal": "nothing", "files": [], "verify": "none"}]}
-    return {"planner": [call("write_plan", plan)], "executor": [call("submit", {"summary": summary})],
-            "single": [call("submit", {"summary": summary})]}
+    look = [call("view", {"path": "."}) for _ in range(looks)]
+    return {"planner": look + [call("write_plan", plan)], "executor": look + [call("submit", {"summary": summary})],
+            "single": look + [call("submit", {"summary": summary})]}
 
 
 class InstanceModel:
