@@ -12,6 +12,7 @@ environment image with no network.
 """
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 import time
@@ -71,6 +72,7 @@ class InstanceOutcome(BaseModel):
     patch_files: list[str] = []
     patch_error: Optional[str] = None
     host: str = ""
+    pid: int = 0  # the process that ran it (a Ray worker's, or the batch's own)
     started: bool = True  # False: cancelled before it started (not an attempt)
     # Filled only by workers that cannot write into the run folder (Ray): name -> text of INSTANCE_FILES.
     files: dict[str, str] = {}
@@ -114,7 +116,8 @@ class InstanceWorker:
         for name in INSTANCE_FILES:  # a previous attempt's files (--resume); the trajectory is append-only
             (out_dir / name).unlink(missing_ok=True)
         out_dir.mkdir(parents=True, exist_ok=True)
-        outcome = InstanceOutcome(instance_id=iid, state="failed", reason="harness_error", host=socket.gethostname())
+        outcome = InstanceOutcome(instance_id=iid, state="failed", reason="harness_error", host=socket.gethostname(),
+                                  pid=os.getpid())
         emit = on_event or (lambda event: None)
         with (out_dir / "run.log").open("a") as log_file:
             def log(line: str) -> None:

@@ -65,6 +65,7 @@ class InstanceStatus(BaseModel):
     patch_files: list[str] = []
     patch_error: Optional[str] = None
     host: str = ""
+    pid: int = 0
     prediction: bool = False  # its line is in preds.jsonl
 
 

@@ -120,7 +120,7 @@ def _finish(run_dir: RunDir, status: InstanceStatus, outcome: InstanceOutcome, m
     status.seconds, status.steps = outcome.seconds, outcome.steps
     status.tokens_in, status.tokens_out, status.cost_usd = outcome.tokens_in, outcome.tokens_out, outcome.cost_usd
     status.image, status.patch_files, status.patch_error = outcome.image, outcome.patch_files, outcome.patch_error
-    status.host = outcome.host
+    status.host, status.pid = outcome.host, outcome.pid
     status.prediction = outcome.state == "done"
     run_dir.write_status(status)
     if outcome.state == "done":
