@@ -250,3 +250,62 @@ def test_ray_executor_gives_the_same_predictions_statuses_and_reports_as_the_loc
         assert a["resolved_ids"] == sorted(ids)  # every gold fix, applied by the agent's tools, resolves
         oa, ob = (json.loads((outs[e] / "scripted-swe.same.json").read_text()) for e in ("local", "ray"))
         assert oa == ob
+
+
+def _official_like_image(client, env_tag: str, testbed: Path, name: str) -> None:
+    """An image in the published layout: the environment plus a built repository (with its .git) at /testbed."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(testbed, arcname="testbed", filter=lambda ti: (setattr(ti, "uid", 0), setattr(ti, "gid", 0), ti)[-1])
+    container = client.containers.create(env_tag, command="true")
+    try:
+        container.put_archive("/", buf.getvalue())
+        repo, tag = name.rsplit(":", 1)
+        container.commit(repository=repo, tag=tag)
+    finally:
+        container.remove(force=True)
+
+
+def test_official_images_mode_brings_the_built_repository_but_not_its_history_or_artefacts(
+        tmp_path, mini, base_image, docker_client, capsys):
+    from loopcoder.scenarios.swebench.config import load_swebench_config
+    from loopcoder.scenarios.swebench.environment import resolve_environment
+    from loopcoder.scenarios.swebench.images import ImageCache
+    from loopcoder.runtime.config import load_runtime_config
+
+    from run_support import git
+
+    inst = mini["r1chardj0n3s__parse-162"]
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    fix = leaky_repo(inst, upstream)
+    testbed = tmp_path / "testbed"  # a published image's /testbed: a full clone (the future in .git) + a build
+    git(tmp_path, "clone", "-q", str(upstream / f"{repo_key(inst['repo'])}.git"), str(testbed))
+    git(testbed, "checkout", "-q", inst["base_commit"])
+    (testbed / "built_extension.txt").write_text("compiled at image build time\n")
+    env = resolve_environment(inst, load_swebench_config())
+    env_tag = ImageCache(docker_client, load_runtime_config().images, "build").get(env).tag
+    _official_like_image(docker_client, env_tag, testbed, env.official_image)
+    probe = PROBE.format(fix=fix) + "; cat built_extension.txt"
+    out = tmp_path / "run"
+    try:
+        with InstanceModel([inst], {inst["instance_id"]: gold_script(inst, probe=probe)}) as model:
+            code, stdout, err = run_cli(capsys, "swebench", "run", "-i", inst["instance_id"], "--model-url", model.url,
+                                        "--images", "official", "-o", str(out), "--eval", *FAST)
+        assert code == 0, err
+        (pred,) = pred_lines(out)
+        assert model_patch_lines(pred["model_patch"]) == model_patch_lines(inst["patch"])
+        assert "built_extension.txt" not in pred["model_patch"]  # the image's build stays out of the patch
+        events = read_trajectory(out / "instances" / inst["instance_id"] / "trajectory.jsonl")
+        seen = next(e for e in events if e.type == "tool_result" and e.name == "shell").output
+        assert "compiled at image build time" in seen  # the agent works in the built repository
+        assert fix not in seen and "v-fixed" not in seen and "no-such-object" in seen  # but not its history
+        assert loopcoder_eval_report(out)["resolved_ids"] == [inst["instance_id"]]
+    finally:
+        for r in loopcoder_eval_report(out)["instances"] if (out / "preds.jsonl").exists() else []:
+            if r.get("image"):
+                docker_client.images.remove(r["image"], force=True)
+        docker_client.images.remove(env.official_image, force=True)
