@@ -274,18 +274,11 @@ def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: 
             agent_cfg.model.url = server.url + "/v1"
         model_name = ModelClient(agent_cfg.model).name  # asks /v1/models once; an unreachable server: one line
         agent_cfg.model.name = model_name
-        meta = rd.start({"run_id": run_id, "dataset": str(dataset), "split": split, "created": now(),
-                         "model_name_or_path": model_name, "model_url": agent_cfg.model.url,
-                         "executor": executor, "ray_address": ray_address, "workers": workers, "images": cfg.images,
-                         "instances": [i["instance_id"] for i in insts]}, resume)
+        rd.check_start(model_name, resume)
         spec = RunSpec(run_id=run_id, model_name_or_path=model_name, agent=agent_cfg.model_dump(mode="json"),
                        swebench=cfg.model_dump(mode="json"), runtime=runtime_cfg.model_dump(mode="json"),
                        repos_dir=str(repos_dir) if repos_dir else None)
-        already = len([i for i in insts if i["instance_id"] in rd.predictions()])
-        console.print(f"run {meta['run_id']}: {len(insts)} instance(s)"
-                      + (f", {already} already done" if already else "")
-                      + f", model {printable(model_name)} at {printable(agent_cfg.model.url)}, {workers} worker(s), "
-                      f"executor {executor}; folder {printable(str(out_dir))}", highlight=False)
+        # The executor first (Docker, Ray): if it cannot start, no run folder is left behind.
         if executor == "ray":
             from loopcoder.scenarios.swebench.executors import RayExecutor
 
@@ -295,6 +288,19 @@ def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: 
             from loopcoder.scenarios.swebench.executors import LocalExecutor
 
             runner = LocalExecutor(spec, workers, rd.instance_dir)
+        try:
+            meta = rd.start({"run_id": run_id, "dataset": str(dataset), "split": split, "created": now(),
+                             "model_name_or_path": model_name, "model_url": agent_cfg.model.url,
+                             "executor": executor, "ray_address": ray_address, "workers": workers,
+                             "images": cfg.images, "instances": [i["instance_id"] for i in insts]}, resume)
+        except BaseException:
+            runner.close()
+            raise
+        already = len([i for i in insts if i["instance_id"] in rd.predictions()])
+        console.print(f"run {meta['run_id']}: {len(insts)} instance(s)"
+                      + (f", {already} already done" if already else "")
+                      + f", model {printable(model_name)} at {printable(agent_cfg.model.url)}, {workers} worker(s), "
+                      f"executor {executor}; folder {printable(str(out_dir))}", highlight=False)
         summary = run_batch(insts, model_name, rd, runner, RunDisplay(len(insts), already, console))
     finally:
         if server is not None:

@@ -93,22 +93,28 @@ class RunDir:
 
     # -- run settings ----------------------------------------------------------------------------
 
-    def start(self, meta: dict, resume: bool) -> dict:
-        """Record a new run, or check that ``meta`` continues the recorded one (--resume); returns the record."""
+    def check_start(self, model_name_or_path: str, resume: bool) -> None:
+        """DatasetError when a run of ``model_name_or_path`` cannot start here (``resume``: continue one)."""
         if resume:
             if not self.run_file.is_file():
                 raise DatasetError(f"nothing to resume: {self.run_file} does not exist")
+            recorded = json.loads(self.run_file.read_text()).get("model_name_or_path")
+            if recorded != model_name_or_path:
+                raise DatasetError(f"{self.path} holds predictions of model {recorded!r}; this run's model is "
+                                   f"{model_name_or_path!r} (use a new --output)")
+        elif self.exists():
+            raise DatasetError(f"{self.path} already holds a run; pass --resume to continue it, or a new --output")
+
+    def start(self, meta: dict, resume: bool) -> dict:
+        """Record a new run, or check that ``meta`` continues the recorded one (--resume); returns the record."""
+        self.check_start(meta["model_name_or_path"], resume)
+        if resume:
             recorded = json.loads(self.run_file.read_text())
-            if recorded.get("model_name_or_path") != meta["model_name_or_path"]:
-                raise DatasetError(f"{self.path} holds predictions of model {recorded.get('model_name_or_path')!r}; "
-                                   f"this run's model is {meta['model_name_or_path']!r} (use a new --output)")
             selected = list(dict.fromkeys(recorded.get("instances", []) + meta["instances"]))
             recorded.update({k: v for k, v in meta.items() if k not in ("run_id", "created")})
             recorded["instances"] = selected
             recorded.setdefault("resumed", []).append(now())
             meta = recorded
-        elif self.exists():
-            raise DatasetError(f"{self.path} already holds a run; pass --resume to continue it, or a new --output")
         self.path.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.run_file, json.dumps(meta, indent=2) + "\n")
         return meta
