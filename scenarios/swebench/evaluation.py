@@ -239,7 +239,7 @@ def _prepare_checkout(inst: dict, env: InstanceEnv, ctx: EvalContext, ws_path: P
     log.write(f"{APPLY_PATCH_PASS} ({applied.method})")
 
     def before(path: str) -> str | None:
-        proc = _git(ws_path, "show", f"{inst['base_commit']}:{path}")
+        proc = _git(ws, "show", f"{inst['base_commit']}:{path}")
         return proc.stdout if proc.returncode == 0 else None
 
     def after(path: str) -> str | None:
@@ -255,9 +255,9 @@ def _prepare_checkout(inst: dict, env: InstanceEnv, ctx: EvalContext, ws_path: P
     if env.own_eval_script:
         return  # a new-style eval script resets the test files and applies the test patch itself
     if env.test_files:
-        reset = _git(ws_path, "checkout", inst["base_commit"], "--", *env.test_files)
+        reset = _git(ws, "checkout", inst["base_commit"], "--", *env.test_files)
         if reset.returncode != 0:
-            raise _Infra("tests_did_not_run", f"resetting the test files failed: {reset.stdout.strip()[:200]}")
+            raise _Infra("tests_did_not_run", f"resetting the test files failed: {reset.stderr.strip()[:200]}")
     test_applied = ws.apply_patch(env.test_patch, raise_on_failure=False)
     if not test_applied.ok:
         # Only the model's changes (to files the test patch creates) can break a dataset's own test patch.
@@ -430,8 +430,12 @@ def _neutralise(text: str) -> tuple[str, int]:
     return text, count
 
 
-def _git(path: Path, *args: str) -> subprocess.CompletedProcess:
-    from loopcoder.runtime.workspace import GIT_ENV
+def _git(ws, *args: str) -> subprocess.CompletedProcess:
+    """git on the workspace's host-private repository (never the tree's own .git), with a throwaway index."""
+    from loopcoder.runtime.hostgit import run_git
 
-    return subprocess.run(["git", *args], cwd=path, env=dict(os.environ, **GIT_ENV), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace")
+    with tempfile.TemporaryDirectory(prefix="loopcoder-eval-index-") as tmp:
+        proc = run_git(list(args), git_dir=ws.git_dir, work_tree=ws.path, check=False,
+                       env={"GIT_INDEX_FILE": str(Path(tmp) / "index")})
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"),
+                                       proc.stderr.decode("utf-8", "replace"))
