@@ -60,7 +60,7 @@ class InstanceResult(BaseModel):
     status: Status
     detail: str = ""
     infra_reason: str | None = None  # image_build_failed | repository_unavailable | patch_apply_failed | timeout
-    #                                  | sandbox_failed | tests_did_not_run | bad_instance
+    #                                  | sandbox_failed | tests_did_not_run | tests_did_not_finish | bad_instance
     swebench_resolved: bool | None = None  # log parser verdict (get_eval_report)
     junit_resolved: bool | None = None  # JUnit XML verdict
     flags: list[dict] = []
@@ -328,6 +328,10 @@ def _grade(inst: dict, pred: dict, env: InstanceEnv, output: str, nonce: str, xm
     test_output = log_dir / LOG_TEST_OUTPUT
     test_output.write_text(text)
     result.test_exit_code = _exit_code(output, nonce)
+    if result.test_exit_code is None:
+        # The test command started but the harness's own end line never came: something (the code under
+        # test, say) killed the eval script itself. Its log is cut short; no verdict is drawn from it.
+        raise _Infra("tests_did_not_finish", "the eval script was killed before its test command ended")
 
     spec = make_test_spec(env.swebench_instance(inst, host_applies))
     report = get_eval_report(spec, pred, str(test_output), include_tests_status=True)
