@@ -16,6 +16,7 @@ class _Section(BaseModel):
 class GitHubSettings(_Section):
     timeout_s: float = Field(30.0, gt=0)
     max_attempts: int = Field(4, ge=1)
+    backoff_initial_s: float = Field(1.0, ge=0)
     max_rate_limit_wait_s: float = Field(60.0, ge=0)
     per_page: int = Field(100, ge=1, le=100)
 

@@ -176,7 +176,7 @@ class GitHubClient:
                 resp = self._http.request(method, url, params=params, json=json)
             except httpx.TransportError as exc:
                 if attempts < self.settings.max_attempts:
-                    self._pause(min(2.0 ** attempts, 30.0), f"{type(exc).__name__} from {self.api_host}; retrying")
+                    self._pause(self._backoff(attempts), f"{type(exc).__name__} from {self.api_host}; retrying")
                     continue
                 raise GitHubError(f"cannot reach the GitHub API at {self.api_url} ({type(exc).__name__}: "
                                   f"{_clean(exc)}); check the URL or --api-url") from None
@@ -187,10 +187,11 @@ class GitHubClient:
                 rate_waits += 1
                 if wait <= self.settings.max_rate_limit_wait_s and rate_waits <= 5:
                     self._pause(wait, f"GitHub rate limit reached; waiting {wait:.0f} s")
+                    attempts -= 1  # a rate-limit wait is not a failed attempt
                     continue
                 raise RateLimitError(self._rate_limit_message(resp, wait), resp.status_code)
             if resp.status_code >= 500 and attempts < self.settings.max_attempts:
-                self._pause(min(2.0 ** attempts, 30.0), f"GitHub answered {resp.status_code}; retrying")
+                self._pause(self._backoff(attempts), f"GitHub answered {resp.status_code}; retrying")
                 continue
             raise self._error(resp, what)
 
@@ -268,6 +269,9 @@ class GitHubClient:
             kind = resp.headers.get("content-type", "no content type")
             raise GitHubError(f"{what}: {self.api_url} answered {resp.status_code} with {_clean(kind, 60)}, not "
                               "JSON; is the API URL right (Enterprise: https://HOST/api/v3)?") from None
+
+    def _backoff(self, attempts: int) -> float:
+        return min(self.settings.backoff_initial_s * 2.0 ** (attempts - 1), 30.0)
 
     def _pause(self, seconds: float, line: str) -> None:
         self.on_wait(line)

@@ -66,14 +66,15 @@ def parse_issue_url(text: str) -> IssueRef:
         port = parts.port  # raises ValueError for a port that is not a number
     except ValueError:
         raise IssueUrlError(f"{_shown(raw)!r} is not a valid URL; {EXPECTED}") from None
-    if "@" in parts.netloc:
-        # Never echo it: the user-info may be a token.
-        raise IssueUrlError("the URL holds credentials (user-info before '@'); remove them and set "
-                            f"GITHUB_TOKEN instead; {EXPECTED}")
     scheme = parts.scheme.lower()
+    has_userinfo = "@" in parts.netloc
+    shown = "the URL" if has_userinfo else repr(_shown(raw))  # user-info may be a token: never echo it
     if scheme not in ("http", "https"):
         what = f"uses the scheme {scheme!r}" if scheme and parts.netloc else "is not an http(s) URL"
-        raise IssueUrlError(f"{_shown(raw)!r} {what}; {EXPECTED}")
+        raise IssueUrlError(f"{shown} {what}; {EXPECTED}")
+    if has_userinfo:
+        raise IssueUrlError("the URL holds credentials (user-info before '@'); remove them and set "
+                            f"GITHUB_TOKEN instead; {EXPECTED}")
     host = (parts.hostname or "").lower()
     if not host:
         raise IssueUrlError(f"{_shown(raw)!r} has no host; {EXPECTED}")
