@@ -99,7 +99,8 @@ def detect_environment(repo: str | Path) -> EnvironmentPlan:
     plan = EnvironmentPlan(python=python, notes=list(spec.notes))
     if python is not None:
         plan.detected.append("Python: " + spec.summary().removeprefix("detected: "))
-        plan.test_command, plan.test_source = PYTEST, "pytest in the environment image (runs unittest tests too)"
+        plan.test_command = PYTEST
+        plan.test_source = "pytest is in the environment image; it runs unittest tests too"
     _tox(root, plan)
     _makefile(root, plan)
     _package_json(root, plan)

@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 from urllib.parse import urlsplit
 
 from loopcoder.scenarios.resolve.token import Token
+from loopcoder.scenarios.resolve.urls import host_of
 
 USERNAME = "x-access-token"  # what GitHub expects with an installation token; personal tokens accept any name
 
@@ -39,8 +40,12 @@ def origin_of(url: str) -> str:
 
 
 @contextmanager
-def git_credentials(token: Optional[Token], url: str) -> Iterator[dict[str, str]]:
-    """Environment that lets host git authenticate to ``url``'s host with ``token`` (empty without a token)."""
+def git_credentials(token: Optional[Token], url: str,
+                    allowed_hosts: Optional[set[str]] = None) -> Iterator[dict[str, str]]:
+    """Environment that lets host git authenticate to ``url``'s host with ``token`` (empty without a token, or
+    when ``allowed_hosts`` is given and ``url``'s host is not among them)."""
+    if allowed_hosts is not None and host_of(url) not in allowed_hosts:
+        token = None
     if token is None:
         yield {}
         return

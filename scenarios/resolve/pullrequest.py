@@ -76,9 +76,11 @@ def commit_patch(ws: GitWorkspace, patch: str, message: str, author: tuple[str, 
             raise PullRequestError(f"cannot commit the patch: {last_line(exc.stderr)}") from None
 
 
-def push(ws: GitWorkspace, url: str, sha: str, branch: str, token: Optional[Token], timeout: float) -> PushOutcome:
-    """``git push URL SHA:refs/heads/BRANCH`` from the private repository, credentials through GIT_ASKPASS."""
-    with git_credentials(token, url) as env:
+def push(ws: GitWorkspace, url: str, sha: str, branch: str, token: Optional[Token], timeout: float,
+         allowed_hosts: Optional[set[str]] = None) -> PushOutcome:
+    """``git push URL SHA:refs/heads/BRANCH`` from the private repository, credentials through GIT_ASKPASS
+    (only to ``allowed_hosts`` when given)."""
+    with git_credentials(token, url, allowed_hosts) as env:
         proc = run_git(["push", "--no-verify", "--quiet", url, f"{sha}:refs/heads/{branch}"], git_dir=ws.git_dir,
                        env=env, check=False, timeout=timeout)
     if proc.returncode == 0:
@@ -100,8 +102,12 @@ def scrub(text: str, token: Optional[Token], *urls: str) -> str:
 
 def open_pull_request(gh: GitHubClient, ws: GitWorkspace, repo: Repository, issue: Issue, ref, patch: str,
                       body: str, token: Token, settings: PullRequestSettings, git_url: Optional[str],
-                      say: Callable[[str], None] = lambda line: None) -> OpenedPullRequest:
-    """Commit, push (repository, else fork), open the draft pull request; PullRequestError with one line."""
+                      say: Callable[[str], None] = lambda line: None,
+                      allowed_hosts: Optional[set[str]] = None) -> OpenedPullRequest:
+    """Commit, push (repository, else fork), open the draft pull request; PullRequestError with one line.
+
+    ``allowed_hosts``: git hosts the token may be given to (the issue's, the API's, --git-url's).
+    """
     try:
         user = gh.user()
     except GitHubError as exc:
@@ -112,7 +118,7 @@ def open_pull_request(gh: GitHubClient, ws: GitWorkspace, repo: Repository, issu
     branch = f"{settings.branch_prefix}{issue.number}-{sha[:8]}"
     upstream_url = _clone_url(repo, git_url)
     say(f"pushing {branch} to {repo.full_name}")
-    first = push(ws, upstream_url, sha, branch, token, settings.push_timeout_s)
+    first = push(ws, upstream_url, sha, branch, token, settings.push_timeout_s, allowed_hosts)
     head_repo, fork_created = repo, False
     if not first.ok:
         if first.kind == "auth":
@@ -125,7 +131,8 @@ def open_pull_request(gh: GitHubClient, ws: GitWorkspace, repo: Repository, issu
                                    "repository, so there is no fork to fall back to")
         say(f"{repo.full_name} refused the push ({first.message}); trying your fork")
         head_repo, fork_created = _fork(gh, repo, user, first)
-        second = _push_to_fork(ws, head_repo, git_url, sha, branch, token, settings, fork_created, say)
+        second = _push_to_fork(ws, head_repo, git_url, sha, branch, token, settings, fork_created, say,
+                               allowed_hosts)
         if not second.ok:
             raise PullRequestError(f"{repo.full_name} refused the push ({first.message}) and so did your fork "
                                    f"{head_repo.full_name} ({second.message})")
@@ -162,13 +169,14 @@ def _fork(gh: GitHubClient, repo: Repository, user: User, first: PushOutcome) ->
                                f"used: {exc}") from None
 
 
-def _push_to_fork(ws, fork: Repository, git_url, sha, branch, token, settings, created, say) -> PushOutcome:
+def _push_to_fork(ws, fork: Repository, git_url, sha, branch, token, settings, created, say,
+                  allowed_hosts) -> PushOutcome:
     """Push to the fork; a fork just created may not take pushes yet (404), so that is retried for a while."""
     deadline = time.monotonic() + (settings.fork_wait_s if created else 0)
     delay = 1.0
     while True:
         say(f"pushing {branch} to {fork.full_name}")
-        outcome = push(ws, _clone_url(fork, git_url), sha, branch, token, settings.push_timeout_s)
+        outcome = push(ws, _clone_url(fork, git_url), sha, branch, token, settings.push_timeout_s, allowed_hosts)
         if outcome.ok or outcome.kind != "missing" or time.monotonic() + delay > deadline:
             return outcome
         time.sleep(delay)

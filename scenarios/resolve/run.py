@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from loopcoder.configs import ConfigError
 from loopcoder.runtime.errors import WorkspaceError
+from loopcoder.runtime.hostgit import run_git, strip_credentials
 from loopcoder.runtime.workspace import GitWorkspace
 from loopcoder.scenarios.resolve.config import ResolveConfig
 from loopcoder.scenarios.resolve.errors import ResolveError
@@ -26,7 +27,7 @@ from loopcoder.scenarios.resolve.github import GitHubClient, Issue, Repository
 from loopcoder.scenarios.resolve.gitauth import git_credentials
 from loopcoder.scenarios.resolve.report import TestRun, clean, diffstat, summary_markdown
 from loopcoder.scenarios.resolve.token import Token, find_token, token_hint
-from loopcoder.scenarios.resolve.urls import IssueRef, base_url, parse_issue_url
+from loopcoder.scenarios.resolve.urls import IssueRef, base_url, host_of, parse_issue_url
 
 _PYTEST_SUMMARY = re.compile(r"^=*\s*((?:\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|warnings?|deselected)"
                              r"(?:, )?)+)(?: in [\d.]+s.*)?=*\s*$", re.M)
@@ -106,24 +107,42 @@ def task_text(ref: IssueRef, issue: Issue, max_chars: int) -> str:
 
 
 def clone(ref: IssueRef, repo: Repository, token: Optional[Token], out_dir: Path, repo_dir: Optional[Path],
-          git_url: Optional[str]) -> tuple[GitWorkspace, str]:
+          git_url: Optional[str], allowed_hosts: set[str],
+          say: Callable[[str], None] = lambda line: None) -> tuple[GitWorkspace, str]:
     """The episode's workspace: a clone of ``repo_dir`` or of the repository; (workspace, where it came from)."""
     dest = out_dir / "workspace"
     if repo_dir is not None:
         GitWorkspace(repo_dir)  # a git working tree, or a one-line error
+        origin = _origin_of(Path(repo_dir))
+        if origin and not re.search(rf"[/:]{re.escape(ref.full_name)}(\.git)?/?$", origin, re.I):
+            say(f"warning: --repo-dir's origin is {strip_credentials(origin)}, not {ref.full_name}")
         return GitWorkspace.clone(repo_dir, dest), str(Path(repo_dir).resolve())
     url = f"{git_url}/{repo.full_name}.git" if git_url else repo.clone_url
     if not url:
         raise ResolveError(f"the API gave no clone URL for {repo.full_name}; pass --git-url or --repo-dir")
-    with git_credentials(token, url) as env:
+    with git_credentials(token, url, allowed_hosts) as env:
         try:
             return GitWorkspace.clone(url, dest, env=env), url
         except WorkspaceError as exc:
             hint = ""
             if "could not read Username" in str(exc) or "401" in str(exc):
-                hint = f"; the repository needs credentials: {token_hint(ref.host)}" if token is None else \
-                    f"; the {token.source} token was not accepted"
+                if token is None:
+                    hint = f"; the repository needs credentials: {token_hint(ref.host)}"
+                elif host_of(url) not in allowed_hosts:
+                    hint = (f"; the token is only given to {', '.join(sorted(allowed_hosts))}, not to "
+                            f"{host_of(url)}: pass --git-url to clone from elsewhere")
+                else:
+                    hint = f"; the {token.source} token was not accepted"
             raise ResolveError(f"{exc}{hint}") from None
+
+
+def _origin_of(repo_dir: Path) -> Optional[str]:
+    """remote.origin.url of the user's own checkout (read from its config file, no git run in it)."""
+    config = Path(repo_dir) / ".git" / "config"
+    if not config.is_file():
+        return None
+    proc = run_git(["config", "--file", str(config), "--get", "remote.origin.url"], git_dir=None, check=False)
+    return proc.stdout.decode("utf-8", "replace").strip() or None
 
 
 def final_check(sandbox, command: str, timeout: float) -> TestRun:
@@ -174,6 +193,8 @@ def resolve(opts: ResolveOptions, say: Callable[[str], None] = lambda line: None
     if opts.repo_dir is not None and not Path(opts.repo_dir).is_dir():
         raise ResolveError(f"--repo-dir {opts.repo_dir} is not a folder")
     token = find_token(ref.host, opts.environ)
+    # git hosts the token may be given to: never one that only an API answer named
+    allowed_hosts = {ref.host, host_of(api_url)} | ({host_of(git_url)} if git_url else set())
     with GitHubClient(api_url, token, cfg.github, web_host=ref.host, on_wait=say) as gh:
         with status(f"fetching {ref.full_name}#{ref.number}"):
             repo, issue = fetch(ref, gh)
@@ -184,7 +205,7 @@ def resolve(opts: ResolveOptions, say: Callable[[str], None] = lambda line: None
         out_dir = output_dir(opts.output, ref)
         (out_dir / "issue.json").write_text(json.dumps(asdict(issue), indent=1) + "\n")
         with status(f"cloning {repo.full_name}"):
-            ws, source = clone(ref, repo, token, out_dir, opts.repo_dir, git_url)
+            ws, source = clone(ref, repo, token, out_dir, opts.repo_dir, git_url, allowed_hosts, say)
         say(f"workspace {ws.path} at {ws.base_commit[:12]}")
 
         runtime_cfg = load_runtime_config()
@@ -256,7 +277,7 @@ def resolve(opts: ResolveOptions, say: Callable[[str], None] = lambda line: None
             try:
                 opened = open_pull_request(gh, ws, repo, issue, ref, patch_text,
                                            pull_request_body(summary, issue, cfg.pull_request.max_body_chars),
-                                           token, cfg.pull_request, git_url, say)
+                                           token, cfg.pull_request, git_url, say, allowed_hosts)
             except ResolveError as exc:
                 raise _PullRequestNotOpened(outcome, f"{exc}; the patch and summary are in {out_dir}") from None
             outcome.pull_request = opened

@@ -120,3 +120,22 @@ def test_when_every_push_is_refused_the_patch_and_summary_are_still_saved(github
     assert (out / "summary.md").is_file() and "stop reason  submitted" in proc.stdout
     assert not (out / "pull_request.json").exists() and github.repo("octo/stats").pulls == []
     assert_no_token(readonly, out, proc, github)
+
+
+def test_the_sandbox_has_no_network_unless_asked(github, scripted, tmp_path, docker_ready):
+    from loopcoder.agent import read_trajectory
+
+    from scripted_server import call
+
+    interfaces = []
+    for network in ("none", "bridge"):
+        model = scripted([call("shell", {"command": "ls /sys/class/net"}), call("submit", {"summary": "looked"})])
+        out = tmp_path / network
+        proc = run_cli(["resolve", github.issue_url("octo", "stats", 1), "--model-url", model.url, "--output",
+                        str(out), "--sandbox-network", network, "--mode", "single", *FAST], {})
+        assert proc.returncode == 0, proc.stderr
+        [shell] = [e for e in read_trajectory(out / "trajectory.jsonl") if e.type == "tool_result"][:1]
+        interfaces.append(sorted(shell.output.splitlines()[1:]))
+        assert ("--sandbox-network bridge: the agent's commands" in proc.stderr) == (network == "bridge")
+    assert interfaces[0] == ["lo"] and "eth0" in interfaces[1]
+    assert "The sandbox has network access" in (tmp_path / "bridge" / "task.md").read_text()

@@ -72,3 +72,46 @@ def test_the_helper_answers_only_prompts_for_the_expected_host(prompt, token):
 def test_no_token_means_no_helper():
     with git_credentials(None, "https://github.com/o/r.git") as env:
         assert env == {}
+
+
+def test_clone_through_git_url_and_never_with_the_token_to_a_host_the_api_named(github, private, tmp_path, token):
+    """The API's clone_url may name another host; the token goes only to the issue's, the API's or --git-url's."""
+    from loopcoder.scenarios.resolve.errors import ResolveError
+    from loopcoder.scenarios.resolve.fake_github import FakeGitHub
+    from loopcoder.scenarios.resolve.github import GitHubClient
+    from loopcoder.scenarios.resolve.run import clone
+    from loopcoder.scenarios.resolve.urls import host_of, parse_issue_url
+
+    ref = parse_issue_url(github.issue_url("octo", "secret", 1))
+    tok = Token(token, "GITHUB_ENTERPRISE_TOKEN")
+    allowed = {ref.host}
+    with FakeGitHub(tmp_path / "other") as other:  # another host:port, holding the same private repository
+        other.add_user("you", token)
+        other.add_repo("octo", "secret", github.repo("octo/secret").path, private=True, readers=("you",))
+        github.clone_url_base = other.url
+        with GitHubClient(github.api_url, tok) as gh:
+            repo = gh.repository("octo", "secret")
+        assert host_of(repo.clone_url) == host_of(other.url)
+        with pytest.raises(ResolveError) as err:
+            clone(ref, repo, tok, tmp_path / "a", None, None, allowed)
+        assert f"the token is only given to {ref.host}, not to {host_of(other.url)}: pass --git-url" in str(err.value)
+        assert [r.user for r in other.records] == [None]  # challenged, and given nothing
+        ws, source = clone(ref, repo, tok, tmp_path / "b", None, github.url, allowed | {host_of(github.url)})
+        assert source == f"{github.url}/octo/secret.git" and (ws.path / "stats.py").is_file()
+
+
+def test_repo_dir_with_another_origin_is_warned_about(github, tmp_path):
+    from loopcoder.scenarios.resolve.github import GitHubClient
+    from loopcoder.scenarios.resolve.run import clone
+    from loopcoder.scenarios.resolve.urls import parse_issue_url
+
+    local = make_demo_repo(tmp_path / "mine")
+    subprocess.run(["git", "remote", "add", "origin", "https://me:pw@example.com/someone/else.git"], cwd=local,
+                   check=True)
+    ref = parse_issue_url(github.issue_url("octo", "stats", 1))
+    with GitHubClient(github.api_url, None) as gh:
+        repo = gh.repository("octo", "stats")
+    said = []
+    ws, source = clone(ref, repo, None, tmp_path / "out", local, None, {ref.host}, said.append)
+    assert said == ["warning: --repo-dir's origin is https://example.com/someone/else.git, not octo/stats"]
+    assert source == str(local) and ws.base_commit
