@@ -106,8 +106,9 @@ def _print(outcome) -> None:
     from loopcoder.scenarios.resolve.report import diffstat, last_plan
 
     ep, issue = outcome.episode, outcome.issue
+    n = len(issue.comments)
     lines = [f"issue        {outcome.repository.full_name}#{issue.number}: {issue.title.strip()[:100]} "
-             f"({issue.state}, {len(issue.comments)} comments)"]
+             f"({issue.state}, {n} comment{'' if n == 1 else 's'})"]
     lines += summary_text(ep, last_plan(ep.trajectory), outcome.out_dir).splitlines()
     patch = Path(ep.patch.path).read_text() if ep.patch.path else ""
     changes = diffstat(patch)

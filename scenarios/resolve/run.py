@@ -198,8 +198,9 @@ def resolve(opts: ResolveOptions, say: Callable[[str], None] = lambda line: None
     with GitHubClient(api_url, token, cfg.github, web_host=ref.host, on_wait=say) as gh:
         with status(f"fetching {ref.full_name}#{ref.number}"):
             repo, issue = fetch(ref, gh)
+        n = len(issue.comments)
         say(f"issue {ref.full_name}#{ref.number}: {clean(issue.title, 120)} ({issue.state}"
-            f"{', locked' if issue.locked else ''}, {len(issue.comments)} comments)")
+            f"{', locked' if issue.locked else ''}, {n} comment{'' if n == 1 else 's'})")
         if opts.open_pr:
             check_can_open(issue, ref, token)
         out_dir = output_dir(opts.output, ref)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from loopcoder.agent import read_trajectory
 from loopcoder.runtime.workspace import GitWorkspace
 
 from resolve_support import COMMENTS, ISSUE_BODY, SUBMIT_SUMMARY, count_files, files_holding, run_cli, solve_script
@@ -15,8 +16,12 @@ from resolve_support import COMMENTS, ISSUE_BODY, SUBMIT_SUMMARY, count_files, f
 pytestmark = pytest.mark.docker
 
 FAST = ["--no-thinking", "--set", "resolve.environment.build_image=false", "--set", "resolve.github.per_page=2"]
-# An attacker's look for credentials inside the sandbox: nothing there may hold the token.
-SNOOP = "env; cat /proc/1/environ | tr '\\0' '\\n'; git config --list --show-origin; python3 -m unittest"
+# An attacker's look for credentials inside the sandbox (nothing there may hold the token), and traps for host
+# git in the tree's .git: a pre-push hook, a hooks path and a credential helper that would write files on the host.
+SNOOP = ("env; cat /proc/1/environ | tr '\\0' '\\n'; git config --list --show-origin; "
+         "mkdir -p .git/hooks; printf '#!/bin/sh\\ntouch {marker}-hook\\n' > .git/hooks/pre-push; chmod +x .git/hooks/pre-push; "
+         "git config core.hooksPath .git/hooks; git config credential.helper '!f() {{ cat > {marker}-cred; }}; f'; "
+         "git config --list | grep -c -e hookspath -e credential")
 
 
 def assert_no_token(token, out_dir, proc, github):
@@ -43,7 +48,8 @@ def clean_run(patch: str, github, tmp_path, docker_ready) -> str:
 
 def test_resolve_fetches_clones_fixes_and_opens_a_draft_pull_request_from_a_fork(github, scripted, token, tmp_path,
                                                                                 docker_ready):
-    model = scripted(solve_script(extra_shell=SNOOP))
+    marker = f"/tmp/loopcoder-trap-{tmp_path.name}"
+    model = scripted(solve_script(extra_shell=SNOOP.format(marker=marker)))
     out = tmp_path / "run"
     proc = run_cli(["resolve", github.issue_url("octo", "stats", 1) + "#issuecomment-5001", "--model-url",
                     model.url, "--output", str(out), "--open-pr", *FAST], {"GITHUB_ENTERPRISE_TOKEN": token})
@@ -82,6 +88,10 @@ def test_resolve_fetches_clones_fixes_and_opens_a_draft_pull_request_from_a_fork
     assert {p.name for p in out.iterdir()} >= {"issue.json", "task.md", "trajectory.jsonl", "patch.diff",
                                                "summary.md", "resolve.json", "pull_request.json", "workspace"}
     assert_no_token(token, tmp_path, proc, github)  # the whole test folder: output, fake GitHub's repos
+    # the traps were set inside the sandbox, and host git (commit, push) never ran them
+    snoop = [e for e in read_trajectory(out / "trajectory.jsonl") if e.type == "tool_result" and e.name == "shell"]
+    assert snoop[0].output.rstrip().endswith("\n2")
+    assert not Path(f"{marker}-hook").exists() and not Path(f"{marker}-cred").exists()
 
 
 def test_a_pusher_with_repo_dir_gets_a_branch_on_the_repository(github, scripted, token, tmp_path, docker_ready):
