@@ -150,3 +150,29 @@ def test_a_pagination_link_to_another_host_is_not_followed(token):
         httpd.shutdown()
         httpd.server_close()
     assert seen == [f"Bearer {token}"]
+
+
+def test_an_api_url_that_answers_html_says_so():
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            data = b"<html>sign in</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        with GitHubClient(url, None) as gh, pytest.raises(GitHubError) as err:
+            gh.repository("octo", "stats")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert str(err.value) == (f"repository octo/stats: {url} answered 200 with text/html, not JSON; is the API URL "
+                              "right (Enterprise: https://HOST/api/v3)?")
