@@ -15,6 +15,7 @@ from loopcoder.scenarios.agent_cli import agent_app, replay_command
 from loopcoder.scenarios.model_cli import diagnose_command, model_app
 from loopcoder.runtime.errors import RuntimeFailure
 from loopcoder.scenarios.sandbox_cli import doctor_command, sandbox_app
+from loopcoder.scenarios.resolve_cli import resolve_command
 from loopcoder.scenarios.serve_cli import serve_command
 from loopcoder.scenarios.swebench_cli import swebench_app
 
@@ -33,6 +34,7 @@ app.command("serve")(serve_command)
 app.add_typer(swebench_app, name="swebench")
 app.add_typer(agent_app, name="agent")
 app.command("replay")(replay_command)
+app.command("resolve")(resolve_command)
 
 # Exception types whose message is meant for the user; each part of the system adds its own here.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, RuntimeFailure)
