@@ -26,6 +26,8 @@ def parse_pytest(output: str) -> dict[str, str]:
         raise ParseError("no 'short test summary info' section in the test output")
     results: dict[str, str] = {}
     for line in parts[1].splitlines():
+        if line.startswith("FAILED") and " - " in line:
+            line = line.rsplit(" - ", 1)[0]  # the failure's reason (may itself hold "::")
         fields = line.split(maxsplit=1)
         if len(fields) < 2:
             continue
@@ -33,8 +35,6 @@ def parse_pytest(output: str) -> dict[str, str]:
         if status not in _STATUS:
             continue
         target = fields[1].strip()
-        if status == "FAILED" and " - " in target:
-            target = target.rsplit(" - ", 1)[0]
         name = target.split("::", 1)[-1].strip()
         if name:
             results[name] = _STATUS[status]

@@ -99,11 +99,12 @@ def test_not_a_task(tmp_path):
 def test_pytest_parser():
     out = ("collected 4 items\nFAILED in the log before the summary does not count\n"
            "=========================== short test summary info ============================\n"
-           "PASSED tests/test_outputs.py::test_a\nFAILED tests/test_outputs.py::test_b - assert 1 == 2\n"
+           "PASSED tests/test_outputs.py::test_a\nFAILED tests/test_outputs.py::test_b - assert x::y == 2\n"
+           "FAILED tests/test_outputs.py::test_f - \n"
            "SKIPPED tests/test_outputs.py::test_c\nERROR tests/test_outputs.py::test_d\nXPASS t.py::test_e\n"
            "========================= 1 passed, 1 failed in 0.1s =========================\n")
     assert parse_pytest(out) == {"test_a": "passed", "test_b": "failed", "test_c": "passed", "test_d": "failed",
-                                 "test_e": "failed"}
+                                 "test_e": "failed", "test_f": "failed"}
     with pytest.raises(ParseError):
         parse_pytest("PASSED tests/x.py::test_a\n")
 
