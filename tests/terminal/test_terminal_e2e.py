@@ -2,8 +2,9 @@
 scripted model over HTTP on 127.0.0.1. Nothing here replaces the runtime, the agent or the tests.
 
 Default suite: the CLI's oracle on one task of each format, tests that time out, a Dockerfile that does not
-build, agents that kill the shell, leave a process deleting the tests, or plant fake tests and rewards.
-Slow: oracle and no-op on every bundled task, concurrent trials, an agent timeout, an unpullable FROM.
+build, an agent that plants fake tests and rewards and kills the shell. Slow: oracle and no-op on every
+bundled task, an agent that kills every process and leaves one deleting the tests, concurrent trials, an
+agent timeout, an unpullable FROM.
 """
 from __future__ import annotations
 
@@ -112,6 +113,7 @@ def shell(command: str) -> dict:
     return call("shell", {"command": command})
 
 
+@pytest.mark.slow
 def test_agent_that_kills_the_shell_and_leaves_a_process_deleting_the_tests(docker_client, base_image, tmp_path,
                                                                             scripted):
     from scripted_server import call
