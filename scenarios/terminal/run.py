@@ -42,8 +42,15 @@ def run_tasks(tasks: list[TerminalTask], agent_factory: Callable[[], object], ou
         return run_trial(task, agent_factory(), output, client, runtime_cfg, attempt=attempt, attempts=n_attempts,
                          run_id=run_id, progress=progress)
 
-    with ThreadPoolExecutor(max_workers=n_concurrent, thread_name_prefix="trial") as pool:
+    pool = ThreadPoolExecutor(max_workers=n_concurrent, thread_name_prefix="trial")
+    try:
         records = list(pool.map(one, jobs))
+    except BaseException:
+        # Ctrl-C: trials not started are dropped; running ones end with their containers, which the
+        # sandboxes' atexit hook removes when this process exits.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     meta = {"run_id": run_id, "agent": records[0].agent if records else None, "n_concurrent": n_concurrent,
             "n_attempts": n_attempts, "seconds": round(time.monotonic() - started, 2),
             "tasks": [str(t.path) for t in tasks]}

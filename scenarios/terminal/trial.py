@@ -27,6 +27,7 @@ from loopcoder.scenarios.terminal.parsers import PARSERS, ParseError
 from loopcoder.scenarios.terminal.tasks import DEFAULT_WORKDIR, TEST_DIR, V1, TerminalTask
 
 VERIFIER_DIR = "/logs/verifier"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CLEAR_TIMEOUT_S = 60.0
 Progress = Callable[[str], None]
 
@@ -253,7 +254,8 @@ def _run_tests(task: TerminalTask, sandbox, rec: TrialRecord, image_env: dict[st
         raise RuntimeFailure(f"cannot clear {TEST_DIR} and {VERIFIER_DIR} before the tests: {clear.output.strip()[:200]}")
     if task.tests_dir is not None:
         sandbox.copy_in(task.tests_dir, TEST_DIR)
-    env = {**image_env, **task.env, **task.verifier_env}
+    # Docker adds HOME (and PATH when the image has none) at run time; a fresh root shell has them too.
+    env = {"HOME": "/root", "PATH": DEFAULT_PATH, **image_env, **task.env, **task.verifier_env}
     if task.generation == V1:
         sandbox.copy_in(task.test_script, f"{TEST_DIR}/run-tests.sh")
         script = f"bash {TEST_DIR}/run-tests.sh"

@@ -126,6 +126,8 @@ def test_agent_that_kills_the_shell_and_leaves_a_process_deleting_the_tests(dock
         shell("kill -9 -1"),
         shell("kill -9 $$"),
         shell("echo still here; cat /app/hello.txt"),
+        # the tests run in a fresh environment: these exports would break them if they leaked
+        shell("export TEST_DIR=/nowhere PATH=/nowhere; echo exported"),
         call("submit", {"summary": "done"}),
     ])
     by, _, _, _ = run([BUNDLED / "hello-file"], tmp_path, docker_client,
@@ -137,7 +139,8 @@ def test_agent_that_kills_the_shell_and_leaves_a_process_deleting_the_tests(dock
     outputs = [e["output"] for e in events if e["type"] == "tool_result"]
     assert "No such file or directory" in outputs[0]  # no tests in the container while the agent works
     assert "killed the sandbox process" in outputs[2] and "still here" in outputs[4]
-    assert "Hello, world!" in outputs[4]
+    assert "Hello, world!" in outputs[4] and "exported" in outputs[5]
+    assert not server.script  # every scripted step ran
 
 
 def test_agent_that_plants_fake_tests_and_rewards(docker_client, base_image, tmp_path, scripted):
