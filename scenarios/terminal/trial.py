@@ -240,7 +240,8 @@ def _snapshot(sandbox) -> str:
 
 
 def _fresh_env_command(command: str, env: dict[str, str]) -> str:
-    """``command`` run by a bash with exactly ``env`` (none of the agent's exports or functions)."""
+    """``command`` run by a bash with exactly ``env`` (none of the agent's exports or functions); run it with
+    ``env={"PATH": ...}`` so that the agent's PATH cannot hide ``env`` itself."""
     assigns = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
     return f"exec env -i {assigns} bash -c {shlex.quote(command)}"
 
@@ -261,7 +262,8 @@ def _run_tests(task: TerminalTask, sandbox, rec: TrialRecord, image_env: dict[st
         script = f"bash {TEST_DIR}/run-tests.sh"
         same_shell = task.tests_in_same_shell
         command = script if same_shell else _fresh_env_command(script, env)
-        res = sandbox.exec(command, timeout=task.test_timeout_s, workdir=rec.workdir, env=env if same_shell else None)
+        res = sandbox.exec(command, timeout=task.test_timeout_s, workdir=rec.workdir,
+                           env=env if same_shell else {"PATH": env["PATH"]})
         rec.test_timed_out, rec.test_exit_code = res.timed_out, res.exit_code
         _save_text(rec.trial_dir / "panes" / "post-test.txt", res.output)
         if not res.timed_out:
@@ -275,7 +277,7 @@ def _run_tests(task: TerminalTask, sandbox, rec: TrialRecord, image_env: dict[st
     if made.exit_code != 0:
         raise RuntimeFailure(f"cannot prepare {VERIFIER_DIR}: {made.output.strip()[:200]}")
     res = sandbox.exec(_fresh_env_command(f"{shlex.quote(script)} > {VERIFIER_DIR}/test-stdout.txt 2>&1", env),
-                       timeout=task.test_timeout_s, workdir=rec.workdir)
+                       timeout=task.test_timeout_s, workdir=rec.workdir, env={"PATH": env["PATH"]})
     rec.test_timed_out, rec.test_exit_code = res.timed_out, res.exit_code
     if res.timed_out:
         return
