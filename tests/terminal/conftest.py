@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))  # scripted_server.py
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-BUNDLED = Path(__file__).resolve().parents[2] / "scenarios" / "terminal" / "tasks"
+from terminal_support import BUNDLED  # noqa: E402
 
 
 def docker_unavailable(reason: str):

@@ -21,7 +21,7 @@ from loopcoder.scenarios.terminal.agents import LoopCoderAgent, make_agent
 from loopcoder.scenarios.terminal.run import bundled_tasks, run_tasks
 from loopcoder.scenarios.terminal.tasks import load_task
 
-from conftest import BUNDLED
+from terminal_support import BUNDLED
 
 pytestmark = pytest.mark.docker
 

@@ -13,7 +13,7 @@ from loopcoder.scenarios.terminal.run import bundled_tasks
 from loopcoder.scenarios.terminal.tasks import TaskError, load_task
 from loopcoder.scenarios.terminal.trial import TrialRecord, read_rewards
 
-from conftest import BUNDLED
+from terminal_support import BUNDLED
 
 
 def test_bundled_tasks_load_in_both_formats():
