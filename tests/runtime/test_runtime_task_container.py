@@ -109,3 +109,69 @@ def test_task_mode_needs_docker_and_no_workspace(tmp_path):
         open_sandbox(None, cfg, task=TaskContainer(), allow=True)
     with pytest.raises(SandboxError, match="mounts no workspace"):
         DockerSandbox(tmp_path, task=TaskContainer(), client=object())
+
+
+# -- the session attacks, re-run against a root task container ---------------------------------------
+# The tests below are those of test_runtime_session_attacks.py that do not need /testbed; imported here, they
+# take this module's `sandbox` fixture: the same attacks, by root with no capabilities.
+from test_runtime_session_attacks import (  # noqa: E402
+    test_a_command_that_kills_its_supervising_process_gets_an_answer as test_root_kills_its_supervisor,
+    test_background_processes_that_leave_the_session_and_drop_the_tag_die_with_their_command
+    as test_root_background_processes_die_with_their_command,
+    test_forged_end_line_does_not_end_the_command as test_root_forged_end_line,
+    test_forged_end_line_then_a_timeout_still_kills_and_nothing_leaks as test_root_forged_end_line_then_timeout,
+    test_pid_1_reaps_orphans as test_root_pid_1_reaps_orphans,
+    test_signals_to_the_supervisor_leave_the_session_working as test_root_signals_to_the_supervisor,
+    test_tiny_timeouts_time_out_promptly_and_leave_the_sandbox_usable as test_root_tiny_timeouts,
+)
+
+
+@pytest.fixture
+def sandbox(docker_client, base_image, small_config):
+    """A task container where the attack tests expect their sandbox (overrides conftest's)."""
+    with DockerSandbox(None, config=small_config, image=base_image, client=docker_client,
+                       labels={"loopcoder.purpose": "test"}, task=TaskContainer()) as sb:
+        yield sb
+
+
+def test_root_cannot_open_the_supervisors_proc_files(sandbox):
+    # As in test_runtime_session_attacks, except that root may LIST /proc/1/fd: the kernel gives a
+    # non-dumpable process's /proc entries to uid 0 (mode 0500), and root is uid 0 here. Opening or
+    # resolving any entry still needs ptrace access, which a non-dumpable process denies without
+    # CAP_SYS_PTRACE; so only the fd numbers show.
+    probe = r"""
+    for p in 1 $PPID; do
+        ( echo FORGED > /proc/$p/fd/1 ) 2>/dev/null && echo "OPENED stdout $p"
+        ( exec 9</proc/$p/fd/0 ) 2>/dev/null && echo "OPENED stdin $p"
+        readlink /proc/$p/fd/0 /proc/$p/fd/1 /proc/$p/exe /proc/$p/cwd /proc/$p/root 2>/dev/null && echo "RESOLVED $p"
+        cat /proc/$p/environ >/dev/null 2>&1 && echo "OPENED environ $p"
+        ( exec 9</proc/$p/mem ) 2>/dev/null && echo "OPENED mem $p"
+    done
+    echo x > /proc/1/fd/1
+    echo done; exit 5
+    """
+    res = sandbox.exec(probe, timeout=30)
+    assert "OPENED" not in res.output and "RESOLVED" not in res.output, res.output
+    assert "/proc/1/fd/1: Permission denied" in res.output
+    assert res.exit_code == 5 and res.output.endswith("done\n")
+    assert sandbox.exec("echo next").output == "next\n"
+
+
+def test_root_cannot_read_the_end_secret(sandbox, monkeypatch):
+    from loopcoder.runtime import docker_sandbox
+
+    secrets = []
+    real = docker_sandbox.new_secret
+    monkeypatch.setattr(docker_sandbox, "new_secret", lambda: secrets.append(real()) or secrets[-1])
+    dump = r"""
+    for p in /proc/[0-9]*; do
+        cat $p/cmdline $p/environ $p/task/*/environ $p/status $p/stat; echo
+    done > /root/dump 2>/dev/null
+    find / -xdev -type f -newer /proc/1/cmdline -size -1M ! -path /root/dump -exec cat {} + >> /root/dump 2>/dev/null
+    find /tmp /dev/shm /var/tmp -type f -exec cat {} + >> /root/dump 2>/dev/null
+    env >> /root/dump; declare -p >> /root/dump
+    """
+    res = sandbox.exec(dump, timeout=60)
+    assert res.exit_code == 0 and secrets
+    dumped = sandbox.read_file("/root/dump")
+    assert len(dumped) > 1000 and secrets[-1].encode() not in dumped
