@@ -129,6 +129,32 @@ def build_image(client, task: TerminalTask, images_cfg, progress: Optional[Progr
                                       progress=progress)
 
 
+class BuildTimeout(Exception):
+    pass
+
+
+def build_image_within(client, task: TerminalTask, images_cfg, progress: Optional[Progress] = None):
+    """``build_image`` bounded by the task's build timeout. A build past it fails the trial; the engine's
+    build itself runs on in a daemon thread (docker-py cannot cancel it) and its result is reused by the
+    next run if it completes."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["image"] = build_image(client, task, images_cfg, progress)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"build-{task.name}", daemon=True)
+    worker.start()
+    worker.join(task.build_timeout_s)
+    if worker.is_alive():
+        raise BuildTimeout(f"the task's image was not built within its build timeout ({task.build_timeout_s:g} s)")
+    if "error" in box:
+        raise box["error"]
+    return box["image"]
+
+
 def _workdir(client, task: TerminalTask, tag: str) -> str:
     """The task's declared working directory; else the Dockerfile's own WORKDIR; else /app."""
     if task.workdir:
@@ -171,7 +197,11 @@ def run_trial(task: TerminalTask, agent, out_root: Path, client, runtime_cfg, *,
     try:
         rec.env_started_at = now_iso()
         try:
-            image = build_image(client, task, runtime_cfg.images, progress=lambda m: _build_log(rec, m))
+            image = build_image_within(client, task, runtime_cfg.images, progress=lambda m: _build_log(rec, m))
+        except BuildTimeout as exc:
+            _fail(rec, "EnvironmentBuildTimeoutError", str(exc))
+            say(f"{name}: {exc}")
+            return rec
         except RuntimeFailure as exc:
             _fail(rec, "EnvironmentBuildError", f"the task's image did not build: {exc}")
             say(f"{name}: environment build failed: {exc}")

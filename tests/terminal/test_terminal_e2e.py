@@ -4,7 +4,7 @@ scripted model over HTTP on 127.0.0.1. Nothing here replaces the runtime, the ag
 Default suite: the CLI's oracle on one task of each format, tests that time out, a Dockerfile that does not
 build, an agent that plants fake tests and rewards and kills the shell. Slow: oracle and no-op on every
 bundled task, an agent that kills every process and leaves one deleting the tests, concurrent trials, an
-agent timeout, an unpullable FROM.
+agent timeout, an unpullable FROM, a build past its timeout.
 """
 from __future__ import annotations
 
@@ -97,6 +97,18 @@ def test_dockerfile_that_fails_to_build(docker_client, base_image, tmp_path, tas
     assert d["is_resolved"] is None and d["loopcoder"]["error"] == bad.error
     assert by["hello-file"].resolved  # the run goes on after a broken task
     assert re.search(rf"\| {broken.name} \| 1.x \| oracle \| no \| - \| unknown \|", table)
+
+
+@pytest.mark.slow
+def test_build_past_its_timeout(docker_client, base_image, tmp_path, task_copy):
+    task = task_copy("status-report", f"slow-build-{uuid.uuid4().hex[:6]}")
+    (task / "task.toml").write_text((task / "task.toml").read_text().replace("build_timeout_sec = 600.0",
+                                                                             "build_timeout_sec = 2.0"))
+    (task / "environment" / "Dockerfile").write_text("FROM loopcoder/base:bookworm\nRUN sleep 20\n")
+    by, _, _, _ = run([task], tmp_path, docker_client)
+    rec = by[task.name]
+    assert rec.error_type == "EnvironmentBuildTimeoutError" and "build timeout (2 s)" in rec.error
+    assert rec.seconds["total"] < 10 and result_file(rec)["exception_info"]["exception_type"] == rec.error_type
 
 
 def agent_config(url: str):
