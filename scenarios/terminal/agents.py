@@ -200,12 +200,12 @@ class LoopCoderAgent:
         try:
             model = self.model_factory(cfg.model) if self.model_factory else ModelClient(cfg.model)
             cfg.check_for_model(model.name)
+            header = Header(task=TaskInfo(text=task.instruction, workspace=f"container:{sandbox.workdir}"),
+                            model=ModelInfo(url=getattr(model, "url", None), name=model.name,
+                                            max_model_len=model.max_model_len()),
+                            config=cfg.public_dump())
         except Exception as exc:  # noqa: BLE001 - an unreachable model is this trial's agent error
             return AgentRun("unknown_agent_error", f"{type(exc).__name__}: {exc}")
-        header = Header(task=TaskInfo(text=task.instruction, workspace=f"container:{sandbox.workdir}"),
-                        model=ModelInfo(url=getattr(model, "url", None), name=model.name,
-                                        max_model_len=model.max_model_len()),
-                        config=cfg.public_dump())
         with Trajectory(log_dir / "trajectory.jsonl", fsync=cfg.fsync) as trajectory:
             trajectory.write(header)
             agent = Agent(model, tools, cfg, trajectory)

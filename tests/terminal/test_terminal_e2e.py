@@ -228,3 +228,13 @@ def test_unpullable_from_is_built_on_the_offline_base_with_a_warning(docker_clie
     assert any("registry.invalid/laude-institute/t-bench/ubuntu-24-04:20250624" in w and "offline base" in w
                for w in result_file(rec)["loopcoder"]["warnings"])
     assert any("warning:" in m and "offline base" in m for m in messages)
+
+
+@pytest.mark.slow
+def test_unreachable_model_is_the_trials_agent_error(docker_client, base_image, tmp_path):
+    cfg = agent_config("http://127.0.0.1:9/v1")  # discard port: nothing listens
+    cfg.model.max_attempts = 1
+    by, _, table, _ = run([BUNDLED / "hello-file"], tmp_path, docker_client, agent_factory=lambda: LoopCoderAgent(cfg))
+    rec = by["hello-file"]
+    assert rec.failure_mode == "unknown_agent_error" and "Connection" in rec.agent_run.detail
+    assert rec.parser_results == {"check_file_exists": "failed", "check_exact_content": "failed"}  # tests ran
