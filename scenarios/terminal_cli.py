@@ -41,6 +41,8 @@ def run_command(
     budget_steps: Optional[int] = typer.Option(None, "--budget-steps", help="Model calls per trial."),
     budget_input_tokens: Optional[int] = typer.Option(None, "--budget-input-tokens"),
     budget_output_tokens: Optional[int] = typer.Option(None, "--budget-output-tokens"),
+    budget_wall_time: Optional[float] = typer.Option(None, "--budget-wall-time",
+                                                     help="Seconds per trial (the task's agent timeout caps it)."),
     budget_cost: Optional[float] = typer.Option(None, "--budget-cost", help="USD (needs prices for the model)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Embedded server's checkpoint."),
     config: Optional[Path] = typer.Option(None, "--config", help="Agent YAML (default configs/agent.yaml)."),
@@ -70,7 +72,7 @@ def run_command(
 
         flags = {"model.url": model_url, "model.name": model, "mode": mode, "budgets.steps": budget_steps,
                  "budgets.input_tokens": budget_input_tokens, "budgets.output_tokens": budget_output_tokens,
-                 "budgets.cost_usd": budget_cost, "planner.thinking": thinking, "executor.thinking": thinking}
+                 "budgets.wall_time_s": budget_wall_time, "budgets.cost_usd": budget_cost, "planner.thinking": thinking, "executor.thinking": thinking}
         cfg = load_agent_config(config, list(overrides) + [f"{k}={json.dumps(v)}" for k, v in flags.items()
                                                            if v is not None])
     try:

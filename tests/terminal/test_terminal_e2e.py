@@ -238,3 +238,24 @@ def test_unreachable_model_is_the_trials_agent_error(docker_client, base_image, 
     rec = by["hello-file"]
     assert rec.failure_mode == "unknown_agent_error" and "Connection" in rec.agent_run.detail
     assert rec.parser_results == {"check_file_exists": "failed", "check_exact_content": "failed"}  # tests ran
+
+
+@pytest.mark.slow
+def test_cli_runs_the_loopcoder_agent_on_a_model_server(base_image, tmp_path, scripted, capsys):
+    from scripted_server import call
+
+    server = scripted([shell("printf 'Hello, world!\\n' > /app/hello.txt"), call("submit", {"summary": "wrote it"})])
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["terminal", "run", str(BUNDLED / "hello-file"), "--model-url", server.url, "--mode", "single",
+              "--budget-steps", "5", "--set", "fsync=false", "--output", str(out)])
+        raise SystemExit(0)
+    assert exit_info.value.code in (0, None)
+    assert "| hello-file | 1.x | loopcoder | yes | 2/2 tests | none |" in capsys.readouterr().out
+    (trial,) = (out / "hello-file").iterdir()
+    events = [json.loads(line) for line in (trial / "agent" / "trajectory.jsonl").read_text().splitlines()]
+    assert events[0]["type"] == "header" and events[-1]["type"] == "stop" and events[-1]["reason"] == "submitted"
+    first = server.requests[0]
+    assert {t["function"]["name"] for t in first["tools"]} == {"shell", "read_file", "write_file", "submit"}
+    assert "Create the file /app/hello.txt" in first["messages"][1]["content"]
+    assert "/testbed" not in first["messages"][0]["content"]  # the terminal prompts, not the repository ones
