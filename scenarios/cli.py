@@ -18,6 +18,7 @@ from loopcoder.scenarios.sandbox_cli import doctor_command, sandbox_app
 from loopcoder.scenarios.resolve_cli import resolve_command
 from loopcoder.scenarios.serve_cli import serve_command
 from loopcoder.scenarios.swebench_cli import swebench_app
+from loopcoder.scenarios.terminal_cli import terminal_app
 
 app = typer.Typer(
     name="loopcoder",
@@ -33,6 +34,7 @@ app.command("doctor")(doctor_command)
 app.command("serve")(serve_command)
 app.add_typer(swebench_app, name="swebench")
 app.add_typer(agent_app, name="agent")
+app.add_typer(terminal_app, name="terminal")
 app.command("replay")(replay_command)
 app.command("resolve")(resolve_command)
 
