@@ -29,6 +29,8 @@ class ServeConfig(BaseModel):
     served_model_name: Optional[str] = None
     api_key: Optional[str] = None
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # forced: a grammar keeps required/named (and strict) tool calls valid; auto: also whenever tools are given
+    constrain_tool_calls: Literal["forced", "auto"] = "forced"
     backend: Literal["native", "sglang"] = "native"  # --engine
     tp_size: int = Field(1, ge=1)  # SGLang's tensor parallel size (--tp-size); the native engine runs on one device
     sglang_python: Optional[str] = None  # interpreter of the SGLang environment (--sglang-python); None: this one
@@ -72,6 +74,9 @@ def serve_command(
     served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
                                                     help="Model name clients use (default: checkpoint dir name)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require Authorization: Bearer KEY on /v1/*."),
+    constrain_tool_calls: Optional[str] = typer.Option(
+        None, "--constrain-tool-calls",
+        help="forced (default): grammar-constrain required/named tool calls; auto: whenever tools are given."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML settings (default configs/serve.yaml)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a setting: --set engine.max_waiting=64"),
     engine: Optional[str] = typer.Option(None, "--engine", help="native (default) | sglang (GPU hosts, docs/sglang.md)"),
@@ -87,7 +92,8 @@ def serve_command(
     flags = {"engine.model": str(model) if model else None, "host": host, "port": port, "engine.device": device,
              "engine.dtype": dtype, "engine.num_loops": num_loops, "engine.max_num_seqs": max_batch,
              "engine.max_model_len": max_model_len, "served_model_name": served_model_name, "api_key": api_key,
-             "backend": engine, "tp_size": tp_size, "sglang_python": sglang_python}
+             "constrain_tool_calls": constrain_tool_calls, "backend": engine, "tp_size": tp_size,
+             "sglang_python": sglang_python}
     # JSON is YAML: quoting keeps a value like --api-key 0123 a string
     overrides = list(overrides) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     cfg = load_config(ServeConfig, config, overrides, default="serve")
@@ -111,7 +117,7 @@ def serve_command(
     _quiet_transformers()
     with console.status(f"loading {engine_cfg.model} on {engine_cfg.device}"):
         engine = AsyncLLMEngine.from_config(engine_cfg, model_name=cfg.served_model_name)
-    app = create_app(engine, cfg.served_model_name, api_key=cfg.api_key)
+    app = create_app(engine, cfg.served_model_name, api_key=cfg.api_key, constrain_tool_calls=cfg.constrain_tool_calls)
     bound_host, bound_port = sock.getsockname()[:2]
     console.print(f"serving {engine.model_name!r} at http://{bound_host}:{bound_port}/v1 "
                   f"(max batch {engine_cfg.max_num_seqs}, context {engine_cfg.max_model_len}); Ctrl-C stops")
@@ -129,6 +135,8 @@ def _serve_sglang(cfg: ServeConfig, print_command: bool, add_config_code: bool) 
     from loopcoder.model_server.sglang_plugin import launch
 
     settings = cfg.engine
+    if cfg.constrain_tool_calls != "forced":
+        raise ConfigError("--constrain-tool-calls is a native-server setting; SGLang constrains tool calls itself")
     if not settings.get("model"):
         raise ConfigError("no model to serve: pass --model DIR (or set engine.model in the config)")
     # engine.model, dtype, max_model_len and max_num_seqs have SGLang counterparts; device and max_waiting
