@@ -107,6 +107,7 @@ def test_serve_execs_the_server_with_the_plugin_environment(tmp_path, capsys, mo
 @pytest.mark.parametrize("args,message", [
     (["--num-loops", "3"], "error: --num-loops: the SGLang plugin runs the checkpoint's trained loop count"),
     (["--set", "engine.decode_mode=sequential"], "error: engine.decode_mode is a native-engine setting"),
+    (["--constrain-tool-calls", "auto"], "error: --constrain-tool-calls is a native-server setting"),
 ])
 def test_native_only_settings_are_refused(tmp_path, capsys, args, message):
     code, _, err = run_cli(capsys, "serve", "--engine", "sglang", "--model", str(checkpoint(tmp_path)), *args)
