@@ -18,6 +18,8 @@ needs loop r-1 at the same position).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -48,6 +50,16 @@ def _ring_attention(q, ring_k, ring_v, valid, scale):
     return out[:, :, 0]
 
 
+@dataclass
+class _Resident:
+    """The batch whose decode inputs are in the graphs' static buffers, as of the last replay."""
+    seqs: list[Sequence]
+    pos: list[int]  # position of each row's last input token
+    tables: list[list[int]]  # the block-table lists themselves (identity, see _advance_resident)
+    lengths: list[int]  # table entries already on the device
+    last: list[int | None]  # last entry already on the device
+
+
 class ModelRunner:
     def __init__(self, model, cfg: EngineConfig, spec: LoopSpec, num_blocks: int):
         self.model = model
@@ -76,6 +88,10 @@ class ModelRunner:
         self.carry = torch.zeros(rings, cfg.max_num_seqs + 1, self.hidden, dtype=self.dtype, device=self.device)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._static: dict[str, torch.Tensor] = {}
+        self._static_sizes: list[int] = []
+        self._resident: _Resident | None = None  # what the graphs' static inputs hold (decode())
+        self._fed: list[int] | None = None  # tokens feed_tokens() put into the static ids
+        self.resident_steps = 0  # decode steps that advanced the resident inputs instead of uploading
         self.qkv_weight, self.qkv_bias, self.gate_up_weight = self._fuse_projections()
 
     def _fuse_projections(self):
@@ -251,7 +267,7 @@ class ModelRunner:
     def _decode_inputs(self, seqs: list[Sequence]):
         # Built on the host and sent in two copies: at batch 1 a decode step is a few milliseconds and
         # every separate host-to-device copy shows.
-        meta = torch.tensor([[s.token_ids[-1] for s in seqs], [s.num_tokens - 1 for s in seqs],
+        meta = torch.tensor([[s.last_token for s in seqs], [s.num_tokens - 1 for s in seqs],
                              [s.slot for s in seqs]]).to(self.device, non_blocking=True)
         tables = torch.full((len(seqs), self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32)
         for i, s in enumerate(seqs):
@@ -260,21 +276,91 @@ class ModelRunner:
 
     @torch.no_grad()
     def decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        """One new token for each sequence; returns last-loop logits [B, V]."""
-        ids, pos, slots, tables = self._decode_inputs(seqs)
+        """One new token for each sequence; returns last-loop logits [B, V].
+
+        With CUDA graphs the inputs stay on the device between steps: when the batch is the one of the
+        previous decode step, one position further, and its tokens are the ones ``feed_tokens`` put into
+        the graph's input buffer, only the position counter (one add) and any new block-table entries
+        are written; otherwise the inputs are uploaded in full."""
         batch = len(seqs)
-        size = next((n for n in sorted(self.graphs) if n >= batch), None)
+        size = next((n for n in self._static_sizes if n >= batch), None)
         if size is None:
-            return self._decode_step(ids, pos, slots, tables)
-        st = self._static
+            self._resident = None
+            return self._decode_step(*self._decode_inputs(seqs))
+        if not self._advance_resident(seqs):
+            self._upload(seqs, size)
+        self._fed = None
+        if size in self.graphs:
+            graph, logits = self.graphs[size]
+            graph.replay()
+        else:  # static inputs without a graph (CPU tests of the resident-input bookkeeping)
+            st = self._static
+            logits = self._decode_step(st["ids"][:size], st["pos"][:size], st["slots"][:size], st["tables"][:size])
+        return logits[:batch]
+
+    def use_static_inputs(self, sizes) -> None:
+        """Keep decode inputs in static buffers for batches up to max(sizes) (padded to the next size).
+        capture_graphs() does this for its graphs; on CPU it runs the same bookkeeping eagerly."""
+        self._static_sizes = sizes = sorted({min(n, self.cfg.max_num_seqs) for n in sizes})
+        self._resident = self._fed = None
+        if not sizes:
+            return
+        top, dev = sizes[-1], self.device
+        self._static = {
+            "ids": torch.zeros(top, dtype=torch.long, device=dev),
+            "pos": torch.zeros(top, dtype=torch.long, device=dev),
+            "slots": torch.full((top,), self.dummy_slot, dtype=torch.long, device=dev),
+            "tables": torch.full((top, self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32, device=dev),
+        }
+        self._resident = self._fed = None
+
+    def _upload(self, seqs: list[Sequence], size: int) -> None:
+        batch, st = len(seqs), self._static
+        ids, pos, slots, tables = self._decode_inputs(seqs)
         st["ids"][:batch], st["pos"][:batch], st["slots"][:batch], st["tables"][:batch] = ids, pos, slots, tables
         st["ids"][batch:size] = 0
         st["pos"][batch:size] = 0
         st["slots"][batch:size] = self.dummy_slot
         st["tables"][batch:size] = self.dummy_block
-        graph, logits = self.graphs[size]
-        graph.replay()
-        return logits[:batch]
+        self._resident = _Resident(list(seqs), [s.num_tokens - 1 for s in seqs],
+                                   [s.block_table for s in seqs], [len(s.block_table) for s in seqs],
+                                   [s.block_table[-1] if s.block_table else None for s in seqs])
+
+    def _advance_resident(self, seqs: list[Sequence]) -> bool:
+        """Move the device-resident inputs one position on, if they still describe ``seqs``."""
+        res, fed = self._resident, self._fed
+        if res is None or fed is None or len(seqs) != len(res.seqs):
+            return False
+        if any(a is not b for a, b in zip(seqs, res.seqs)) or [s.last_token for s in seqs] != fed:
+            return False
+        if any(s.num_tokens - 2 != p for s, p in zip(seqs, res.pos)):
+            return False
+        new_entries = []
+        for i, s in enumerate(seqs):
+            # Block tables only grow by appending while a sequence runs; a released one is a new list.
+            table, n = s.block_table, res.lengths[i]
+            if table is not res.tables[i] or len(table) < n or (n and table[n - 1] != res.last[i]):
+                return False
+            if len(table) > n:
+                new_entries += [(i, j, table[j]) for j in range(n, len(table))]
+        st = self._static
+        st["pos"][: len(seqs)] += 1
+        if new_entries:
+            rows, cols, vals = torch.tensor(new_entries, dtype=torch.int64).T.to(self.device, non_blocking=True)
+            st["tables"][rows, cols] = vals.to(torch.int32)
+            for i, s in enumerate(seqs):
+                res.lengths[i], res.last[i] = len(s.block_table), s.block_table[-1]
+        res.pos = [p + 1 for p in res.pos]
+        self.resident_steps += 1
+        return True
+
+    def feed_tokens(self, chosen: torch.Tensor, tokens: list[int]) -> None:
+        """The tokens just sampled for the last decode batch ([B] on the device, and the same on the
+        host): they are the next step's input ids, copied on the device (no host round trip)."""
+        if self._resident is None or len(tokens) != len(self._resident.seqs):
+            return
+        self._static["ids"][: len(tokens)].copy_(chosen, non_blocking=True)
+        self._fed = list(tokens)
 
     def _decode_step(self, ids, pos, slots, tables):
         if self.cfg.decode_mode == "fused" and self.spec.clp and self.spec.num_loops > 1:
@@ -369,15 +455,8 @@ class ModelRunner:
         """Capture one decode graph per batch size (<= max_num_seqs) on static input buffers."""
         if self.device.type != "cuda":
             return
-        sizes = sorted({min(n, self.cfg.max_num_seqs) for n in self.cfg.graph_batch_sizes})
-        top = sizes[-1]
-        dev = self.device
-        self._static = st = {
-            "ids": torch.zeros(top, dtype=torch.long, device=dev),
-            "pos": torch.zeros(top, dtype=torch.long, device=dev),
-            "slots": torch.full((top,), self.dummy_slot, dtype=torch.long, device=dev),
-            "tables": torch.full((top, self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32, device=dev),
-        }
+        self.use_static_inputs(self.cfg.graph_batch_sizes)
+        sizes, st = self._static_sizes, self._static
         pool = None
         for size in reversed(sizes):  # largest first so smaller graphs reuse its memory pool
             args = (st["ids"][:size], st["pos"][:size], st["slots"][:size], st["tables"][:size])
@@ -392,4 +471,5 @@ class ModelRunner:
                 logits = self._decode_step(*args)
             pool = graph.pool()
             self.graphs[size] = (graph, logits)
+        self._resident = self._fed = None
         torch.cuda.synchronize()
