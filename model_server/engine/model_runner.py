@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..kernels import gswa_decode, gswa_prefill
+from ..kernels import gswa_decode, gswa_prefill, rope_qkv_write
 from ..plt.configuration import LoopSpec
 from ..plt.modeling import apply_rope
 from .config import EngineConfig
@@ -371,10 +371,27 @@ class ModelRunner:
         """Flat pool index of each request's new position (computed once per step, used per layer)."""
         return tables.gather(1, (pos // self.block_size)[:, None])[:, 0].long() * self.block_size + pos % self.block_size
 
-    def _write_kv(self, layer, flat, k, v):
-        """Write loop-0 K/V [B, G, D] of each request's new position into the paged pool."""
-        self.k_pool[layer].view(-1, self.num_kv_heads, self.head_dim)[flat] = k
-        self.v_pool[layer].view(-1, self.num_kv_heads, self.head_dim)[flat] = v
+    def _rope_write(self, layer, x, cos, sin, pool_index, ring_index=None):
+        """Projections of decode rows x [N, 1, d], RoPE, and K/V written where the indices say (one launch
+        on CUDA: kernels.rope_qkv_write). Returns q [N, H, D]."""
+        qkv = F.linear(x, self.qkv_weight[layer], self.qkv_bias[layer])
+        rings = (self.ring_k[layer], self.ring_v[layer], ring_index) if ring_index is not None else (None,) * 3
+        return rope_qkv_write(qkv.view(x.shape[0], -1), cos, sin, self.num_heads, self.num_kv_heads,
+                              self.head_dim, self.k_pool[layer], self.v_pool[layer], pool_index, *rings)
+
+    def _ring_index(self, slots, ring_pos, loop):
+        """Flat index of each request's new ring entry of ``loop`` (>= 1) in ring_k[layer].view(-1, G, D)."""
+        return (slots * (self.spec.num_loops - 1) + loop - 1) * self.spec.window + ring_pos
+
+    def _row_gates(self, layer, h, q, batch, rows):
+        """Gates of loop rows 1..R-1: [B, R-1, H]. On CUDA in hidden mode one norm, one projection and one
+        sigmoid for all those rows; otherwise the model's own gate module row by row."""
+        gate = self._gate(layer)
+        if h.is_cuda and gate.from_hidden:
+            g = torch.sigmoid(F.linear(self._norm(gate.gate_norm, h[batch:]), gate.weight, gate.bias))
+            return g.view(rows - 1, batch, -1).transpose(0, 1).contiguous()
+        return torch.stack([gate(h[r * batch:(r + 1) * batch], q[r * batch:(r + 1) * batch, :, None])[:, :, 0, 0]
+                            for r in range(1, rows)], 1)
 
     def _decode_fused(self, ids, pos, slots, tables):
         spec, rows = self.spec, self.spec.num_loops
@@ -383,25 +400,21 @@ class ModelRunner:
         carry = self.carry[:, slots]  # [R-1, B, d]
         h = torch.cat([embeds] + [spec.emb_scale * embeds + spec.hidden_scale * carry[r - 1][:, None]
                                   for r in range(1, rows)])  # [R*B, 1, d]
-        cos, sin = self.inner.rotary_emb(pos[:, None], embeds.dtype)
-        cos, sin = cos.repeat(rows, 1, 1), sin.repeat(rows, 1, 1)
+        cos, sin = self.inner.rotary_emb(pos[:, None], embeds.dtype)  # [B, 1, D]: row r*B+b uses row b
         seq_lens = (pos + 1).to(torch.int32)
         ring_pos = pos % spec.window
         slots32 = slots.to(torch.int32)
         flat = self._new_token_slots(pos, tables)
+        nowhere = torch.full_like(flat, -1)
+        pool_index = torch.cat([flat] + [nowhere] * (rows - 1))  # row 0 writes loop-0 K/V into the pool
+        ring_index = torch.cat([nowhere] + [self._ring_index(slots, ring_pos, r) for r in range(1, rows)])
         for layer in range(self.num_layers):
             x = self._input_norm(layer, h)
-            q, k, v = self._qkv(layer, x, cos, sin)  # [R*B, H|G, 1, D]
-            self._write_kv(layer, flat, k[:batch, :, 0], v[:batch, :, 0])
-            gates = []
-            for r in range(1, rows):
-                part = slice(r * batch, (r + 1) * batch)
-                self.ring_k[layer][slots, r - 1, ring_pos] = k[part, :, 0]
-                self.ring_v[layer][slots, r - 1, ring_pos] = v[part, :, 0]
-                gates.append(self._gate(layer)(h[part], q[part])[:, :, 0, 0])
-            rows_q = q[:, :, 0].view(rows, batch, self.num_heads, self.head_dim).transpose(0, 1)
+            q = self._rope_write(layer, x, cos, sin, pool_index, ring_index)  # [R*B, H, D]
+            gates = self._row_gates(layer, h, q, batch, rows)
+            rows_q = q.view(rows, batch, self.num_heads, self.head_dim).transpose(0, 1)
             out = gswa_decode(rows_q, self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
-                              self.ring_k[layer], self.ring_v[layer], slots32, torch.stack(gates, 1),
+                              self.ring_k[layer], self.ring_v[layer], slots32, gates,
                               scale=self.scale)  # [B, R, H, D]
             h = self._finish_layer(layer, h, out.transpose(0, 1).reshape(rows * batch, 1, -1))
         h = h.view(rows, batch, self.hidden)
@@ -415,6 +428,7 @@ class ModelRunner:
         seq_lens = (pos + 1).to(torch.int32)
         ring_pos = pos % spec.window
         flat = self._new_token_slots(pos, tables)
+        nowhere = torch.full_like(flat, -1)
         # ring entry e holds position p = pos - ((pos - e) mod window); it is valid when p >= 0
         entries = torch.arange(spec.window, device=ids.device)
         ring_valid = (pos[:, None] - ((pos[:, None] - entries[None]) % spec.window)) >= 0
@@ -427,19 +441,17 @@ class ModelRunner:
                 h = spec.emb_scale * embeds + spec.hidden_scale * old_carry[r - 1][:, None]
             else:
                 h = loop_out
+            ring_index = self._ring_index(slots, ring_pos, r) if r > 0 else None
             for layer in range(self.num_layers):
                 x = self._input_norm(layer, h)
-                q, k, v = self._qkv(layer, x, cos, sin)  # [B, H|G, 1, D]
-                if r == 0:
-                    self._write_kv(layer, flat, k[:, :, 0], v[:, :, 0])
-                out = gswa_decode(q[:, :, 0][:, None], self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
+                # loop 0 writes its K/V into the pool, loop r >= 1 into its ring
+                q = self._rope_write(layer, x, cos, sin, flat if r == 0 else nowhere, ring_index)  # [B, H, D]
+                out = gswa_decode(q[:, None], self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
                                   None, None, None, None, scale=self.scale)[:, 0]  # [B, H, D]
                 if r > 0:
                     rk, rv = self.ring_k[layer][:, r - 1], self.ring_v[layer][:, r - 1]
-                    rk[slots, ring_pos] = k[:, :, 0]
-                    rv[slots, ring_pos] = v[:, :, 0]
-                    local = _ring_attention(q[:, :, 0], rk[slots], rv[slots], ring_valid, self.scale)
-                    g = self._gate(layer)(h, q)[:, :, 0]  # [B, H, 1]
+                    local = _ring_attention(q, rk[slots], rv[slots], ring_valid, self.scale)
+                    g = self._gate(layer)(h, q[:, :, None])[:, :, 0]  # [B, H, 1]
                     out = g * out + (1 - g) * local
                 h = self._finish_layer(layer, h, out.reshape(out.shape[0], 1, -1))
             if r < spec.num_loops - 1:
