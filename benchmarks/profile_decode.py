@@ -147,6 +147,8 @@ def step_profile(engine, steps: int) -> dict:
     originals = [(engine.scheduler, "schedule", timed(engine.scheduler, "schedule", "schedule")),
                  (engine.runner, "decode", timed(engine.runner, "decode", "decode_launch")),
                  (le, "sample", timed(le, "sample", "sample_incl_token_read"))]
+    if hasattr(engine.runner, "feed_tokens"):
+        originals.append((engine.runner, "feed_tokens", timed(engine.runner, "feed_tokens", "feed_tokens")))
     n, total = 10, 0.0
     try:
         for _ in range(n):

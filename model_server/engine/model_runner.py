@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..kernels import gswa_decode, gswa_prefill, rope_qkv_write
+from ..kernels import add_rms_norm, gswa_decode, gswa_prefill, rope_qkv_write, silu_mul
 from ..plt.configuration import LoopSpec
 from ..plt.modeling import apply_rope
 from .config import EngineConfig
@@ -371,6 +371,32 @@ class ModelRunner:
         """Flat pool index of each request's new position (computed once per step, used per layer)."""
         return tables.gather(1, (pos // self.block_size)[:, None])[:, 0].long() * self.block_size + pos % self.block_size
 
+    def _layer_head(self, layer, h, pending):
+        """Start of a decode layer: h += the previous layer's MLP output (``pending``, None at layer 0),
+        then the input norm; on CUDA one launch (kernels.add_rms_norm). Returns (normed, h)."""
+        norm = self.inner.layers[layer].input_layernorm
+        if h.is_cuda:
+            return add_rms_norm(h if pending is None else pending, None if pending is None else h, norm.weight,
+                                norm.eps)
+        h = h if pending is None else h + pending
+        return norm(h), h
+
+    def _layer_tail(self, layer, h, attn_out):
+        """Rest of a decode layer after attention: o_proj, residual add + post-attention norm (one launch on
+        CUDA), gate/up GEMM, SiLU * up (one launch on CUDA), down GEMM. Returns (h, MLP output); the caller
+        adds the MLP output in the next layer's head (or after the last layer)."""
+        lay = self.inner.layers[layer]
+        o = lay.self_attn.o_proj(attn_out)
+        norm = lay.post_attention_layernorm
+        if h.is_cuda:
+            x, h = add_rms_norm(o, h, norm.weight, norm.eps)
+            act = silu_mul(F.linear(x, self.gate_up_weight[layer]))
+        else:
+            h = h + o
+            gate, up = F.linear(norm(h), self.gate_up_weight[layer]).chunk(2, -1)
+            act = F.silu(gate) * up
+        return h, lay.mlp.down_proj(act)
+
     def _rope_write(self, layer, x, cos, sin, pool_index, ring_index=None):
         """Projections of decode rows x [N, 1, d], RoPE, and K/V written where the indices say (one launch
         on CUDA: kernels.rope_qkv_write). Returns q [N, H, D]."""
@@ -408,16 +434,17 @@ class ModelRunner:
         nowhere = torch.full_like(flat, -1)
         pool_index = torch.cat([flat] + [nowhere] * (rows - 1))  # row 0 writes loop-0 K/V into the pool
         ring_index = torch.cat([nowhere] + [self._ring_index(slots, ring_pos, r) for r in range(1, rows)])
+        pending = None
         for layer in range(self.num_layers):
-            x = self._input_norm(layer, h)
+            x, h = self._layer_head(layer, h, pending)
             q = self._rope_write(layer, x, cos, sin, pool_index, ring_index)  # [R*B, H, D]
             gates = self._row_gates(layer, h, q, batch, rows)
             rows_q = q.view(rows, batch, self.num_heads, self.head_dim).transpose(0, 1)
             out = gswa_decode(rows_q, self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
                               self.ring_k[layer], self.ring_v[layer], slots32, gates,
                               scale=self.scale)  # [B, R, H, D]
-            h = self._finish_layer(layer, h, out.transpose(0, 1).reshape(rows * batch, 1, -1))
-        h = h.view(rows, batch, self.hidden)
+            h, pending = self._layer_tail(layer, h, out.transpose(0, 1).reshape(rows * batch, 1, -1))
+        h = (h + pending).view(rows, batch, self.hidden)
         self.carry[:, slots] = self._loop_output(h[:-1])
         return self._logits(h[-1])
 
@@ -442,8 +469,9 @@ class ModelRunner:
             else:
                 h = loop_out
             ring_index = self._ring_index(slots, ring_pos, r) if r > 0 else None
+            pending = None
             for layer in range(self.num_layers):
-                x = self._input_norm(layer, h)
+                x, h = self._layer_head(layer, h, pending)
                 # loop 0 writes its K/V into the pool, loop r >= 1 into its ring
                 q = self._rope_write(layer, x, cos, sin, flat if r == 0 else nowhere, ring_index)  # [B, H, D]
                 out = gswa_decode(q[:, None], self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
@@ -453,7 +481,8 @@ class ModelRunner:
                     local = _ring_attention(q, rk[slots], rv[slots], ring_valid, self.scale)
                     g = self._gate(layer)(h, q[:, :, None])[:, :, 0]  # [B, H, 1]
                     out = g * out + (1 - g) * local
-                h = self._finish_layer(layer, h, out.reshape(out.shape[0], 1, -1))
+                h, pending = self._layer_tail(layer, h, out.reshape(out.shape[0], 1, -1))
+            h = h + pending
             if r < spec.num_loops - 1:
                 loop_out = self._loop_output(h) if spec.clp else h
                 outs.append(loop_out[:, 0])

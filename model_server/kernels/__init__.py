@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from .reference import (
     LOCAL_WINDOW,
+    add_rms_norm_reference,
+    silu_mul_reference,
     gswa_decode_contiguous_reference,
     gswa_decode_reference,
     gswa_prefill_reference,
@@ -66,11 +68,33 @@ def rope_qkv_write(qkv, cos, sin, num_heads, num_kv_heads, head_dim, k_pool, v_p
     return rope_qkv_write_reference(*args)
 
 
+def add_rms_norm(x, residual, weight, eps):
+    """(RMSNorm(x + residual), x + residual) over the last dim, one launch on CUDA; residual may be None."""
+    if x.is_cuda:
+        from .triton_norm import add_rms_norm_triton
+
+        return add_rms_norm_triton(x, residual, weight, eps)
+    return add_rms_norm_reference(x, residual, weight, eps)
+
+
+def silu_mul(gate_up):
+    """[..., 2n] -> silu(gate_up[..., :n]) * gate_up[..., n:], one launch on CUDA."""
+    if gate_up.is_cuda:
+        from .triton_norm import silu_mul_triton
+
+        return silu_mul_triton(gate_up)
+    return silu_mul_reference(gate_up)
+
+
 def __getattr__(name):  # lazy: importing the package must not import triton (CPU-only callers)
     if name in ("gswa_prefill_triton",):
         from . import triton_prefill
 
         return triton_prefill.gswa_prefill_triton
+    if name in ("add_rms_norm_triton", "silu_mul_triton"):
+        from . import triton_norm
+
+        return getattr(triton_norm, name)
     if name == "rope_qkv_write_triton":
         from . import triton_rope
 
@@ -93,6 +117,12 @@ __all__ = [
     "gswa_decode_contiguous",
     "gswa_decode_contiguous_reference",
     "gswa_decode_contiguous_triton",
+    "add_rms_norm",
+    "add_rms_norm_reference",
+    "add_rms_norm_triton",
+    "silu_mul",
+    "silu_mul_reference",
+    "silu_mul_triton",
     "rope_qkv_write",
     "rope_qkv_write_reference",
     "rope_qkv_write_triton",

@@ -151,3 +151,16 @@ def rope_qkv_write_reference(qkv, cos, sin, num_heads, num_kv_heads, head_dim, k
         dst_k.view(-1, g, d)[index[keep]] = k[keep]
         dst_v.view(-1, g, d)[index[keep]] = v[keep]
     return q
+
+
+def add_rms_norm_reference(x, residual, weight, eps):
+    """(RMSNorm(x + residual), x + residual) with PLTRMSNorm's roundings; residual None: (RMSNorm(x), x)."""
+    h = x if residual is None else x + residual
+    hf = h.float()
+    return weight * (hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)).to(h.dtype), h
+
+
+def silu_mul_reference(gate_up):
+    """[..., 2n] -> silu(first half) * second half."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return torch.nn.functional.silu(gate) * up

@@ -139,3 +139,27 @@ def test_rope_qkv_write_matches_reference_on_cuda(dtype):
         # like torch does, but measured 1-ulp differences in a few elements on the H200)
         assert ((a.float() - b.float()).abs() <= 2 ** -7 * b.float().abs() + 1e-6).all()
         assert torch.equal(a == 0, b == 0)  # the same entries written, nothing else
+
+
+@pytest.mark.parametrize("rows", [1, 64])
+def test_add_rms_norm_and_silu_mul_on_cuda(rows):
+    """The decode layer's fused residual add + RMSNorm and SiLU * up at LoopCoder-V2 widths (5,120 and
+    27,648) against the model's PLTRMSNorm and MLP maths in bf16: the sum bit for bit, the outputs to one
+    rounding step."""
+    from loopcoder.model_server.kernels.triton_norm import add_rms_norm_triton, silu_mul_triton
+    from loopcoder.model_server.plt.modeling import PLTRMSNorm
+
+    torch.manual_seed(7)
+    dt, d, inter = torch.bfloat16, 5120, 27648
+    x, res = (torch.randn(rows, 1, d, device="cuda", dtype=dt) for _ in range(2))
+    norm = PLTRMSNorm(d, 1e-6).to("cuda", dt)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(d, device="cuda") + 0.5)
+        out, h = add_rms_norm_triton(x, res, norm.weight, norm.eps)
+        assert torch.equal(h, x + res)
+        assert report("add_rms_norm", out, norm(x + res)) < 1e-2
+        out, h = add_rms_norm_triton(x, None, norm.weight, norm.eps)
+        assert h.data_ptr() == x.data_ptr() and report("rms_norm", out, norm(x)) < 1e-2
+    gu = torch.randn(rows, 1, 2 * inter, device="cuda", dtype=dt)
+    ref = torch.nn.functional.silu(gu[..., :inter]) * gu[..., inter:]
+    assert report("silu_mul", silu_mul_triton(gu), ref) < 1e-2

@@ -329,3 +329,32 @@ def test_rope_qkv_write_matches_reference(dtype, rings):
     qh = qkv[:, : H * D].view(n, H, 1, D)
     rows = torch.arange(n) % batch
     assert same(q1, apply_rope(qh, cos[rows][:, None], sin[rows][:, None])[:, :, 0])
+
+
+@needs_interp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_add_rms_norm_and_silu_mul_match_reference(dtype, with_residual):
+    """The decode layer's fused residual add + RMSNorm and SiLU * up against their PyTorch references (the
+    model's PLTRMSNorm and MLP maths), at a width that is not a power of two (masked tail)."""
+    from loopcoder.model_server.kernels.triton_norm import add_rms_norm_triton, silu_mul_triton
+    from loopcoder.model_server.plt.modeling import PLTRMSNorm
+
+    g = torch.Generator().manual_seed(5)
+    n, d = 3, 80
+    x = torch.randn(n, 1, d, generator=g).to(dtype)
+    res = torch.randn(n, 1, d, generator=g).to(dtype) if with_residual else None
+    norm = PLTRMSNorm(d, 1e-6).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(d, generator=g) + 0.5)
+        out, h = add_rms_norm_triton(x, res, norm.weight, norm.eps)
+        ref_h = x if res is None else x + res
+        ref = norm(ref_h)
+    same = torch.equal if dtype == torch.float32 else (lambda a, b: rel_err(a, b) < 1e-2)
+    assert same(h, ref_h)
+    assert rel_err(out, ref) < (1e-6 if dtype == torch.float32 else 1e-2)
+    assert torch.equal(K.add_rms_norm_reference(x, res, norm.weight, norm.eps)[0], ref)
+    gu = torch.randn(n, 1, 2 * d, generator=g).to(dtype)
+    ref_act = torch.nn.functional.silu(gu[..., :d]) * gu[..., d:]
+    assert rel_err(silu_mul_triton(gu), ref_act) < (1e-6 if dtype == torch.float32 else 1e-2)
+    assert same(K.silu_mul_reference(gu), ref_act)
