@@ -134,10 +134,11 @@ def test_rope_qkv_write_matches_reference_on_cuda(dtype):
         caches += [torch.zeros(33, 1, W, G, d, device="cuda", dtype=dtype) for _ in range(2)]
         q = fn(qkv, cos, sin, H, G, d, caches[0], caches[1], pool_index, caches[2], caches[3], ring_index)
         outs.append([q] + caches)
-    for a, b in zip(*outs):
-        # equal up to one rounding step of the dtype (the kernel rounds x*cos and rotate_half(x)*sin
-        # like torch does, but measured 1-ulp differences in a few elements on the H200)
-        assert ((a.float() - b.float()).abs() <= 2 ** -7 * b.float().abs() + 1e-6).all()
+    for name, a, b in zip(["q", "k_pool", "v_pool", "k_ring", "v_ring"], *outs):
+        # equal up to a rounding step of the dtype: the kernel rounds x*cos and rotate_half(x)*sin like
+        # torch does, but one run on the H200 showed one-step differences in a few elements (where the two
+        # terms cancel, that step is large next to the element itself, so relative to the tensor's max)
+        assert report(f"rope_qkv_write {name}", a, b) < 1e-2
         assert torch.equal(a == 0, b == 0)  # the same entries written, nothing else
 
 
