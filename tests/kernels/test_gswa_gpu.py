@@ -139,7 +139,8 @@ def test_rope_qkv_write_matches_reference_on_cuda(dtype):
         # torch does, but one run on the H200 showed one-step differences in a few elements (where the two
         # terms cancel, that step is large next to the element itself, so relative to the tensor's max)
         assert report(f"rope_qkv_write {name}", a, b) < 1e-2
-        assert torch.equal(a == 0, b == 0)  # the same entries written, nothing else
+        if name != "q":  # (q may round to 0 in one and not the other where its terms cancel)
+            assert torch.equal(a == 0, b == 0)  # the same cache entries written, nothing else
 
 
 @pytest.mark.parametrize("rows", [1, 64])
