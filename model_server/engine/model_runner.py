@@ -58,6 +58,7 @@ class _Resident:
     tables: list[list[int]]  # the block-table lists themselves (identity, see _advance_resident)
     lengths: list[int]  # table entries already on the device
     last: list[int | None]  # last entry already on the device
+    slots: list[int]
 
 
 class ModelRunner:
@@ -326,7 +327,8 @@ class ModelRunner:
         st["tables"][batch:size] = self.dummy_block
         self._resident = _Resident(list(seqs), [s.num_tokens - 1 for s in seqs],
                                    [s.block_table for s in seqs], [len(s.block_table) for s in seqs],
-                                   [s.block_table[-1] if s.block_table else None for s in seqs])
+                                   [s.block_table[-1] if s.block_table else None for s in seqs],
+                                   [s.slot for s in seqs])
 
     def _advance_resident(self, seqs: list[Sequence]) -> bool:
         """Move the device-resident inputs one position on, if they still describe ``seqs``."""
@@ -335,7 +337,7 @@ class ModelRunner:
             return False
         if any(a is not b for a, b in zip(seqs, res.seqs)) or [s.last_token for s in seqs] != fed:
             return False
-        if any(s.num_tokens - 2 != p for s, p in zip(seqs, res.pos)):
+        if any(s.num_tokens - 2 != p for s, p in zip(seqs, res.pos)) or [s.slot for s in seqs] != res.slots:
             return False
         new_entries = []
         for i, s in enumerate(seqs):
