@@ -100,6 +100,26 @@ def ttft_ms(engine, prompt_len: int, repeats: int = 3) -> float:
     return 1000 * statistics.median(times)
 
 
+def measure_bandwidth() -> tuple[float, float]:
+    """(copy, read-only) device memory bandwidth in bytes/s: the best of 20 timed passes over 2 GiB each
+    (the roofline is an upper bound: the fastest pass is the bandwidth the GPU showed it can reach; two
+    runs on the H200 gave medians 5-8% apart)."""
+    buf = torch.randint(0, 255, (2 * 1024 ** 3,), dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(buf)
+    for _ in range(3):
+        dst.copy_(buf)
+    copy_s = min(_sync_time(lambda: dst.copy_(buf))[0] for _ in range(20))
+    # Read-only: a sum over the buffer reads every byte once and writes nothing; the faster of an int32
+    # and a float32 reduction (both as views of the same bytes) is taken.
+    read_s = float("inf")
+    for fn in (lambda: buf.view(torch.int32).sum(dtype=torch.int64), lambda: buf.view(torch.float32).sum()):
+        for _ in range(3):
+            fn()
+        read_s = min(read_s, min(_sync_time(fn)[0] for _ in range(20)))
+    del dst
+    return 2 * buf.numel() / copy_s, buf.numel() / read_s
+
+
 def kv_bytes_per_token(engine, context: int) -> float:
     r = engine.runner
     return (r.kv_bytes_per_token() * context + r.per_request_bytes()) / context
@@ -150,16 +170,17 @@ def main() -> None:
         "sequential_over_fused.b32": r["R2-sequential.decode_ms.b32"] / r["R2.decode_ms.b32"],
         "kv_bytes_R2_over_R1.32k": r["R2.kv_bytes_per_token_32k"] / r["R1.kv_bytes_per_token_32k"],
     }
-    # Roofline: every weight read once per step, at the copy bandwidth measured on this GPU.
-    buf = torch.empty(2 * 1024 ** 3, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(buf)
-    for _ in range(3):
-        dst.copy_(buf)
-    copy_s = statistics.median(_sync_time(lambda: dst.copy_(buf))[0] for _ in range(10))
-    bandwidth = 2 * buf.numel() / copy_s
+    # Roofline: every weight read once per step, at the bandwidth measured on this GPU in this run: copy
+    # bandwidth (bytes read + written, what issue 5's target used) and read-only bandwidth (one pass of a
+    # sum over the buffer: a decode step only reads weights, so this is the tighter roofline).
+    bandwidth, read_bandwidth = measure_bandwidth()
     r["roofline_tok_s.b1"] = bandwidth / weight_bytes
+    r["roofline_read_tok_s.b1"] = read_bandwidth / weight_bytes
+    ratios["R2_b1_share_of_copy_roofline"] = r["R2.decode_tok_s.b1"] / r["roofline_tok_s.b1"]
+    ratios["R2_b1_share_of_read_roofline"] = r["R2.decode_tok_s.b1"] / r["roofline_read_tok_s.b1"]
     targets = {
         "R2.decode_tok_s.b1 >= 170": r["R2.decode_tok_s.b1"] >= 170,
+        "R2.decode b1 >= 90% of the copy roofline": ratios["R2_b1_share_of_copy_roofline"] >= 0.9,
         "R2_over_R1.b1 <= 1.05": ratios["R2_over_R1.b1"] <= 1.05,
         "R2_over_R1.b32 <= 1.10": ratios["R2_over_R1.b32"] <= 1.10,
         "sequential_over_fused.b1 >= 1.7": ratios["sequential_over_fused.b1"] >= 1.7,
@@ -174,6 +195,7 @@ def main() -> None:
         "model": {"layers": args.layers, "hidden": 5120, "heads": "40/8", "head_dim": 128, "intermediate": 27648,
                   "vocab": 76800, "dtype": "bfloat16", "weights_bytes": weight_bytes, "plt_window": 65},
         "copy_bandwidth_bytes_s": bandwidth,
+        "read_bandwidth_bytes_s": read_bandwidth,
         "short_context_tokens": args.short_context,
         "results": r,
         "ratios": ratios,
@@ -182,7 +204,8 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
     print(json.dumps({"ratios": ratios, "targets_met": targets, "tok_s_b1": r["R2.decode_tok_s.b1"],
-                      "roofline": r["roofline_tok_s.b1"]}, indent=1))
+                      "roofline": r["roofline_tok_s.b1"],
+                      "roofline_read": r["roofline_read_tok_s.b1"]}, indent=1))
 
 
 if __name__ == "__main__":

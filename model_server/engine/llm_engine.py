@@ -23,7 +23,7 @@ from .block_manager import BlockManager
 from .grammar import GrammarCompiler
 from .config import EngineConfig
 from .model_runner import ModelRunner
-from .sampler import sample
+from .sampler import Sampled, sample
 from .scheduler import Scheduler
 from .sequence import Sequence, Status
 from .types import EngineOverloaded, EngineStats, RequestTooLong, SamplingParams, TokenEvent
@@ -157,7 +157,9 @@ class LLMEngine:
             logits = self.runner.decode(schedule.decode)
             for seq in schedule.decode:
                 seq.num_computed += 1
-            self._append(logits, schedule.decode, events)
+            sampled = self._append(logits, schedule.decode, events)
+            # the next decode step's input ids stay on the device (model_runner.decode)
+            self.runner.feed_tokens(sampled.chosen, sampled.tokens)
         self.counters["steps"] += 1
         return events
 
@@ -171,7 +173,7 @@ class LLMEngine:
                 self.runner.copy_cache(parent.slot, child.slot, blocks)
         return forks
 
-    def _append(self, logits: torch.Tensor, seqs: list[Sequence], events: list[TokenEvent]) -> None:
+    def _append(self, logits: torch.Tensor, seqs: list[Sequence], events: list[TokenEvent]) -> Sampled:
         # The bitmask is filled on the host while a CUDA decode step may still be running.
         bitmask = self.grammars.fill_bitmask([s.grammar for s in seqs])
         sampled = sample(logits, seqs, self.generator, bitmask)
@@ -189,6 +191,7 @@ class LLMEngine:
                 self._finish(seq, "length", events)
             else:
                 events.append(self._event(seq))
+        return sampled
 
     def _finish(self, seq: Sequence, reason: str, events: list[TokenEvent]) -> None:
         self.scheduler.finish(seq, reason)

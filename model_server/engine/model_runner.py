@@ -18,10 +18,12 @@ needs loop r-1 at the same position).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from ..kernels import gswa_decode, gswa_prefill
+from ..kernels import add_rms_norm, gswa_decode, gswa_prefill, rope_qkv_write, silu_mul
 from ..plt.configuration import LoopSpec
 from ..plt.modeling import apply_rope
 from ..plt.plt_math import clp_input, gate_mix, local_plan, ring_attention, ring_entry_valid, shift_packed
@@ -38,6 +40,17 @@ def _fuse(params: list[torch.nn.Parameter]) -> torch.Tensor:
         p.data = fused[offset: offset + p.shape[0]]
         offset += p.shape[0]
     return fused
+
+
+@dataclass
+class _Resident:
+    """The batch whose decode inputs are in the graphs' static buffers, as of the last replay."""
+    seqs: list[Sequence]
+    pos: list[int]  # position of each row's last input token
+    tables: list[list[int]]  # the block-table lists themselves (identity, see _advance_resident)
+    lengths: list[int]  # table entries already on the device
+    last: list[int | None]  # last entry already on the device
+    slots: list[int]
 
 
 class ModelRunner:
@@ -68,6 +81,10 @@ class ModelRunner:
         self.carry = torch.zeros(rings, cfg.max_num_seqs + 1, self.hidden, dtype=self.dtype, device=self.device)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._static: dict[str, torch.Tensor] = {}
+        self._static_sizes: list[int] = []
+        self._resident: _Resident | None = None  # what the graphs' static inputs hold (decode())
+        self._fed: list[int] | None = None  # tokens feed_tokens() put into the static ids
+        self.resident_steps = 0  # decode steps that advanced the resident inputs instead of uploading
         self.qkv_weight, self.qkv_bias, self.gate_up_weight = self._fuse_projections()
 
     def _fuse_projections(self):
@@ -92,8 +109,10 @@ class ModelRunner:
     def _norm(self, module, x):
         # On CUDA one fused kernel instead of six small ones (a decode step is launch-bound at small
         # batch); on CPU the model's own module, so CPU results equal model.generate() exactly.
+        # (kernels.add_rms_norm: PLTRMSNorm's roundings; torch's rms_norm measured ~7-9 us per call for the
+        # few rows of a decode step on the H200, this kernel ~2-3 us.)
         if x.is_cuda:
-            return F.rms_norm(x, (x.shape[-1],), module.weight, module.eps)
+            return add_rms_norm(x.contiguous(), None, module.weight, module.eps)[0]
         return module(x)
 
     def _qkv(self, layer, x, cos, sin):
@@ -223,7 +242,7 @@ class ModelRunner:
     def _decode_inputs(self, seqs: list[Sequence]):
         # Built on the host and sent in two copies: at batch 1 a decode step is a few milliseconds and
         # every separate host-to-device copy shows.
-        meta = torch.tensor([[s.token_ids[-1] for s in seqs], [s.num_tokens - 1 for s in seqs],
+        meta = torch.tensor([[s.last_token for s in seqs], [s.num_tokens - 1 for s in seqs],
                              [s.slot for s in seqs]]).to(self.device, non_blocking=True)
         tables = torch.full((len(seqs), self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32)
         for i, s in enumerate(seqs):
@@ -232,21 +251,92 @@ class ModelRunner:
 
     @torch.no_grad()
     def decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        """One new token for each sequence; returns last-loop logits [B, V]."""
-        ids, pos, slots, tables = self._decode_inputs(seqs)
+        """One new token for each sequence; returns last-loop logits [B, V].
+
+        With CUDA graphs the inputs stay on the device between steps: when the batch is the one of the
+        previous decode step, one position further, and its tokens are the ones ``feed_tokens`` put into
+        the graph's input buffer, only the position counter (one add) and any new block-table entries
+        are written; otherwise the inputs are uploaded in full."""
         batch = len(seqs)
-        size = next((n for n in sorted(self.graphs) if n >= batch), None)
+        size = next((n for n in self._static_sizes if n >= batch), None)
         if size is None:
-            return self._decode_step(ids, pos, slots, tables)
-        st = self._static
+            self._resident = None
+            return self._decode_step(*self._decode_inputs(seqs))
+        if not self._advance_resident(seqs):
+            self._upload(seqs, size)
+        self._fed = None
+        if size in self.graphs:
+            graph, logits = self.graphs[size]
+            graph.replay()
+        else:  # static inputs without a graph (CPU tests of the resident-input bookkeeping)
+            st = self._static
+            logits = self._decode_step(st["ids"][:size], st["pos"][:size], st["slots"][:size], st["tables"][:size])
+        return logits[:batch]
+
+    def use_static_inputs(self, sizes) -> None:
+        """Keep decode inputs in static buffers for batches up to max(sizes) (padded to the next size).
+        capture_graphs() does this for its graphs; on CPU it runs the same bookkeeping eagerly."""
+        self._static_sizes = sizes = sorted({min(n, self.cfg.max_num_seqs) for n in sizes})
+        self._resident = self._fed = None
+        if not sizes:
+            return
+        top, dev = sizes[-1], self.device
+        self._static = {
+            "ids": torch.zeros(top, dtype=torch.long, device=dev),
+            "pos": torch.zeros(top, dtype=torch.long, device=dev),
+            "slots": torch.full((top,), self.dummy_slot, dtype=torch.long, device=dev),
+            "tables": torch.full((top, self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32, device=dev),
+        }
+        self._resident = self._fed = None
+
+    def _upload(self, seqs: list[Sequence], size: int) -> None:
+        batch, st = len(seqs), self._static
+        ids, pos, slots, tables = self._decode_inputs(seqs)
         st["ids"][:batch], st["pos"][:batch], st["slots"][:batch], st["tables"][:batch] = ids, pos, slots, tables
         st["ids"][batch:size] = 0
         st["pos"][batch:size] = 0
         st["slots"][batch:size] = self.dummy_slot
         st["tables"][batch:size] = self.dummy_block
-        graph, logits = self.graphs[size]
-        graph.replay()
-        return logits[:batch]
+        self._resident = _Resident(list(seqs), [s.num_tokens - 1 for s in seqs],
+                                   [s.block_table for s in seqs], [len(s.block_table) for s in seqs],
+                                   [s.block_table[-1] if s.block_table else None for s in seqs],
+                                   [s.slot for s in seqs])
+
+    def _advance_resident(self, seqs: list[Sequence]) -> bool:
+        """Move the device-resident inputs one position on, if they still describe ``seqs``."""
+        res, fed = self._resident, self._fed
+        if res is None or fed is None or len(seqs) != len(res.seqs):
+            return False
+        if any(a is not b for a, b in zip(seqs, res.seqs)) or [s.last_token for s in seqs] != fed:
+            return False
+        if any(s.num_tokens - 2 != p for s, p in zip(seqs, res.pos)) or [s.slot for s in seqs] != res.slots:
+            return False
+        new_entries = []
+        for i, s in enumerate(seqs):
+            # Block tables only grow by appending while a sequence runs; a released one is a new list.
+            table, n = s.block_table, res.lengths[i]
+            if table is not res.tables[i] or len(table) < n or (n and table[n - 1] != res.last[i]):
+                return False
+            if len(table) > n:
+                new_entries += [(i, j, table[j]) for j in range(n, len(table))]
+        st = self._static
+        st["pos"][: len(seqs)] += 1
+        if new_entries:
+            rows, cols, vals = torch.tensor(new_entries, dtype=torch.int64).T.to(self.device, non_blocking=True)
+            st["tables"][rows, cols] = vals.to(torch.int32)
+            for i, s in enumerate(seqs):
+                res.lengths[i], res.last[i] = len(s.block_table), s.block_table[-1]
+        res.pos = [p + 1 for p in res.pos]
+        self.resident_steps += 1
+        return True
+
+    def feed_tokens(self, chosen: torch.Tensor, tokens: list[int]) -> None:
+        """The tokens just sampled for the last decode batch ([B] on the device, and the same on the
+        host): they are the next step's input ids, copied on the device (no host round trip)."""
+        if self._resident is None or len(tokens) != len(self._resident.seqs):
+            return
+        self._static["ids"][: len(tokens)].copy_(chosen, non_blocking=True)
+        self._fed = list(tokens)
 
     def _decode_step(self, ids, pos, slots, tables):
         if self.cfg.decode_mode == "fused" and self.spec.clp and self.spec.num_loops > 1:
@@ -257,10 +347,53 @@ class ModelRunner:
         """Flat pool index of each request's new position (computed once per step, used per layer)."""
         return tables.gather(1, (pos // self.block_size)[:, None])[:, 0].long() * self.block_size + pos % self.block_size
 
-    def _write_kv(self, layer, flat, k, v):
-        """Write loop-0 K/V [B, G, D] of each request's new position into the paged pool."""
-        self.k_pool[layer].view(-1, self.num_kv_heads, self.head_dim)[flat] = k
-        self.v_pool[layer].view(-1, self.num_kv_heads, self.head_dim)[flat] = v
+    def _layer_head(self, layer, h, pending):
+        """Start of a decode layer: h += the previous layer's MLP output (``pending``, None at layer 0),
+        then the input norm; on CUDA one launch (kernels.add_rms_norm). Returns (normed, h)."""
+        norm = self.inner.layers[layer].input_layernorm
+        if h.is_cuda:
+            return add_rms_norm(h if pending is None else pending, None if pending is None else h, norm.weight,
+                                norm.eps)
+        h = h if pending is None else h + pending
+        return norm(h), h
+
+    def _layer_tail(self, layer, h, attn_out):
+        """Rest of a decode layer after attention: o_proj, residual add + post-attention norm (one launch on
+        CUDA), gate/up GEMM, SiLU * up (one launch on CUDA), down GEMM. Returns (h, MLP output); the caller
+        adds the MLP output in the next layer's head (or after the last layer)."""
+        lay = self.inner.layers[layer]
+        o = lay.self_attn.o_proj(attn_out)
+        norm = lay.post_attention_layernorm
+        if h.is_cuda:
+            x, h = add_rms_norm(o, h, norm.weight, norm.eps)
+            act = silu_mul(F.linear(x, self.gate_up_weight[layer]))
+        else:
+            h = h + o
+            gate, up = F.linear(norm(h), self.gate_up_weight[layer]).chunk(2, -1)
+            act = F.silu(gate) * up
+        return h, lay.mlp.down_proj(act)
+
+    def _rope_write(self, layer, x, cos, sin, pool_index, ring_index=None):
+        """Projections of decode rows x [N, 1, d], RoPE, and K/V written where the indices say (one launch
+        on CUDA: kernels.rope_qkv_write). Returns q [N, H, D]."""
+        qkv = F.linear(x, self.qkv_weight[layer], self.qkv_bias[layer])
+        rings = (self.ring_k[layer], self.ring_v[layer], ring_index) if ring_index is not None else (None,) * 3
+        return rope_qkv_write(qkv.view(x.shape[0], -1), cos, sin, self.num_heads, self.num_kv_heads,
+                              self.head_dim, self.k_pool[layer], self.v_pool[layer], pool_index, *rings)
+
+    def _ring_index(self, slots, ring_pos, loop):
+        """Flat index of each request's new ring entry of ``loop`` (>= 1) in ring_k[layer].view(-1, G, D)."""
+        return (slots * (self.spec.num_loops - 1) + loop - 1) * self.spec.window + ring_pos
+
+    def _row_gates(self, layer, h, q, batch, rows):
+        """Gates of loop rows 1..R-1: [B, R-1, H]. On CUDA in hidden mode one norm, one projection and one
+        sigmoid for all those rows; otherwise the model's own gate module row by row."""
+        gate = self._gate(layer)
+        if h.is_cuda and gate.from_hidden:
+            g = torch.sigmoid(F.linear(self._norm(gate.gate_norm, h[batch:]), gate.weight, gate.bias))
+            return g.view(rows - 1, batch, -1).transpose(0, 1).contiguous()
+        return torch.stack([gate(h[r * batch:(r + 1) * batch], q[r * batch:(r + 1) * batch, :, None])[:, :, 0, 0]
+                            for r in range(1, rows)], 1)
 
     def _decode_fused(self, ids, pos, slots, tables):
         spec, rows = self.spec, self.spec.num_loops
@@ -269,28 +402,25 @@ class ModelRunner:
         carry = self.carry[:, slots]  # [R-1, B, d]
         h = torch.cat([embeds] + [clp_input(spec.emb_scale, spec.hidden_scale, embeds, carry[r - 1][:, None])
                                   for r in range(1, rows)])  # [R*B, 1, d]
-        cos, sin = self.inner.rotary_emb(pos[:, None], embeds.dtype)
-        cos, sin = cos.repeat(rows, 1, 1), sin.repeat(rows, 1, 1)
+        cos, sin = self.inner.rotary_emb(pos[:, None], embeds.dtype)  # [B, 1, D]: row r*B+b uses row b
         seq_lens = (pos + 1).to(torch.int32)
         ring_pos = pos % spec.window
         slots32 = slots.to(torch.int32)
         flat = self._new_token_slots(pos, tables)
+        nowhere = torch.full_like(flat, -1)
+        pool_index = torch.cat([flat] + [nowhere] * (rows - 1))  # row 0 writes loop-0 K/V into the pool
+        ring_index = torch.cat([nowhere] + [self._ring_index(slots, ring_pos, r) for r in range(1, rows)])
+        pending = None
         for layer in range(self.num_layers):
-            x = self._input_norm(layer, h)
-            q, k, v = self._qkv(layer, x, cos, sin)  # [R*B, H|G, 1, D]
-            self._write_kv(layer, flat, k[:batch, :, 0], v[:batch, :, 0])
-            gates = []
-            for r in range(1, rows):
-                part = slice(r * batch, (r + 1) * batch)
-                self.ring_k[layer][slots, r - 1, ring_pos] = k[part, :, 0]
-                self.ring_v[layer][slots, r - 1, ring_pos] = v[part, :, 0]
-                gates.append(self._gate(layer)(h[part], q[part])[:, :, 0, 0])
-            rows_q = q[:, :, 0].view(rows, batch, self.num_heads, self.head_dim).transpose(0, 1)
+            x, h = self._layer_head(layer, h, pending)
+            q = self._rope_write(layer, x, cos, sin, pool_index, ring_index)  # [R*B, H, D]
+            gates = self._row_gates(layer, h, q, batch, rows)
+            rows_q = q.view(rows, batch, self.num_heads, self.head_dim).transpose(0, 1)
             out = gswa_decode(rows_q, self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
-                              self.ring_k[layer], self.ring_v[layer], slots32, torch.stack(gates, 1),
+                              self.ring_k[layer], self.ring_v[layer], slots32, gates,
                               scale=self.scale)  # [B, R, H, D]
-            h = self._finish_layer(layer, h, out.transpose(0, 1).reshape(rows * batch, 1, -1))
-        h = h.view(rows, batch, self.hidden)
+            h, pending = self._layer_tail(layer, h, out.transpose(0, 1).reshape(rows * batch, 1, -1))
+        h = (h + pending).view(rows, batch, self.hidden)
         self.carry[:, slots] = self._loop_output(h[:-1])
         return self._logits(h[-1])
 
@@ -301,6 +431,7 @@ class ModelRunner:
         seq_lens = (pos + 1).to(torch.int32)
         ring_pos = pos % spec.window
         flat = self._new_token_slots(pos, tables)
+        nowhere = torch.full_like(flat, -1)
         ring_valid = ring_entry_valid(pos, spec.window)
         old_carry = self.carry[:, slots].clone()
         loop_out, outs = None, []
@@ -311,21 +442,21 @@ class ModelRunner:
                 h = clp_input(spec.emb_scale, spec.hidden_scale, embeds, old_carry[r - 1][:, None])
             else:
                 h = loop_out
+            ring_index = self._ring_index(slots, ring_pos, r) if r > 0 else None
+            pending = None
             for layer in range(self.num_layers):
-                x = self._input_norm(layer, h)
-                q, k, v = self._qkv(layer, x, cos, sin)  # [B, H|G, 1, D]
-                if r == 0:
-                    self._write_kv(layer, flat, k[:, :, 0], v[:, :, 0])
-                out = gswa_decode(q[:, :, 0][:, None], self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
+                x, h = self._layer_head(layer, h, pending)
+                # loop 0 writes its K/V into the pool, loop r >= 1 into its ring
+                q = self._rope_write(layer, x, cos, sin, flat if r == 0 else nowhere, ring_index)  # [B, H, D]
+                out = gswa_decode(q[:, None], self.k_pool[layer], self.v_pool[layer], tables, seq_lens,
                                   None, None, None, None, scale=self.scale)[:, 0]  # [B, H, D]
                 if r > 0:
                     rk, rv = self.ring_k[layer][:, r - 1], self.ring_v[layer][:, r - 1]
-                    rk[slots, ring_pos] = k[:, :, 0]
-                    rv[slots, ring_pos] = v[:, :, 0]
-                    local = ring_attention(q[:, :, 0], rk[slots], rv[slots], ring_valid, self.scale)
-                    g = self._gate(layer)(h, q)[:, :, 0]  # [B, H, 1]
+                    local = ring_attention(q, rk[slots], rv[slots], ring_valid, self.scale)
+                    g = self._gate(layer)(h, q[:, :, None])[:, :, 0]  # [B, H, 1]
                     out = gate_mix(g, out, local)
-                h = self._finish_layer(layer, h, out.reshape(out.shape[0], 1, -1))
+                h, pending = self._layer_tail(layer, h, out.reshape(out.shape[0], 1, -1))
+            h = h + pending
             if r < spec.num_loops - 1:
                 loop_out = self._loop_output(h) if spec.clp else h
                 outs.append(loop_out[:, 0])
@@ -339,15 +470,8 @@ class ModelRunner:
         """Capture one decode graph per batch size (<= max_num_seqs) on static input buffers."""
         if self.device.type != "cuda":
             return
-        sizes = sorted({min(n, self.cfg.max_num_seqs) for n in self.cfg.graph_batch_sizes})
-        top = sizes[-1]
-        dev = self.device
-        self._static = st = {
-            "ids": torch.zeros(top, dtype=torch.long, device=dev),
-            "pos": torch.zeros(top, dtype=torch.long, device=dev),
-            "slots": torch.full((top,), self.dummy_slot, dtype=torch.long, device=dev),
-            "tables": torch.full((top, self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32, device=dev),
-        }
+        self.use_static_inputs(self.cfg.graph_batch_sizes)
+        sizes, st = self._static_sizes, self._static
         pool = None
         for size in reversed(sizes):  # largest first so smaller graphs reuse its memory pool
             args = (st["ids"][:size], st["pos"][:size], st["slots"][:size], st["tables"][:size])
@@ -362,4 +486,5 @@ class ModelRunner:
                 logits = self._decode_step(*args)
             pool = graph.pool()
             self.graphs[size] = (graph, logits)
+        self._resident = self._fed = None
         torch.cuda.synchronize()

@@ -21,6 +21,7 @@ from .types import TokenLogprob
 class Sampled:
     tokens: list[int]
     logprobs: list[TokenLogprob | None]
+    chosen: torch.Tensor | None = None  # the same tokens on the logits' device, [B] int64
 
 
 def sample(logits: torch.Tensor, seqs: list[Sequence], default_generator: torch.Generator,
@@ -36,7 +37,7 @@ def sample(logits: torch.Tensor, seqs: list[Sequence], default_generator: torch.
         logits = apply_token_bitmask(logits, bitmask)
     chosen = _choose(logits, seqs, default_generator)
     tokens = chosen.tolist()
-    return Sampled(tokens, _logprobs(raw, chosen, seqs))
+    return Sampled(tokens, _logprobs(raw, chosen, seqs), chosen)
 
 
 def _apply_logit_bias(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:

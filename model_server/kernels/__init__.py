@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from .reference import (
     LOCAL_WINDOW,
+    add_rms_norm_reference,
+    silu_mul_reference,
     gswa_decode_contiguous_reference,
     gswa_decode_reference,
     gswa_prefill_reference,
+    rope_qkv_write_reference,
 )
 
 
@@ -50,11 +53,52 @@ def gswa_decode_contiguous(q, k_cache, v_cache, seq_lens, ring_k, ring_v, ring_s
     return gswa_decode(q, k_cache, v_cache, None, seq_lens, ring_k, ring_v, ring_slots, gate, scale=scale)
 
 
+def rope_qkv_write(qkv, cos, sin, num_heads, num_kv_heads, head_dim, k_pool, v_pool, pool_index,
+                   k_ring=None, v_ring=None, ring_index=None):
+    """RoPE of q and k for decode rows and the K/V writes into the paged pool and the rings, one launch.
+
+    qkv [N, (H + 2G) * D]; cos/sin [C, D] (row n uses row n % C, so loop rows share their token's);
+    pool_index / ring_index [N] int64, -1 = this row writes nowhere there. Returns q [N, H, D]."""
+    args = (qkv, cos, sin, num_heads, num_kv_heads, head_dim, k_pool, v_pool, pool_index, k_ring, v_ring,
+            ring_index)
+    if qkv.is_cuda:
+        from .triton_rope import rope_qkv_write_triton
+
+        return rope_qkv_write_triton(*args)
+    return rope_qkv_write_reference(*args)
+
+
+def add_rms_norm(x, residual, weight, eps):
+    """(RMSNorm(x + residual), x + residual) over the last dim, one launch on CUDA; residual may be None."""
+    if x.is_cuda:
+        from .triton_norm import add_rms_norm_triton
+
+        return add_rms_norm_triton(x, residual, weight, eps)
+    return add_rms_norm_reference(x, residual, weight, eps)
+
+
+def silu_mul(gate_up):
+    """[..., 2n] -> silu(gate_up[..., :n]) * gate_up[..., n:], one launch on CUDA."""
+    if gate_up.is_cuda:
+        from .triton_norm import silu_mul_triton
+
+        return silu_mul_triton(gate_up)
+    return silu_mul_reference(gate_up)
+
+
 def __getattr__(name):  # lazy: importing the package must not import triton (CPU-only callers)
     if name in ("gswa_prefill_triton",):
         from . import triton_prefill
 
         return triton_prefill.gswa_prefill_triton
+    if name in ("add_rms_norm_triton", "silu_mul_triton"):
+        from . import triton_norm
+
+        return getattr(triton_norm, name)
+    if name == "rope_qkv_write_triton":
+        from . import triton_rope
+
+        return triton_rope.rope_qkv_write_triton
     if name in ("gswa_decode_triton", "gswa_decode_contiguous_triton"):
         from . import triton_decode
 
@@ -73,4 +117,13 @@ __all__ = [
     "gswa_decode_contiguous",
     "gswa_decode_contiguous_reference",
     "gswa_decode_contiguous_triton",
+    "add_rms_norm",
+    "add_rms_norm_reference",
+    "add_rms_norm_triton",
+    "silu_mul",
+    "silu_mul_reference",
+    "silu_mul_triton",
+    "rope_qkv_write",
+    "rope_qkv_write_reference",
+    "rope_qkv_write_triton",
 ]

@@ -125,3 +125,42 @@ def gswa_decode_contiguous_reference(q, k_cache, v_cache, seq_lens, ring_k, ring
     """gswa_decode_reference over a contiguous (HF static) cache k_cache [B, S_max, G, D]."""
     return gswa_decode_reference(q, k_cache, v_cache, None, seq_lens, ring_k, ring_v, ring_slots, gate,
                                  scale=scale)
+
+
+def rope_qkv_write_reference(qkv, cos, sin, num_heads, num_kv_heads, head_dim, k_pool, v_pool, pool_index,
+                             k_ring=None, v_ring=None, ring_index=None):
+    """RoPE of q and k and the K/V writes of a decode step, as separate PyTorch operations.
+
+    qkv [N, (H + 2G) * D] (rows of [q; k; v] heads); cos/sin [C, D] (row n uses row n % C); pool_index [N]
+    (int, -1 = no write) into k_pool/v_pool viewed as [-1, G, D]; likewise ring_index into k_ring/v_ring.
+    Returns q [N, H, D] with RoPE applied."""
+    from ..plt.modeling import rotate_half
+
+    n, h, g, d = qkv.shape[0], num_heads, num_kv_heads, head_dim
+    q, k, v = qkv.split([h * d, g * d, g * d], dim=-1)
+    rows = torch.arange(n, device=qkv.device) % cos.reshape(-1, d).shape[0]
+    c, s = cos.reshape(-1, d)[rows][:, None], sin.reshape(-1, d)[rows][:, None]
+    q = q.reshape(n, h, d)
+    k = k.reshape(n, g, d)
+    q, k = q * c + rotate_half(q) * s, k * c + rotate_half(k) * s
+    v = v.reshape(n, g, d)
+    for dst_k, dst_v, index in ((k_pool, v_pool, pool_index), (k_ring, v_ring, ring_index)):
+        if index is None:
+            continue
+        keep = index >= 0
+        dst_k.view(-1, g, d)[index[keep]] = k[keep]
+        dst_v.view(-1, g, d)[index[keep]] = v[keep]
+    return q
+
+
+def add_rms_norm_reference(x, residual, weight, eps):
+    """(RMSNorm(x + residual), x + residual) with PLTRMSNorm's roundings; residual None: (RMSNorm(x), x)."""
+    h = x if residual is None else x + residual
+    hf = h.float()
+    return weight * (hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)).to(h.dtype), h
+
+
+def silu_mul_reference(gate_up):
+    """[..., 2n] -> silu(first half) * second half."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return torch.nn.functional.silu(gate) * up

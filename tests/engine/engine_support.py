@@ -50,7 +50,7 @@ class LogitRecordingEngine(LLMEngine):
         for row, seq in zip(logits, seqs):
             # the row predicts the token after the sequence's last one
             self.logits[(seq.request_id, seq.num_tokens - 1)] = row.detach().clone()
-        super()._append(logits, seqs, events)
+        return super()._append(logits, seqs, events)
 
 
 def make_engine(path, num_loops=None, engine_cls=LLMEngine, **overrides):

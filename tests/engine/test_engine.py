@@ -180,3 +180,20 @@ def test_async_engine_streams_concurrent_requests_and_aborts_on_early_exit(plt_c
     outs, stats = asyncio.run(main())
     assert outs == [reference(model, p) for p in batch]
     assert stats.requests_aborted_total == 1 and stats.kv_blocks_used == 0 and stats.num_running == 0
+
+
+@pytest.mark.parametrize("num_loops, overrides", [
+    (None, dict()),                                  # staggered arrivals: the batch changes, then stays
+    (None, dict(num_kv_blocks=14, max_num_seqs=3)),  # preemption; new blocks every 4 tokens
+    (3, dict()),
+])
+def test_device_resident_decode_inputs_equal_generate(plt_checkpoint, num_loops, overrides):
+    """The static-input bookkeeping of the CUDA graphs (ids fed from the sampler, positions advanced on
+    the device, only new block-table entries written), run eagerly on CPU."""
+    engine, model = make_engine(plt_checkpoint, num_loops=num_loops, **overrides)
+    engine.runner.use_static_inputs([1, 2, 4])
+    batch = prompts([5, 40, 13, 1, 27], seed=7)
+    params = SamplingParams(max_tokens=14, temperature=0, ignore_eos=True)
+    outs = engine.generate(batch, params, arrivals=[0, 0, 3, 4, 9])
+    assert outs == [reference(model, p, 14) for p in batch]
+    assert engine.runner.resident_steps > 10  # most decode steps advanced the inputs in place

@@ -295,3 +295,79 @@ def test_decode_kernel_reads_sglangs_pool_as_pages_of_one_token(r):
     out = K.gswa_decode_triton(**x, num_splits=2)
     ref = K.gswa_decode_reference(**x)
     assert rel_err(out, ref) < TOL[torch.float32]
+
+
+@needs_interp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rings", [False, True])
+def test_rope_qkv_write_matches_reference(dtype, rings):
+    """RoPE + K/V writes of decode rows: the kernel equals the PyTorch reference bit for bit (same
+    roundings), writes exactly the rows whose index is >= 0, and leaves every other cache entry alone."""
+    from loopcoder.model_server.kernels.triton_rope import rope_qkv_write_triton
+
+    g = torch.Generator().manual_seed(11)
+    batch, loops, slots, window, blocks = 3, 2, 4, 5, 6
+    n = batch * loops
+    qkv = torch.randn(n, (H + 2 * G) * D, generator=g).to(dtype)
+    pos = torch.tensor([3, 17, 9])
+    inv = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
+    emb = torch.cat([pos[:, None] * inv, pos[:, None] * inv], -1)
+    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+    pool_index = torch.tensor([5, 30, 12, -1, -1, -1])
+    ring_index = torch.tensor([-1, -1, -1, 2, 11, 19]) if rings else None
+    outs = []
+    for fn in (K.rope_qkv_write_reference, rope_qkv_write_triton):
+        kp = torch.randn(blocks, 8, G, D, generator=torch.Generator().manual_seed(1)).to(dtype)
+        vp = kp.clone() + 1
+        kr = torch.randn(slots, 1, window, G, D, generator=torch.Generator().manual_seed(2)).to(dtype)
+        vr = kr.clone() - 1
+        before = [t.clone() for t in (kp, vp, kr, vr)]
+        q = fn(qkv, cos, sin, H, G, D, kp, vp, pool_index, kr if rings else None, vr if rings else None, ring_index)
+        outs.append((q, kp, vp, kr, vr, before))
+    (q0, *caches0, before), (q1, *caches1, _) = outs
+    # float32: bit for bit. bf16: the interpreter's float32 -> bf16 conversion does not round to nearest
+    # (it differs from torch by one bf16 step); test_gswa_gpu checks the kernel on CUDA.
+    same = torch.equal if dtype == torch.float32 else (lambda a, b: rel_err(a, b) < 1e-2)
+    assert same(q0, q1)
+    for a, b, old in zip(caches0, caches1, before):
+        assert same(a, b)
+    # the rows written changed, nothing else did
+    kp, before_kp = caches1[0].view(-1, G, D), before[0].view(-1, G, D)
+    changed = (kp != before_kp).flatten(1).any(1).nonzero().flatten().tolist()
+    assert changed == [5, 12, 30]
+    if not rings:
+        assert torch.equal(caches1[2], before[2])
+    # q of row b equals modeling.apply_rope on its token's cos/sin
+    from loopcoder.model_server.plt.modeling import apply_rope
+    qh = qkv[:, : H * D].view(n, H, 1, D)
+    rows = torch.arange(n) % batch
+    assert same(q1, apply_rope(qh, cos[rows][:, None], sin[rows][:, None])[:, :, 0])
+
+
+@needs_interp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_add_rms_norm_and_silu_mul_match_reference(dtype, with_residual):
+    """The decode layer's fused residual add + RMSNorm and SiLU * up against their PyTorch references (the
+    model's PLTRMSNorm and MLP maths), at a width that is not a power of two (masked tail)."""
+    from loopcoder.model_server.kernels.triton_norm import add_rms_norm_triton, silu_mul_triton
+    from loopcoder.model_server.plt.modeling import PLTRMSNorm
+
+    g = torch.Generator().manual_seed(5)
+    n, d = 3, 80
+    x = torch.randn(n, 1, d, generator=g).to(dtype)
+    res = torch.randn(n, 1, d, generator=g).to(dtype) if with_residual else None
+    norm = PLTRMSNorm(d, 1e-6).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(d, generator=g) + 0.5)
+        out, h = add_rms_norm_triton(x, res, norm.weight, norm.eps)
+        ref_h = x if res is None else x + res
+        ref = norm(ref_h)
+    same = torch.equal if dtype == torch.float32 else (lambda a, b: rel_err(a, b) < 1e-2)
+    assert same(h, ref_h)
+    assert rel_err(out, ref) < (1e-6 if dtype == torch.float32 else 1e-2)
+    assert torch.equal(K.add_rms_norm_reference(x, res, norm.weight, norm.eps)[0], ref)
+    gu = torch.randn(n, 1, 2 * d, generator=g).to(dtype)
+    ref_act = torch.nn.functional.silu(gu[..., :d]) * gu[..., d:]
+    assert rel_err(silu_mul_triton(gu), ref_act) < (1e-6 if dtype == torch.float32 else 1e-2)
+    assert same(K.silu_mul_reference(gu), ref_act)
