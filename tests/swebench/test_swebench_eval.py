@@ -236,12 +236,16 @@ def test_new_style_instance_runs_its_own_eval_script(make_context, mini):
     assert (r.status, r.swebench_resolved, r.junit_resolved) == ("unresolved", False, False)
 
 
-def test_tests_that_kill_the_sandbox_are_an_infra_failure_and_the_batch_goes_on(make_context, mini):
+def test_tests_that_kill_every_process_they_can_are_an_infra_failure_and_the_batch_goes_on(make_context, mini):
     parse, markdown = mini["r1chardj0n3s__parse-162"], mini["Python-Markdown__markdown-1634"]
     killer = make_patch(parse, lambda root: append(root / "parse.py", "\nimport os as _o, signal as _sg\n_o.kill(-1, _sg.SIGKILL)\n"))
     ctx = make_context(run_id="kill")
     report = evaluate_batch([parse, markdown], {parse["instance_id"]: pred(parse, killer),
                                                 markdown["instance_id"]: pred(markdown, markdown["patch"])}, ctx)
     killed, fine = report.results
-    assert killed.status == "infra_failure" and killed.infra_reason in ("sandbox_failed", "tests_did_not_finish"), killed
+    # The sandbox's PID 1 is a sealed supervisor that survives kill(-1): the sandbox lives on, but the eval
+    # script is killed before its end line, so no verdict is drawn from the cut-short log.
+    assert (killed.status, killed.infra_reason) == ("infra_failure", "tests_did_not_finish"), killed
+    assert "killed before its test command ended" in killed.detail
+    assert not (ctx.log_dir("attacker", parse["instance_id"]) / "report.json").exists()
     assert fine.status == "resolved"
