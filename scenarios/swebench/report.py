@@ -93,9 +93,15 @@ def write_report(run_dir: str | Path, eval_run_id: Optional[str] = None) -> Path
     for r in rows:
         if r["verdict"]:
             eval_counts[r["verdict"]] = eval_counts.get(r["verdict"], 0) + 1
+    # A folder of `swebench eval` alone has verdicts but no agent run: no agent columns then.
+    has_run = bool(meta or statuses)
+    if has_run:
+        title = f"SWE-bench run {meta.get('run_id', '')}".rstrip()
+    else:
+        title = f"SWE-bench evaluation {(evaluation or {}).get('run_id', '')}".rstrip()
     out = run_dir / REPORT_FILE
     out.write_text(env.get_template("report.html.jinja").render(
-        meta=meta, rows=rows, counts=counts, eval_counts=eval_counts, evaluation=evaluation,
+        title=title, has_run=has_run, meta=meta, rows=rows, counts=counts, eval_counts=eval_counts, evaluation=evaluation,
         totals={"tokens_in": sum(r["tokens_in"] for r in rows), "tokens_out": sum(r["tokens_out"] for r in rows),
                 "cost": sum(r["cost"] for r in rows), "seconds": sum(r["seconds"] for r in rows)},
         resolved=eval_counts.get("resolved", 0), evaluated=sum(eval_counts.values())))

@@ -210,6 +210,7 @@ def test_trajectory_page_shows_task_plan_thoughts_calls_diffs_results_and_patch_
     patch = "".join(page.ids["patch"])
     assert "+++ b/notes.txt" in patch and "+++ b/added.md" in patch and f"+fixed {HOSTILE}" in patch
     assert "submitted" in "".join(page.ids["stop"])
+    assert "test output · eval log" in " ".join("".join(page.ids["status"]).split())  # two links, apart
     back = [a["href"] for t, a in page.tags if t == "a" and a.get("href", "").endswith("report.html")]
     assert back == ["../report.html"]
 
@@ -230,3 +231,33 @@ def test_report_command_writes_the_report_and_refuses_a_missing_folder(run_dir, 
         main(["swebench", "report", str(run_dir / "nope")])
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: run folder not found: {run_dir / 'nope'}"
+
+
+def test_a_folder_of_swebench_eval_alone_shows_verdicts_without_agent_columns(tmp_path):
+    run = tmp_path / "evalonly"
+    ctx = EvalContext(load_swebench_config(), load_runtime_config(), None, run, "g1")
+    results = [InstanceResult(instance_id=SOLVED, model_name_or_path="gold", status="resolved",
+                              swebench_resolved=True, junit_resolved=True),
+               InstanceResult(instance_id=FAILED, model_name_or_path="gold", status="empty_patch",
+                              detail="the prediction's model_patch is empty")]
+    for r in results:
+        ctx.log_dir("gold", r.instance_id).mkdir(parents=True)
+        (ctx.log_dir("gold", r.instance_id) / "run_instance.log").write_text("log\n")
+    (ctx.log_dir("gold", SOLVED) / "test_output.txt").write_text("output\n")
+    preds = {i: {"instance_id": i, "model_name_or_path": "gold", "model_patch": "x"} for i in (SOLVED, FAILED)}
+    write_reports([{"instance_id": SOLVED}, {"instance_id": FAILED}], preds, results, ctx)
+    path = write_report(run)
+    page = Page(path.read_text())
+    assert_inert(page)
+    assert_links_resolve(page, path, run)
+    headers = [t for t, _ in page.tags if t == "th"]
+    assert len(headers) == 2  # instance, eval verdict: no steps, tokens or cost of a run that did not happen
+    table = "".join(page.ids["instances"]).strip()
+    assert table.startswith("instanceeval verdict") and "tokens" not in table and "steps" not in table
+    title = [t for t in page.text if "SWE-bench" in t]
+    assert title[:2] == ["SWE-bench evaluation g1", "SWE-bench evaluation g1"]  # <title> and <h1>
+    assert [r["id"] for r in page.rows] == [SOLVED, FAILED]
+    solved, empty = ("".join(r["text"]) for r in page.rows)
+    assert "resolved" in solved and "test output" in solved
+    assert "empty_patch" in empty and "test output" not in empty and "log" in empty
+    assert "resolved 1/2" in "".join(page.ids["resolved"])
