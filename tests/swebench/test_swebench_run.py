@@ -190,13 +190,18 @@ def test_a_batch_stopped_mid_run_then_resumed_has_every_instance_exactly_once(
             assert proc.returncode == 130, output
             assert status(out, victim)["state"] == "interrupted" and "interrupted" in output
             assert not _containers_of(docker_client, run_id)
-        code, stdout, err = run_cli(capsys, "swebench", "run", "-i", ",".join(ids), "--model-url", model.url,
+        # After SIGKILL, resume with the folder alone (the run's own dataset and selection, 4 of the 6); after
+        # Ctrl-C, with the selection given again.
+        selection = [] if sig == signal.SIGKILL else ["-i", ",".join(ids)]
+        code, stdout, err = run_cli(capsys, "swebench", "run", *selection, "--model-url", model.url,
                                     "-o", str(out), "--resume", *FAST)
     assert code == 0, err
     after = [p["instance_id"] for p in pred_lines(out)]
     assert sorted(after) == sorted(ids) and len(after) == len(ids)  # each exactly once
     assert after[:len(before)] == before  # nothing written before the stop was lost or rewritten
-    assert f"{len(before)} already done" in err
+    assert f"{len(before)} already done" in err and f"{len(ids)} instance(s)" in err
+    assert sorted(d.name for d in (out / "instances").iterdir()) == sorted(ids)  # nothing outside the run ran
+    assert json.loads((out / "run.json").read_text())["instances"] == ids
     for iid in ids:
         s = status(out, iid)
         assert s["state"] == "done" and s["prediction"], s
