@@ -64,11 +64,12 @@ def test_gold_patches_of_every_bundled_instance_resolve_with_both_verdicts(make_
 
 def test_empty_patches_resolve_none(make_context, mini):
     ctx = make_context(run_id="empty")
-    insts = [mini[i] for i in TWO]
-    report = evaluate_batch(insts, {i["instance_id"]: pred(i, "", "empty") for i in insts}, ctx)
-    assert [r.status for r in report.results] == ["empty_patch", "empty_patch"]
+    insts = list(mini.values())  # every bundled instance, with an empty and a whitespace-only patch
+    preds = {i["instance_id"]: pred(i, "" if n % 2 else "\n \n", "empty") for n, i in enumerate(insts)}
+    report = evaluate_batch(insts, preds, ctx)
+    assert [r.status for r in report.results] == ["empty_patch"] * len(insts)
     official = official_report(ctx, "empty")
-    assert official["resolved_instances"] == 0 and official["empty_patch_ids"] == sorted(TWO)
+    assert official["resolved_instances"] == 0 and official["empty_patch_ids"] == sorted(mini)
 
 
 def test_patch_printing_fake_results_after_pytest_is_a_grading_conflict(make_context, mini):

@@ -314,3 +314,36 @@ def test_official_images_mode_brings_the_built_repository_but_not_its_history_or
             if r.get("image"):
                 docker_client.images.remove(r["image"], force=True)
         docker_client.images.remove(env.official_image, force=True)
+
+
+def test_demo_says_plainly_whether_its_instance_was_resolved(tmp_path, mini, base_image, capsys):
+    # `swebench demo` (what `make demo` runs) against a model that applies the gold fix, then one that changes
+    # nothing: run, eval and report each time, and a verdict line that says which.
+    inst = mini["r1chardj0n3s__parse-162"]
+    iid = inst["instance_id"]
+    for name, script, verdict in (("gold", gold_script(inst), f"RESULT: {iid} was RESOLVED: "),
+                                  ("noop", submit_script(), f"RESULT: {iid} was NOT resolved - empty_patch")):
+        out = tmp_path / name
+        with InstanceModel([inst], {iid: script}) as model:
+            code, stdout, err = run_cli(capsys, "swebench", "demo", "--model-url", model.url, "-o", str(out), *FAST)
+        assert code == 0, err
+        results = [line for line in stdout.splitlines() if line.startswith("RESULT: ")]
+        assert len(results) == 1 and results[0].startswith(verdict), stdout
+        assert "RANDOM weights" not in stdout  # that note is for the embedded model only
+        assert f"open {out / 'report.html'}" in stdout and (out / "report.html").is_file()
+        assert [p["instance_id"] for p in pred_lines(out)] == [iid]
+        assert loopcoder_eval_report(out)["counts"] == ({"resolved": 1} if name == "gold" else {"empty_patch": 1})
+
+
+@pytest.mark.slow
+def test_demo_on_the_embedded_random_model_runs_end_to_end(tmp_path, base_image, capsys):
+    # What `make demo` runs, as it runs it: the native server on the embedded tiny random checkpoint.
+    out = tmp_path / "demo"
+    code, stdout, err = run_cli(capsys, "swebench", "demo", "-o", str(out))
+    assert code == 0, err
+    assert "native server for" in err and "executor local" in err
+    results = [line for line in stdout.splitlines() if line.startswith("RESULT: r1chardj0n3s__parse-162 was ")]
+    assert len(results) == 1, stdout
+    assert "RANDOM weights" in stdout and (out / "report.html").is_file()
+    s = status(out, "r1chardj0n3s__parse-162")
+    assert s["state"] in ("done", "failed") and s["steps"] >= 1 and s["tokens_in"] > 0, s
