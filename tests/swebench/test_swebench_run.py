@@ -157,17 +157,20 @@ def _containers_of(docker_client, run_id: str) -> list:
     return docker_client.api.containers(all=True, filters={"label": f"loopcoder.run={run_id}"})
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, id="sigkill"),
-                                 pytest.param(signal.SIGINT, id="ctrl-c", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("sig, executor", [
+    pytest.param(signal.SIGKILL, "local", id="sigkill"),
+    pytest.param(signal.SIGINT, "local", id="ctrl-c", marks=pytest.mark.slow),
+    pytest.param(signal.SIGKILL, "ray", id="sigkill-ray", marks=pytest.mark.slow),
+])
 def test_a_batch_stopped_mid_run_then_resumed_has_every_instance_exactly_once(
-        tmp_path, mini, base_image, docker_client, capsys, sig):
+        tmp_path, mini, base_image, docker_client, capsys, sig, executor):
     ids = ["mahmoud__boltons-459", "mahmoud__boltons-454", "mahmoud__boltons-475", "r1chardj0n3s__parse-162"]
     insts = [mini[i] for i in ids]
     out = tmp_path / "run"
-    run_id = f"stop-{sig.name.lower()}"
+    run_id = f"stop-{sig.name.lower()}-{executor}"
     with InstanceModel(insts, {i: submit_script(looks=2) for i in ids}, delay=0.4) as model:
         proc = subprocess.Popen([_loopcoder_cli(), "swebench", "run", "-i", ",".join(ids), "--model-url", model.url,
-                                 "-o", str(out), "--run-id", run_id, *FAST],
+                                 "-o", str(out), "--run-id", run_id, "--executor", executor, *FAST],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             # Stop it once one instance has its prediction and another is in the middle of its episode.
@@ -194,7 +197,7 @@ def test_a_batch_stopped_mid_run_then_resumed_has_every_instance_exactly_once(
         # Ctrl-C, with the selection given again.
         selection = [] if sig == signal.SIGKILL else ["-i", ",".join(ids)]
         code, stdout, err = run_cli(capsys, "swebench", "run", *selection, "--model-url", model.url,
-                                    "-o", str(out), "--resume", *FAST)
+                                    "-o", str(out), "--resume", "--executor", executor, *FAST)
     assert code == 0, err
     after = [p["instance_id"] for p in pred_lines(out)]
     assert sorted(after) == sorted(ids) and len(after) == len(ids)  # each exactly once
