@@ -139,17 +139,19 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _running_mid_episode(out: Path, ids: list[str]) -> str | None:
-    """An instance whose status is running and whose trajectory already has a model request."""
+def _running_mid_episode(out: Path, ids: list[str], model: InstanceModel) -> str | None:
+    """An instance whose status is running and whose episode has already asked the model (the model server's
+    own log: a Ray task's trajectory reaches the run folder only with its outcome)."""
+    with model.lock:
+        asked = {request[0] for request in model.requests}
     for iid in ids:
-        folder = out / "instances" / iid
         try:
-            if json.loads((folder / "status.json").read_text())["state"] != "running":
+            if json.loads((out / "instances" / iid / "status.json").read_text())["state"] != "running":
                 continue
-            if '"model_request"' in (folder / "trajectory.jsonl").read_text():
-                return iid
         except (OSError, ValueError):
             continue
+        if iid in asked:
+            return iid
     return None
 
 
@@ -174,9 +176,9 @@ def test_a_batch_stopped_mid_run_then_resumed_has_every_instance_exactly_once(
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             # Stop it once one instance has its prediction and another is in the middle of its episode.
-            _wait(lambda: (out / "preds.jsonl").is_file() and _running_mid_episode(out, ids), 240,
+            _wait(lambda: (out / "preds.jsonl").is_file() and _running_mid_episode(out, ids, model), 240,
                   "a finished instance and one mid-episode")
-            victim = _running_mid_episode(out, ids)
+            victim = _running_mid_episode(out, ids, model)
             proc.send_signal(sig)
             output = proc.communicate(timeout=180)[0]
         finally:
