@@ -171,9 +171,12 @@ def _instance_ids(values: list[str]) -> list[str]:
 
 @swebench_app.command("run")
 def run_command(
-    dataset: str = DATASET_OPT,
-    split: str = SPLIT_OPT,
-    instances: list[str] = typer.Option([], "--instances", "-i", help="Instance ids (repeatable or comma-separated)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="mini (bundled; the default), a "
+                                          ".json/.jsonl/.parquet file, or a Hub name. --resume: the run's own."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a Hub dataset (default test; --resume: the "
+                                        "run's own)."),
+    instances: list[str] = typer.Option([], "--instances", "-i", help="Instance ids (repeatable or comma-separated; "
+                                        "--resume without -i/--filter: the run's own selection)."),
     filter_: Optional[str] = typer.Option(None, "--filter", help="Regular expression on instance ids."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Instances at once (default run.workers)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output: every instance without a "
@@ -219,7 +222,8 @@ def run_command(
         raise typer.Exit(code)
 
 
-def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: Optional[str], workers: Optional[int],
+def run_swebench(*, dataset: Optional[str], split: Optional[str], instance_ids: list[str], pattern: Optional[str],
+                 workers: Optional[int],
                  resume: bool, output: Optional[Path], run_id: Optional[str], executor: str,
                  ray_address: Optional[str], images: Optional[str], repos_dir: Optional[Path], evaluate: bool,
                  agent_cfg, checkpoint: Optional[Path], swebench_config: Optional[Path], swebench_set: list[str],
@@ -243,7 +247,6 @@ def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: 
     overrides = list(swebench_set) + ([f"images={images}"] if images else [])
     cfg = load_swebench_config(swebench_config, overrides)
     runtime_cfg = load_runtime_config()
-    insts = select_instances(_load(dataset, split, instance_ids), pattern)
     if resume and output is None:
         raise DatasetError("--resume needs the --output folder of the run to continue")
     if resume:
@@ -251,6 +254,13 @@ def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: 
         if not recorded:
             raise DatasetError(f"nothing to resume: {output / 'run.json'} does not exist")
         run_id = recorded["run_id"]
+        # Continue what was started: its dataset, split and selection unless given again.
+        dataset = dataset or recorded.get("dataset")
+        split = split or recorded.get("split")
+        if not instance_ids and pattern is None:
+            instance_ids = list(recorded.get("instances") or [])
+    dataset, split = dataset or "mini", split or "test"
+    insts = select_instances(_load(dataset, split, instance_ids), pattern)
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id):
         raise DatasetError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-'")
@@ -289,7 +299,8 @@ def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: 
 
             runner = LocalExecutor(spec, workers, rd.instance_dir)
         try:
-            meta = rd.start({"run_id": run_id, "dataset": str(dataset), "split": split, "created": now(),
+            recorded_dataset = str(Path(dataset).resolve()) if Path(dataset).is_file() else str(dataset)
+            meta = rd.start({"run_id": run_id, "dataset": recorded_dataset, "split": split, "created": now(),
                              "model_name_or_path": model_name, "model_url": agent_cfg.model.url,
                              "executor": executor, "ray_address": ray_address, "workers": workers,
                              "images": cfg.images, "instances": [i["instance_id"] for i in insts]}, resume)

@@ -95,6 +95,10 @@ def validate_instance(inst: dict) -> None:
     missing += [f for f in ("FAIL_TO_PASS", "PASS_TO_PASS") if not isinstance(inst.get(f), (str, list))]
     if missing:
         raise DatasetError(f"instance {iid}: missing or empty field(s) {', '.join(missing)}")
+    if inst["instance_id"] in (".", "..") or any(c in inst["instance_id"] for c in "/\\\0"):
+        # it names the instance's official log folder (logs/run_evaluation/<run>/<model>/<instance_id>/)
+        raise DatasetError(f"instance {iid!r}: instance_id must be a file name (no '/', '\\' or NUL, not '.' "
+                           f"or '..')")
     if not _REPO.fullmatch(inst["repo"]):
         raise DatasetError(f"instance {iid}: repo {inst['repo']!r} is not OWNER/NAME")
     if not _SHA.fullmatch(inst["base_commit"]):

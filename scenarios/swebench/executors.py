@@ -109,8 +109,14 @@ class RayExecutor:
             try:
                 ray.init(**{k: v for k, v in kwargs.items() if v is not None})
             except Exception as exc:  # noqa: BLE001 -- ConnectionError, RuntimeError, ValueError...: one line
+                hint = ""
+                if address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                    # A token-authenticated cluster refuses a driver that sends no token, and Ray says only
+                    # "Failed to connect" (seen with ray 2.60 and `ray start --head`).
+                    hint = (" (if the cluster uses token authentication: set RAY_AUTH_MODE=token and put its token in "
+                            "~/.ray/auth_token or RAY_AUTH_TOKEN)")
                 raise ConfigError(f"cannot start or reach Ray{f' at {address}' if address else ''}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}{hint}") from None
             self.started_ray = True
         self.board = ray.remote(num_cpus=0)(_Board).remote()
         self.task = ray.remote(num_cpus=num_cpus, max_retries=0)(_ray_instance)

@@ -83,9 +83,9 @@ def write_report(run_dir: str | Path, eval_run_id: Optional[str] = None) -> Path
         if (folder / "trajectory.jsonl").is_file() or (folder / "patch.diff").is_file() or status is not None:
             name = safe_name(iid) + ".html"
             (pages / name).write_text(env.get_template("trajectory.html.jinja").render(
-                **trajectory_view(iid, folder, status, verdict, evaluation)))
+                **trajectory_view(run_dir, iid, folder, status, verdict, evaluation)))
             page = href(PAGES_DIR, name)
-        rows.append(_row(iid, status, verdict, evaluation, page))
+        rows.append(_row(run_dir, iid, status, verdict, evaluation, page))
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
@@ -93,45 +93,58 @@ def write_report(run_dir: str | Path, eval_run_id: Optional[str] = None) -> Path
     for r in rows:
         if r["verdict"]:
             eval_counts[r["verdict"]] = eval_counts.get(r["verdict"], 0) + 1
+    # A folder of `swebench eval` alone has verdicts but no agent run: no agent columns then.
+    has_run = bool(meta or statuses)
+    if has_run:
+        title = f"SWE-bench run {meta.get('run_id', '')}".rstrip()
+    else:
+        title = f"SWE-bench evaluation {(evaluation or {}).get('run_id', '')}".rstrip()
     out = run_dir / REPORT_FILE
     out.write_text(env.get_template("report.html.jinja").render(
-        meta=meta, rows=rows, counts=counts, eval_counts=eval_counts, evaluation=evaluation,
+        title=title, has_run=has_run, meta=meta, rows=rows, counts=counts, eval_counts=eval_counts, evaluation=evaluation,
         totals={"tokens_in": sum(r["tokens_in"] for r in rows), "tokens_out": sum(r["tokens_out"] for r in rows),
                 "cost": sum(r["cost"] for r in rows), "seconds": sum(r["seconds"] for r in rows)},
         resolved=eval_counts.get("resolved", 0), evaluated=sum(eval_counts.values())))
     return out
 
 
-def _eval_dir(evaluation: Optional[dict], iid: str) -> Optional[str]:
+def _eval_file(run_dir: Path, evaluation: Optional[dict], iid: str, name: str) -> Optional[str]:
+    """The link (relative to the run folder) to ``name`` of ``iid``'s official eval log folder, or None when
+    that file is not there (an empty patch or an infrastructure failure before the tests has no test output)."""
     if not evaluation:
         return None
-    return href("logs", "run_evaluation", str(evaluation.get("run_id", "")),
-                str(evaluation.get("model_name_or_path", "")).replace("/", "__"), iid)
+    parts = ("logs", "run_evaluation", str(evaluation.get("run_id", "")),
+             str(evaluation.get("model_name_or_path", "")).replace("/", "__"), iid, name)
+    if any(p in ("", ".", "..") or "/" in p or "\\" in p for p in parts):
+        return None  # ids and names come from a report file: never a path outside the log folder
+    if not run_dir.joinpath(*parts).is_file():
+        return None
+    return href(*parts)
 
 
-def _row(iid: str, status, verdict: Optional[dict], evaluation: Optional[dict], page: Optional[str]) -> dict:
+def _row(run_dir: Path, iid: str, status, verdict: Optional[dict], evaluation: Optional[dict],
+         page: Optional[str]) -> dict:
     row = {"instance_id": iid, "page": page, "state": status.state if status else "-",
            "reason": status.reason if status else "", "detail": status.detail if status else "",
            "failure_kind": status.failure_kind if status else "-",
            "steps": status.steps if status else 0, "tokens_in": status.tokens_in if status else 0,
            "tokens_out": status.tokens_out if status else 0, "cost": status.cost_usd if status else 0.0,
            "seconds": status.seconds if status else 0.0, "patch_files": len(status.patch_files) if status else 0,
-           "verdict": None, "infra_reason": None, "verdict_detail": "", "eval_log": None}
+           "verdict": None, "infra_reason": None, "verdict_detail": "", "eval_log": None, "eval_output": None}
     if verdict:
         row["verdict"] = verdict.get("status")
         row["infra_reason"] = verdict.get("infra_reason")
         row["verdict_detail"] = verdict.get("detail") or ""
-        base = _eval_dir(evaluation, iid)
-        if base:
-            row["eval_log"] = base + "/" + href("run_instance.log")
-            row["eval_output"] = base + "/" + href("test_output.txt")
+        row["eval_log"] = _eval_file(run_dir, evaluation, iid, "run_instance.log")
+        row["eval_output"] = _eval_file(run_dir, evaluation, iid, "test_output.txt")
     return row
 
 
 # -- one trajectory ------------------------------------------------------------------------------
 
 
-def trajectory_view(iid: str, folder: Path, status, verdict: Optional[dict], evaluation: Optional[dict]) -> dict:
+def trajectory_view(run_dir: Path, iid: str, folder: Path, status, verdict: Optional[dict],
+                    evaluation: Optional[dict]) -> dict:
     """What trajectory.html.jinja shows for one instance."""
     from loopcoder.agent.trajectory import TrajectoryError, read_trajectory
 
@@ -151,8 +164,13 @@ def trajectory_view(iid: str, folder: Path, status, verdict: Optional[dict], eva
     return {"instance_id": iid, "status": status, "verdict": verdict, "header": header, "items": items,
             "error": error, "plan": plans[-1].rendered if plans else "", "patch": diff_lines(patch),
             "summary": summary, "run_log": run_log, "back": href("..", REPORT_FILE),
-            "eval_log": (_eval_dir(evaluation, iid) and "../" + _eval_dir(evaluation, iid) + "/" +
-                         href("test_output.txt")) if verdict else None}
+            "eval_output": verdict and _up(_eval_file(run_dir, evaluation, iid, "test_output.txt")),
+            "eval_log": verdict and _up(_eval_file(run_dir, evaluation, iid, "run_instance.log"))}
+
+
+def _up(link: Optional[str]) -> Optional[str]:
+    """A run-folder-relative link as seen from a page in report/."""
+    return "../" + link if link else None
 
 
 def _items(e) -> list[dict]:

@@ -139,7 +139,10 @@ def _mirror(inst: dict, missing: DatasetError, clone_url: str, cached: Path, key
         except subprocess.TimeoutExpired:
             raise DatasetError(f"{missing}; cloning {shown} took over {timeout_s:g} s") from None
         if proc.returncode != 0:
-            why = (proc.stderr.strip().splitlines() or ["git clone failed"])[-1]
+            # git's first fatal/error line says why; its last is often advice ("...and the repository exists.")
+            lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+            why = next((line for line in lines if line.startswith(("fatal:", "error:"))),
+                       lines[-1] if lines else "git clone failed")
             raise DatasetError(f"{missing}; cloning {shown} failed: {redact(why, url)}") from None
         if not _has_commit(tmp / "repo.git", inst["base_commit"]):
             raise DatasetError(f"{shown} has no commit {inst['base_commit'][:12]} (instance {inst['instance_id']})")

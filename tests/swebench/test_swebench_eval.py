@@ -64,11 +64,15 @@ def test_gold_patches_of_every_bundled_instance_resolve_with_both_verdicts(make_
 
 def test_empty_patches_resolve_none(make_context, mini):
     ctx = make_context(run_id="empty")
-    insts = [mini[i] for i in TWO]
-    report = evaluate_batch(insts, {i["instance_id"]: pred(i, "", "empty") for i in insts}, ctx)
-    assert [r.status for r in report.results] == ["empty_patch", "empty_patch"]
+    insts = list(mini.values())  # every bundled instance, with an empty and a whitespace-only patch
+    preds = {i["instance_id"]: pred(i, "" if n % 2 else "\n \n", "empty") for n, i in enumerate(insts)}
+    report = evaluate_batch(insts, preds, ctx)
+    assert [r.status for r in report.results] == ["empty_patch"] * len(insts)
     official = official_report(ctx, "empty")
-    assert official["resolved_instances"] == 0 and official["empty_patch_ids"] == sorted(TWO)
+    assert official["resolved_instances"] == 0 and official["resolved_ids"] == []
+    # swebench's run report calls only "" empty; a whitespace-only patch is an error there (no report.json)
+    assert official["empty_patch_ids"] == sorted(i for i, p in preds.items() if p["model_patch"] == "")
+    assert sorted(official["empty_patch_ids"] + official["error_ids"]) == sorted(mini)
 
 
 def test_patch_printing_fake_results_after_pytest_is_a_grading_conflict(make_context, mini):
@@ -236,12 +240,16 @@ def test_new_style_instance_runs_its_own_eval_script(make_context, mini):
     assert (r.status, r.swebench_resolved, r.junit_resolved) == ("unresolved", False, False)
 
 
-def test_tests_that_kill_the_sandbox_are_an_infra_failure_and_the_batch_goes_on(make_context, mini):
+def test_tests_that_kill_every_process_they_can_are_an_infra_failure_and_the_batch_goes_on(make_context, mini):
     parse, markdown = mini["r1chardj0n3s__parse-162"], mini["Python-Markdown__markdown-1634"]
     killer = make_patch(parse, lambda root: append(root / "parse.py", "\nimport os as _o, signal as _sg\n_o.kill(-1, _sg.SIGKILL)\n"))
     ctx = make_context(run_id="kill")
     report = evaluate_batch([parse, markdown], {parse["instance_id"]: pred(parse, killer),
                                                 markdown["instance_id"]: pred(markdown, markdown["patch"])}, ctx)
     killed, fine = report.results
-    assert killed.status == "infra_failure" and killed.infra_reason in ("sandbox_failed", "tests_did_not_finish"), killed
+    # The sandbox's PID 1 is a sealed supervisor that survives kill(-1): the sandbox lives on, but the eval
+    # script is killed before its end line, so no verdict is drawn from the cut-short log.
+    assert (killed.status, killed.infra_reason) == ("infra_failure", "tests_did_not_finish"), killed
+    assert "killed before its test command ended" in killed.detail
+    assert not (ctx.log_dir("attacker", parse["instance_id"]) / "report.json").exists()
     assert fine.status == "resolved"

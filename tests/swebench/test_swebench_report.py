@@ -134,8 +134,28 @@ def run_dir(tmp_path) -> Path:
                InstanceResult(instance_id=FAILED, model_name_or_path="scripted-swe", status="infra_failure",
                               infra_reason="image_build_failed", detail=f"no image {HOSTILE}")]
     preds = {i: {"instance_id": i, "model_name_or_path": "scripted-swe", "model_patch": "x"} for i in (SOLVED, FAILED)}
+    # The official log files the eval leaves: the graded instance has its test output, the one whose image
+    # failed to build has only its run_instance.log (its tests never ran).
+    for iid, names in ((SOLVED, ("run_instance.log", "test_output.txt")), (FAILED, ("run_instance.log",))):
+        ctx.log_dir("scripted-swe", iid).mkdir(parents=True)
+        for name in names:
+            (ctx.log_dir("scripted-swe", iid) / name).write_text(f"{name} of {iid}\n")
     write_reports([{"instance_id": SOLVED}, {"instance_id": FAILED}], preds, results, ctx)
     return run
+
+
+def assert_links_resolve(page: Page, page_path: Path, run_dir: Path) -> list[Path]:
+    """Every link of the page is relative, stays inside the run folder and names a file that exists."""
+    targets = []
+    for tag, attrs in page.tags:
+        if tag != "a":
+            continue
+        link = attrs.get("href") or ""
+        assert link and "://" not in link and not link.startswith(("/", "#")), (page_path.name, link)
+        target = (page_path.parent / unquote(link)).resolve()
+        assert target.is_relative_to(run_dir.resolve()) and target.is_file(), (page_path.name, link)
+        targets.append(target)
+    return targets
 
 
 def test_report_has_one_row_per_instance_each_linking_to_its_trajectory(run_dir):
@@ -153,9 +173,24 @@ def test_report_has_one_row_per_instance_each_linking_to_its_trajectory(run_dir)
     assert HOSTILE in failed  # the sandbox's text, shown as text
     assert "interrupted" in odd and ODD in odd
     assert "resolved 1/2" in "".join(page.ids["resolved"])
-    # an eval row links to its official log files, relative to the run folder
+    # an eval row links to its official log files, relative to the run folder, only to those that exist
     hrefs = [a.get("href") for t, a in page.tags if t == "a"]
     assert "logs/run_evaluation/ev1/scripted-swe/acme__widget-1/test_output.txt" in hrefs
+    assert "logs/run_evaluation/ev1/scripted-swe/acme__widget-1/run_instance.log" in hrefs
+    assert "logs/run_evaluation/ev1/scripted-swe/acme__widget-2/run_instance.log" in hrefs
+    assert "logs/run_evaluation/ev1/scripted-swe/acme__widget-2/test_output.txt" not in hrefs  # never ran
+    assert_links_resolve(page, path, run_dir)
+
+
+def test_every_link_of_every_page_names_a_file_of_the_run_folder(run_dir):
+    path = write_report(run_dir)
+    pages = [path] + sorted((run_dir / "report").glob("*.html"))
+    assert len(pages) == 4
+    for page_path in pages:
+        assert_links_resolve(Page(page_path.read_text()), page_path, run_dir)
+    failed = Page((run_dir / "report" / f"{FAILED}.html").read_text())
+    assert [unquote(a["href"]) for t, a in failed.tags if t == "a"] == [
+        "../report.html", "../logs/run_evaluation/ev1/scripted-swe/acme__widget-2/run_instance.log"]
 
 
 def test_trajectory_page_shows_task_plan_thoughts_calls_diffs_results_and_patch_as_text(run_dir):
@@ -175,6 +210,7 @@ def test_trajectory_page_shows_task_plan_thoughts_calls_diffs_results_and_patch_
     patch = "".join(page.ids["patch"])
     assert "+++ b/notes.txt" in patch and "+++ b/added.md" in patch and f"+fixed {HOSTILE}" in patch
     assert "submitted" in "".join(page.ids["stop"])
+    assert "test output · eval log" in " ".join("".join(page.ids["status"]).split())  # two links, apart
     back = [a["href"] for t, a in page.tags if t == "a" and a.get("href", "").endswith("report.html")]
     assert back == ["../report.html"]
 
@@ -195,3 +231,33 @@ def test_report_command_writes_the_report_and_refuses_a_missing_folder(run_dir, 
         main(["swebench", "report", str(run_dir / "nope")])
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: run folder not found: {run_dir / 'nope'}"
+
+
+def test_a_folder_of_swebench_eval_alone_shows_verdicts_without_agent_columns(tmp_path):
+    run = tmp_path / "evalonly"
+    ctx = EvalContext(load_swebench_config(), load_runtime_config(), None, run, "g1")
+    results = [InstanceResult(instance_id=SOLVED, model_name_or_path="gold", status="resolved",
+                              swebench_resolved=True, junit_resolved=True),
+               InstanceResult(instance_id=FAILED, model_name_or_path="gold", status="empty_patch",
+                              detail="the prediction's model_patch is empty")]
+    for r in results:
+        ctx.log_dir("gold", r.instance_id).mkdir(parents=True)
+        (ctx.log_dir("gold", r.instance_id) / "run_instance.log").write_text("log\n")
+    (ctx.log_dir("gold", SOLVED) / "test_output.txt").write_text("output\n")
+    preds = {i: {"instance_id": i, "model_name_or_path": "gold", "model_patch": "x"} for i in (SOLVED, FAILED)}
+    write_reports([{"instance_id": SOLVED}, {"instance_id": FAILED}], preds, results, ctx)
+    path = write_report(run)
+    page = Page(path.read_text())
+    assert_inert(page)
+    assert_links_resolve(page, path, run)
+    headers = [t for t, _ in page.tags if t == "th"]
+    assert len(headers) == 2  # instance, eval verdict: no steps, tokens or cost of a run that did not happen
+    table = "".join(page.ids["instances"]).strip()
+    assert table.startswith("instanceeval verdict") and "tokens" not in table and "steps" not in table
+    title = [t for t in page.text if "SWE-bench" in t]
+    assert title[:2] == ["SWE-bench evaluation g1", "SWE-bench evaluation g1"]  # <title> and <h1>
+    assert [r["id"] for r in page.rows] == [SOLVED, FAILED]
+    solved, empty = ("".join(r["text"]) for r in page.rows)
+    assert "resolved" in solved and "test output" in solved
+    assert "empty_patch" in empty and "test output" not in empty and "log" in empty
+    assert "resolved 1/2" in "".join(page.ids["resolved"])

@@ -139,17 +139,19 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _running_mid_episode(out: Path, ids: list[str]) -> str | None:
-    """An instance whose status is running and whose trajectory already has a model request."""
+def _running_mid_episode(out: Path, ids: list[str], model: InstanceModel) -> str | None:
+    """An instance whose status is running and whose episode has already asked the model (the model server's
+    own log: a Ray task's trajectory reaches the run folder only with its outcome)."""
+    with model.lock:
+        asked = {request[0] for request in model.requests}
     for iid in ids:
-        folder = out / "instances" / iid
         try:
-            if json.loads((folder / "status.json").read_text())["state"] != "running":
+            if json.loads((out / "instances" / iid / "status.json").read_text())["state"] != "running":
                 continue
-            if '"model_request"' in (folder / "trajectory.jsonl").read_text():
-                return iid
         except (OSError, ValueError):
             continue
+        if iid in asked:
+            return iid
     return None
 
 
@@ -157,23 +159,26 @@ def _containers_of(docker_client, run_id: str) -> list:
     return docker_client.api.containers(all=True, filters={"label": f"loopcoder.run={run_id}"})
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, id="sigkill"),
-                                 pytest.param(signal.SIGINT, id="ctrl-c", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("sig, executor", [
+    pytest.param(signal.SIGKILL, "local", id="sigkill"),
+    pytest.param(signal.SIGINT, "local", id="ctrl-c", marks=pytest.mark.slow),
+    pytest.param(signal.SIGKILL, "ray", id="sigkill-ray", marks=pytest.mark.slow),
+])
 def test_a_batch_stopped_mid_run_then_resumed_has_every_instance_exactly_once(
-        tmp_path, mini, base_image, docker_client, capsys, sig):
+        tmp_path, mini, base_image, docker_client, capsys, sig, executor):
     ids = ["mahmoud__boltons-459", "mahmoud__boltons-454", "mahmoud__boltons-475", "r1chardj0n3s__parse-162"]
     insts = [mini[i] for i in ids]
     out = tmp_path / "run"
-    run_id = f"stop-{sig.name.lower()}"
+    run_id = f"stop-{sig.name.lower()}-{executor}"
     with InstanceModel(insts, {i: submit_script(looks=2) for i in ids}, delay=0.4) as model:
         proc = subprocess.Popen([_loopcoder_cli(), "swebench", "run", "-i", ",".join(ids), "--model-url", model.url,
-                                 "-o", str(out), "--run-id", run_id, *FAST],
+                                 "-o", str(out), "--run-id", run_id, "--executor", executor, *FAST],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             # Stop it once one instance has its prediction and another is in the middle of its episode.
-            _wait(lambda: (out / "preds.jsonl").is_file() and _running_mid_episode(out, ids), 240,
+            _wait(lambda: (out / "preds.jsonl").is_file() and _running_mid_episode(out, ids, model), 240,
                   "a finished instance and one mid-episode")
-            victim = _running_mid_episode(out, ids)
+            victim = _running_mid_episode(out, ids, model)
             proc.send_signal(sig)
             output = proc.communicate(timeout=180)[0]
         finally:
@@ -190,13 +195,18 @@ def test_a_batch_stopped_mid_run_then_resumed_has_every_instance_exactly_once(
             assert proc.returncode == 130, output
             assert status(out, victim)["state"] == "interrupted" and "interrupted" in output
             assert not _containers_of(docker_client, run_id)
-        code, stdout, err = run_cli(capsys, "swebench", "run", "-i", ",".join(ids), "--model-url", model.url,
-                                    "-o", str(out), "--resume", *FAST)
+        # After SIGKILL, resume with the folder alone (the run's own dataset and selection, 4 of the 6); after
+        # Ctrl-C, with the selection given again.
+        selection = [] if sig == signal.SIGKILL else ["-i", ",".join(ids)]
+        code, stdout, err = run_cli(capsys, "swebench", "run", *selection, "--model-url", model.url,
+                                    "-o", str(out), "--resume", "--executor", executor, *FAST)
     assert code == 0, err
     after = [p["instance_id"] for p in pred_lines(out)]
     assert sorted(after) == sorted(ids) and len(after) == len(ids)  # each exactly once
     assert after[:len(before)] == before  # nothing written before the stop was lost or rewritten
-    assert f"{len(before)} already done" in err
+    assert f"{len(before)} already done" in err and f"{len(ids)} instance(s)" in err
+    assert sorted(d.name for d in (out / "instances").iterdir()) == sorted(ids)  # nothing outside the run ran
+    assert json.loads((out / "run.json").read_text())["instances"] == ids
     for iid in ids:
         s = status(out, iid)
         assert s["state"] == "done" and s["prediction"], s
@@ -309,3 +319,36 @@ def test_official_images_mode_brings_the_built_repository_but_not_its_history_or
             if r.get("image"):
                 docker_client.images.remove(r["image"], force=True)
         docker_client.images.remove(env.official_image, force=True)
+
+
+def test_demo_says_plainly_whether_its_instance_was_resolved(tmp_path, mini, base_image, capsys):
+    # `swebench demo` (what `make demo` runs) against a model that applies the gold fix, then one that changes
+    # nothing: run, eval and report each time, and a verdict line that says which.
+    inst = mini["r1chardj0n3s__parse-162"]
+    iid = inst["instance_id"]
+    for name, script, verdict in (("gold", gold_script(inst), f"RESULT: {iid} was RESOLVED: "),
+                                  ("noop", submit_script(), f"RESULT: {iid} was NOT resolved - empty_patch")):
+        out = tmp_path / name
+        with InstanceModel([inst], {iid: script}) as model:
+            code, stdout, err = run_cli(capsys, "swebench", "demo", "--model-url", model.url, "-o", str(out), *FAST)
+        assert code == 0, err
+        results = [line for line in stdout.splitlines() if line.startswith("RESULT: ")]
+        assert len(results) == 1 and results[0].startswith(verdict), stdout
+        assert "RANDOM weights" not in stdout  # that note is for the embedded model only
+        assert f"open {out / 'report.html'}" in stdout and (out / "report.html").is_file()
+        assert [p["instance_id"] for p in pred_lines(out)] == [iid]
+        assert loopcoder_eval_report(out)["counts"] == ({"resolved": 1} if name == "gold" else {"empty_patch": 1})
+
+
+@pytest.mark.slow
+def test_demo_on_the_embedded_random_model_runs_end_to_end(tmp_path, base_image, capsys):
+    # What `make demo` runs, as it runs it: the native server on the embedded tiny random checkpoint.
+    out = tmp_path / "demo"
+    code, stdout, err = run_cli(capsys, "swebench", "demo", "-o", str(out))
+    assert code == 0, err
+    assert "native server for" in err and "executor local" in err
+    results = [line for line in stdout.splitlines() if line.startswith("RESULT: r1chardj0n3s__parse-162 was ")]
+    assert len(results) == 1, stdout
+    assert "RANDOM weights" in stdout and (out / "report.html").is_file()
+    s = status(out, "r1chardj0n3s__parse-162")
+    assert s["state"] in ("done", "failed") and s["steps"] >= 1 and s["tokens_in"] > 0, s

@@ -53,6 +53,10 @@ def test_missing_repositories_are_one_line_errors_without_credentials(tmp_path, 
     assert "cloning https://127.0.0.1:9/r1chardj0n3s/parse.git failed" in text
     assert "s3cret" not in text and "\n" not in text
     assert not (tmp_path / "cache" / "r1chardj0n3s__parse.git").exists()
+    with pytest.raises(DatasetError) as absent:  # git ends with advice; the message keeps its reason
+        repo_source(inst, tmp_path, f"file://{tmp_path}/nowhere/{{key}}.git", tmp_path / "cache")
+    assert str(absent.value).endswith(f"failed: fatal: '{tmp_path}/nowhere/r1chardj0n3s__parse.git' does not "
+                                      "appear to be a git repository")
 
 
 def test_a_torn_last_prediction_line_is_cut_off_on_resume(tmp_path):

@@ -86,6 +86,11 @@ def test_instance_validation_names_the_field(mini):
         validate_instance({**inst, "test_patch": ""})
     with pytest.raises(DatasetError, match="FAIL_TO_PASS is empty"):
         validate_instance({**inst, "FAIL_TO_PASS": "[]"})
+    # the id names its eval log folder, which is emptied before each eval: never a path
+    for bad in ("../../home", "a/b", "..", "a\\b", "a\0b"):
+        with pytest.raises(DatasetError, match="instance_id must be a file name"):
+            validate_instance({**inst, "instance_id": bad})
+    validate_instance({**inst, "instance_id": "django__django-11099"})
 
 
 def test_unknown_instance_ids_are_reported(mini):
