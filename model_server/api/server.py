@@ -394,6 +394,11 @@ class OpenAIServing:
     def health(self) -> Response:
         if not self.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
+        if not getattr(self.engine, "ready", True):  # the engine's warm-up (kernels, graphs) runs
+            error = getattr(getattr(self.engine, "engine", None), "warmup_error", None)
+            if error:
+                return JSONResponse({"status": "error", "message": error}, status_code=503)
+            return JSONResponse({"status": "warming_up"}, status_code=503)
         try:
             stats = self.engine.stats()
         except Exception as exc:

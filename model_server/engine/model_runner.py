@@ -78,6 +78,17 @@ class ModelRunner:
         self._static: dict[str, torch.Tensor] = {}
         self.qkv_weight, self.qkv_bias, self.gate_up_weight = self._fuse_projections()
 
+    def resize_kv(self, num_blocks: int) -> None:
+        """Reallocate the loop-0 K/V pool with ``num_blocks`` blocks (after the memory profile; before any
+        request or graph capture)."""
+        shape = (self.k_pool.shape[0], num_blocks + 1) + tuple(self.k_pool.shape[2:])
+        self.k_pool = self.v_pool = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.k_pool = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_pool = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.dummy_block = num_blocks
+
     def _fuse_projections(self):
         """One [q; k; v] and one [gate; up] matrix per layer: one GEMM instead of three (two) per pass.
 
@@ -167,9 +178,12 @@ class ModelRunner:
         dev, spec, window = self.device, self.spec, self.spec.window
         ids, pos, global_index, write_index, old_slot, old_pos, local_order, ring_tok, ring_slot, ring_pos = (
             [] for _ in range(10))
+        write_rows = []  # packed token rows whose loop-0 K/V is written (not those of a cached prefix)
         cu_q, cu_k, cu_l = [0], [0], [0]
         n_tok = sum(c.length for c in chunks)
-        n_old = sum(c.start - max(0, c.start - window + 1) for c in chunks)
+        # A fresh chunk (the start of a prefix-cache hit's recompute, scheduler.py) has no ring entries
+        # before it: its local attention starts at its own first token.
+        n_old = sum(0 if c.fresh else c.start - max(0, c.start - window + 1) for c in chunks)
         old_offset = 0
         for c in chunks:
             seq = c.seq
@@ -178,8 +192,10 @@ class ModelRunner:
             ids.append(torch.tensor(seq.token_ids[c.start: c.start + c.length]))
             pos.append(chunk_pos)
             global_index.append(self._flat_slots(table, torch.arange(c.start + c.length)))
-            write_index.append(global_index[-1][c.start:])  # the chunk's own positions
-            lo = max(0, c.start - window + 1)
+            skip = max(0, min(c.write_from - c.start, c.length))  # cached loop-0 K/V: read, not written
+            write_index.append(global_index[-1][c.start + skip:])  # the chunk's own positions
+            write_rows.append(cu_q[-1] + torch.arange(skip, c.length))
+            lo = c.start if c.fresh else max(0, c.start - window + 1)
             old = torch.arange(lo, c.start)
             # Local keys are gathered from [all chunks' ring entries ; all chunks' tokens]; this chunk's,
             # in packed order, are its ring entries and then its own tokens.
@@ -200,6 +216,7 @@ class ModelRunner:
             return torch.cat(parts).to(dev)
 
         ids, pos, global_index, write_index = cat(ids), cat(pos), cat(global_index), cat(write_index)
+        write_rows = None if len(write_index) == n_tok else cat(write_rows)
         old_slot, old_pos, local_order = cat(old_slot), cat(old_pos) % window, cat(local_order)
         ring_tok, ring_slot, ring_pos = cat(ring_tok), cat(ring_slot), cat(ring_pos)
         cu_q_t, cu_k_t, cu_l_t = (torch.tensor(x, dtype=torch.int32, device=dev) for x in (cu_q, cu_k, cu_l))
@@ -227,8 +244,8 @@ class ModelRunner:
                 qp, kp, vp = q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1)
                 k_flat, v_flat = self.k_pool[layer].view(-1, g, d), self.v_pool[layer].view(-1, g, d)
                 if r == 0:
-                    k_flat[write_index] = kp
-                    v_flat[write_index] = vp
+                    k_flat[write_index] = kp if write_rows is None else kp[write_rows]
+                    v_flat[write_index] = vp if write_rows is None else vp[write_rows]
                 local = {}
                 if r > 0:
                     rk, rv = self.ring_k[layer][:, r - 1], self.ring_v[layer][:, r - 1]
