@@ -56,7 +56,8 @@ class LLMEngine:
             self.runner = ModelRunner(model, cfg, self.spec, num_blocks)
         self.cfg = cfg
         self.blocks = BlockManager(num_blocks, cfg.block_size, cfg.max_num_seqs, cfg.enable_prefix_caching)
-        self.recompute_tail = recompute_tail(self.spec.num_loops, model.config.num_hidden_layers, self.spec.window)
+        self.recompute_tail = recompute_tail(self.spec.num_loops, model.config.num_hidden_layers, self.spec.window,
+                                             self.spec.clp)
         self.scheduler = Scheduler(self.blocks, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.recompute_tail,
                                    max_prefill_context=cfg.max_model_len)
         self.vocab_size = model.config.vocab_size

@@ -78,15 +78,18 @@ def plan_kv_blocks(total_bytes: int, utilization: float, non_torch_bytes: int, p
     return plan
 
 
-def recompute_tail(num_loops: int, num_layers: int, window: int) -> int:
+def recompute_tail(num_loops: int, num_layers: int, window: int, clp: bool = True) -> int:
     """Positions of a prefix-cache hit run again to rebuild the rings and the carry (scheduler.py).
 
-    Loop r's layer-l state at position p depends on its layer-0 inputs over [p - l(w-1), p] (w keys in the
-    local window; the global branch reads cached loop-0 K/V). The rings at the end h of a hit (w-1
-    entries per layer) and the carry H^r_{h-1} therefore need correct loop-r inputs over the last
-    D = L(w-1) + 1 positions; loop r's input at q needs loop r-1's output at q-1 (CLP) or q (v1), so each
-    loop below needs D more, and loop 0 (exact anywhere: it reads only cached loop-0 K/V) one more.
+    Loop r's layer-l state at position p depends on its layer-0 inputs over [p - l(w-1), p] (w keys in
+    the local window, the current one included; the global branch reads only cached loop-0 K/V). At the
+    end h of a hit the last loop needs its rings (w-1 entries per layer) right: correct inputs over the
+    last L(w-1) positions. A loop below it must also hand over its outputs one position earlier (CLP:
+    loop r's input at q is loop r-1's output at q-1), the carry H_{h-1} included, so it needs
+    L(w-1) + 1 more positions; IQuest v1 (no shift, no carry) L(w-1). Loop 0 is exact wherever it runs
+    (it reads cached loop-0 K/V only), so the tail is (R-1)(L(w-1)+1) for PLT, (R-1)L(w-1) for v1.
+    tests/engine/test_engine_prefix_cache.py shows one position less changes the logits.
     """
     if num_loops <= 1:
         return 0
-    return (num_loops - 1) * (num_layers * (window - 1) + 1) + 1
+    return (num_loops - 1) * (num_layers * (window - 1) + (1 if clp else 0))

@@ -12,8 +12,8 @@ them and skips their loop-0 K/V. Loops >= 1 need two more things at the end of t
 bounded tail (docs/engine.md): loop r's hidden state at layer l depends on its layer-0 inputs at most
 l * (window - 1) positions back (the local window; the global branch reads loop-0 K/V, which is
 cached), and loop r's input needs loop r-1's output one position earlier. So running all loops again
-over the last ``recompute_tail = (R-1) * (L * (window-1) + 1) + 1`` positions of the hit (reading the
-cached loop-0 K/V, writing nothing into it), starting from an empty ring and a zero carry, ends with
+over the last ``recompute_tail = (R-1) * (L * (window-1) + 1)`` positions of the hit (memory.py; reading
+the cached loop-0 K/V, writing nothing into it), starting from an empty ring and a zero carry, ends with
 exactly the rings and carry of an uncached run: whatever the start is wrong about lies outside what
 the end depends on.
 """
