@@ -114,8 +114,8 @@ class LLMEngine:
         the eager decode beyond the largest one; the sampler. On CPU this is one small prefill and decode
         pass. Uses a slot and blocks of its own and gives them back; nothing enters the prefix cache.
         Returns the seconds it took (CUDA graph capture, done at construction, included)."""
-        if self.scheduler.has_work() or self._inbox:
-            raise RuntimeError("warm_up() runs before any request")
+        if self.scheduler.has_work():  # requests may wait in the inbox: step() has not taken them yet
+            raise RuntimeError("warm_up() runs before any request is scheduled")
         started = time.perf_counter()
         cfg, runner = self.cfg, self.runner
         cuda = runner.device.type == "cuda"
