@@ -53,7 +53,7 @@ SOURCES = [
     "model_server/kernels/__init__.py", "model_server/plt/configuration.py", "configs/serve.yaml",
     "benchmarks/engine.py",
 ]
-TOOL_CHARS = 2600
+TOOL_CHARS = 1900
 TOOLS = [{"type": "function", "function": {
     "name": "read_file", "description": "Read a file of the repository (UTF-8 text).",
     "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}]
