@@ -26,12 +26,14 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
 
-# The agent on the bundled demo repository (a real bug) with the embedded tiny random model, in a Docker
-# sandbox: Docker is brought up as CI does (.ci/docker-up.sh, idempotent, needs root) when it is not usable.
+# One bundled SWE-bench instance (a real bug in parse) end to end: the agent on the embedded tiny random model
+# in a Docker sandbox built from the instance's environment image, then the eval and the HTML report; it says
+# plainly whether the instance was resolved (with random weights it is not). Docker is brought up as CI does
+# (.ci/docker-up.sh, idempotent, needs root) when it is not usable.
 demo: install
 	@docker info >/dev/null 2>&1 && docker image inspect $(SANDBOX_IMAGE) >/dev/null 2>&1 || .ci/docker-up.sh || \
 		{ echo "error: make demo needs Docker and the $(SANDBOX_IMAGE) image: run .ci/docker-up.sh as root" >&2; exit 1; }
-	$(BIN)/loopcoder agent demo   # writes a tiny random checkpoint to $(DEMO_MODEL) on first use
+	$(BIN)/loopcoder swebench demo   # writes a tiny random checkpoint to $(DEMO_MODEL) on first use
 
 clean:
 	rm -rf $(VENV) .cache

@@ -29,7 +29,8 @@ def cut_middle(text: str, limit: int) -> str:
 
 
 def compact_schema(node: Any, parent_key: str = "") -> Any:
-    """A tool schema without what a model does not need: ``anyOf [T, null]`` becomes T, null defaults,
+    """A tool schema without what a model does not need: ``anyOf [T, null]`` becomes T; null and empty
+    defaults (``false``, ``""``, ``[]``: what an absent optional argument means anyway),
     ``additionalProperties`` and range/length keywords are dropped (property names are kept as they are)."""
     if isinstance(node, list):
         return [compact_schema(v) for v in node]
@@ -41,7 +42,7 @@ def compact_schema(node: Any, parent_key: str = "") -> Any:
         node = {**other, **{k: v for k, v in node.items() if k != "anyOf"}}
     out = {}
     for key, value in node.items():
-        if parent_key != "properties" and (key in _SCHEMA_NOISE or (key == "default" and value is None)):
+        if parent_key != "properties" and (key in _SCHEMA_NOISE or (key == "default" and value in (None, False, "", []))):
             continue
         out[key] = compact_schema(value, key)
     return out

@@ -43,11 +43,14 @@ class EpisodeResult:
 
 def run_episode(task: Task, model: Model, config: AgentConfig, out_dir: str | Path,
                 sandbox: Optional[Sandbox] = None, tools_config: Optional[ToolsConfig] = None,
-                listeners: tuple[Callable[[Any], None], ...] = ()) -> EpisodeResult:
+                listeners: tuple[Callable[[Any], None], ...] = (),
+                should_stop: Optional[Callable[[], bool]] = None) -> EpisodeResult:
     """Run the agent on ``task`` and write ``trajectory.jsonl`` and ``patch.diff`` into ``out_dir``.
 
     Without a sandbox, shell and run_tests answer with an error (the other tools work on the files).
-    ``listeners`` see every trajectory event (progress displays).
+    ``listeners`` see every trajectory event (progress displays). ``should_stop`` is asked before every
+    model call; True stops the episode as ``interrupted`` (how a batch cancels episodes in other threads,
+    which Ctrl-C does not reach).
     """
     config.check_for_model(model.name)
     out = Path(out_dir)
@@ -61,7 +64,7 @@ def run_episode(task: Task, model: Model, config: AgentConfig, out_dir: str | Pa
                     config=config.public_dump())
     with Trajectory(out / TRAJECTORY, fsync=config.fsync, listeners=listeners) as trajectory:
         trajectory.write(header)
-        agent = Agent(model, toolbox, config, trajectory, task.test_command)
+        agent = Agent(model, toolbox, config, trajectory, task.test_command, should_stop)
         try:
             outcome = agent.run(task.text)
         except Exception as exc:  # noqa: BLE001 - a bug in the agent still ends with a stop event and the patch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from loopcoder.agent.budget import Budget
 from loopcoder.agent.client import ContextOverflow, Model, ModelError, ModelResponse
@@ -80,9 +80,10 @@ class Stats:
 
 class Agent:
     def __init__(self, model: Model, toolbox: Toolbox, config: AgentConfig, trajectory: Trajectory,
-                 test_command: Optional[str] = None):
+                 test_command: Optional[str] = None, should_stop: Optional[Callable[[], bool]] = None):
         self.model, self.toolbox, self.config, self.traj = model, toolbox, config, trajectory
         self.test_command = test_command
+        self.should_stop = should_stop  # asked before every model call (a batch cancelling its episodes)
         self.prompts = Prompts(config.prompts)
         self.budget = Budget(config.budgets, config.price(model.name))
         self.stats = Stats()
@@ -147,6 +148,8 @@ class Agent:
     def run_phase(self, phase: Phase) -> Outcome:
         while True:
             started = time.perf_counter()
+            if self.should_stop is not None and self.should_stop():
+                return Outcome("interrupted", "stopped by the caller")
             if spent := self.budget.exhausted():
                 return Outcome(*spent)
             if phase.max_steps is not None and phase.steps >= phase.max_steps:

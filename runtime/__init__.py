@@ -23,6 +23,7 @@ def open_sandbox(
     labels: dict[str, str] | None = None,
     client=None,
     allow: bool | None = None,
+    task=None,
 ) -> "Sandbox":
     """A started sandbox of the configured backend (``sandbox.backend``: docker, or local when opted in).
 
@@ -30,12 +31,18 @@ def open_sandbox(
     ``labels`` and ``client`` (a docker client) shape the Docker container; the local backend runs commands
     on this machine as it is, so it ignores them, and warns when an ``image`` is given (the image's
     packages and files are not there). ``allow`` is the local backend's opt-in; Docker ignores it.
+    ``task`` (a ``docker_sandbox.TaskContainer``) starts a task container instead: root with no capabilities,
+    the task's working directory, no workspace mount (pass ``workspace=None``); Docker only.
     """
     from loopcoder.runtime.config import load_runtime_config
 
     cfg = config or load_runtime_config()
     if cfg.sandbox.backend == "local":
+        from loopcoder.runtime.errors import SandboxError
         from loopcoder.runtime.local_sandbox import LocalSandbox
+
+        if task is not None:
+            raise SandboxError("task containers need sandbox.backend: docker (a task runs as root in its own image)")
 
         if image is not None:
             warnings.warn(f"sandbox.backend is local: image {image!r} is not used; commands run on this machine "
@@ -43,4 +50,5 @@ def open_sandbox(
         return LocalSandbox(workspace, config=cfg, allow=allow)
     from loopcoder.runtime.docker_sandbox import DockerSandbox
 
-    return DockerSandbox(workspace, config=cfg.sandbox, image=image, run_id=run_id, labels=labels, client=client)
+    return DockerSandbox(workspace, config=cfg.sandbox, image=image, run_id=run_id, labels=labels, client=client,
+                         task=task)

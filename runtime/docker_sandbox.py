@@ -62,6 +62,39 @@ SEALED_BASH = "/.loopcoder/bash"  # where the exec-only copy of the image's bash
 
 _live: "weakref.WeakSet[DockerSandbox]" = weakref.WeakSet()
 
+# Capabilities a task container may add back (TaskContainer.cap_add). DAC_OVERRIDE and DAC_READ_SEARCH are
+# never allowed: with either, root could read the exec-only sealed bash, the supervisor would no longer be
+# non-dumpable and its /proc files (the container's stdio, its environment) would be open to commands.
+# SYS_PTRACE, SYS_ADMIN and the rest are refused for the same reason or because they undo the lock-down.
+TASK_CAPS = frozenset({"CHOWN", "FOWNER", "FSETID", "SETUID", "SETGID", "KILL"})
+
+
+@dataclass(frozen=True)
+class TaskContainer:
+    """Task-container mode (Terminal-Bench style tasks): root inside, the task's own working directory.
+
+    The container runs as uid 0 with every capability dropped (``cap_add`` may add back members of
+    ``TASK_CAPS``; none by default: a root shell creates, writes and deletes its own files without any)
+    and ``no-new-privileges``; nothing of the host is mounted except the sealed bash (read-only); files go
+    in and out with ``copy_in``/``copy_out``. ``network`` is ``none`` (only ``lo``) unless the task
+    declares it needs one. ``env`` is the environment every command starts with.
+    """
+
+    workdir: str = "/app"
+    network: str = "none"  # none | bridge
+    env: tuple[tuple[str, str], ...] = ()
+    cap_add: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not PurePosixPath(self.workdir).is_absolute():
+            raise SandboxError(f"task working directory {self.workdir!r} is not an absolute path")
+        if self.network not in ("none", "bridge"):
+            raise SandboxError(f"task network {self.network!r} is not none or bridge")
+        bad = [c for c in self.cap_add if c not in TASK_CAPS]
+        if bad:
+            raise SandboxError(f"capabilities {', '.join(bad)} cannot be added to a task container; "
+                               f"allowed: {', '.join(sorted(TASK_CAPS))}")
+
 
 @atexit.register
 def _close_all() -> None:
@@ -111,18 +144,28 @@ class DockerSandbox:
 
     def __init__(
         self,
-        workspace: str | Path,
+        workspace: str | Path | None,
         *,
         config: SandboxConfig | None = None,
         image: str | None = None,
         run_id: str | None = None,
         labels: dict[str, str] | None = None,
         client=None,
+        task: TaskContainer | None = None,
     ) -> None:
         self.config = config or load_runtime_config().sandbox
-        self.workspace = Path(workspace).resolve()
-        if not self.workspace.is_dir():
-            raise SandboxError(f"workspace {self.workspace} is not a directory")
+        self.task = task
+        if task is not None:
+            # Task-container mode: no workspace mount; the task's files live in the image and its layer.
+            if workspace is not None:
+                raise SandboxError("a task container mounts no workspace; pass workspace=None")
+            self.workspace = None
+            self.workdir = task.workdir
+        else:
+            self.workspace = Path(workspace).resolve()
+            if not self.workspace.is_dir():
+                raise SandboxError(f"workspace {self.workspace} is not a directory")
+            self.workdir = WORKDIR
         self.image = image or self.config.image
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._client = client or connect_docker()
@@ -134,13 +177,13 @@ class DockerSandbox:
         self._closed = False
         self.container_id: str | None = None
         self.disk_bounds: DiskBounds | None = None
-        self.uid, self.gid = _sandbox_user(self.config.user)
+        self.uid, self.gid = (0, 0) if task is not None else _sandbox_user(self.config.user)
         self.labels = {
             LABEL: "1",
             "loopcoder.run": self.run_id,
             "loopcoder.host": socket.gethostname(),
             **_owner_labels(),
-            "loopcoder.workspace": str(self.workspace),
+            "loopcoder.workspace": str(self.workspace) if self.workspace else f"task:{self.workdir}",
             **self.config.labels,
             **(labels or {}),
         }
@@ -164,15 +207,20 @@ class DockerSandbox:
                 f"sandbox image {self.image!r} not found; build it with `loopcoder sandbox build-base`"
             ) from None
         sealed = _sealed_bash(api, image_id, self.image)
-        _hand_over(self.workspace, self.uid, self.gid)
+        if self.workspace is not None:
+            _hand_over(self.workspace, self.uid, self.gid)
         host_config = self._host_config(api, sealed)
+        env = {"LANG": "C.UTF-8"}
+        if self.task is not None:
+            env.update(dict(self.task.env))
+        env.update({"__LC_SUPERVISOR": SUPERVISOR, "__LC_JOB": JOB})
         try:
             created = api.create_container(
                 self.image,
                 command=[SEALED_BASH, "--noprofile", "--norc", "-c", BOOT, "loopcoder-supervisor",
                          "1" if self.config.keep_background else "0"],
                 user=f"{self.uid}:{self.gid}",
-                working_dir=WORKDIR,
+                working_dir=self.workdir,
                 # stdin_open without detach sets StdinOnce: when our attach connection closes (even by a
                 # crash of this process) docker closes the supervisor's stdin and the container ends.
                 stdin_open=True,
@@ -180,7 +228,7 @@ class DockerSandbox:
                 tty=False,
                 labels=self.labels,
                 # The scripts travel in the environment, which only the sealed PID 1 can read; it drops them.
-                environment={"LANG": "C.UTF-8", "__LC_SUPERVISOR": SUPERVISOR, "__LC_JOB": JOB},
+                environment=env,
                 host_config=host_config,
                 name=f"loopcoder-{self.run_id}-{uuid.uuid4().hex[:6]}",
             )
@@ -225,15 +273,18 @@ class DockerSandbox:
             # write_file) sees volumes but not tmpfs mounts. Removed with the container (v=True, AutoRemove).
             mounts.append(Mount("/tmp", None, type="volume", driver_config=DriverConfig(
                 "local", {"type": "tmpfs", "device": "tmpfs", "o": f"size={tmp},mode=1777,nosuid,nodev"})))
+        binds = {str(sealed): {"bind": SEALED_BASH, "mode": "ro"}}
+        if self.workspace is not None:
+            binds[str(self.workspace)] = {"bind": WORKDIR, "mode": "rw"}
         return api.create_host_config(
-            binds={str(self.workspace): {"bind": WORKDIR, "mode": "rw"},
-                   str(sealed): {"bind": SEALED_BASH, "mode": "ro"}},
-            network_mode=cfg.network,
+            binds=binds,
+            network_mode=self.task.network if self.task is not None else cfg.network,
             nano_cpus=int(cfg.cpus * 1e9),
             mem_limit=cfg.memory,
             memswap_limit=cfg.memory,  # no swap: a memory hog meets the OOM killer, not the disk
             pids_limit=cfg.pids_limit,
             cap_drop=["ALL"],
+            cap_add=list(self.task.cap_add) if self.task is not None and self.task.cap_add else None,
             security_opt=["no-new-privileges"],
             init=False,  # PID 1 must be the sealed supervisor: a dumpable init would expose the container's stdio
             auto_remove=True,
@@ -269,7 +320,8 @@ class DockerSandbox:
 
     def __repr__(self) -> str:
         cid = (self.container_id or "")[:12]
-        return f"DockerSandbox({cid}, image={self.image!r}, workspace={str(self.workspace)!r})"
+        where = f"workspace={str(self.workspace)!r}" if self.workspace else f"task workdir={self.workdir!r}"
+        return f"DockerSandbox({cid}, image={self.image!r}, {where})"
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -285,7 +337,7 @@ class DockerSandbox:
         with self._lock:
             self._check_usable()
             secret, tag = new_secret(), new_tag()
-            request = render_request(command, workdir, env, WORKDIR).encode("utf-8", "surrogateescape")
+            request = render_request(command, workdir, env, self.workdir).encode("utf-8", "surrogateescape")
             capture = HeadTailBuffer(self.config.output_limit_bytes)
             reader = EndMarkerReader(secret, capture)
             started = time.monotonic()
@@ -409,7 +461,7 @@ class DockerSandbox:
         """Bytes of a regular file in the container; symlinks resolve inside the container, never on the host."""
         from docker.errors import APIError, NotFound
 
-        target = _container_path(path)
+        target = _container_path(path, self.workdir)
         for _ in range(16):
             try:
                 stream, _ = self._client.api.get_archive(self.container_id, str(target))
@@ -433,7 +485,7 @@ class DockerSandbox:
         """Create or replace a file in the container, owned by the sandbox user; parent folders are created."""
         from docker.errors import APIError, NotFound
 
-        target = _container_path(path)
+        target = _container_path(path, self.workdir)
         payload = data.encode() if isinstance(data, str) else bytes(data)
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -467,7 +519,7 @@ class DockerSandbox:
         """
         from docker.errors import APIError
 
-        target = _container_path(sandbox_path)
+        target = _container_path(sandbox_path, self.workdir)
         if target.name in ("", ".."):
             raise CopyError(f"cannot copy onto {target} in the sandbox; name the destination itself")
         anchor, missing = self._existing_folder(target.parent)
@@ -499,11 +551,11 @@ class DockerSandbox:
         write there, so it could redirect the copy while it is made.
         """
         dest = Path(os.path.abspath(host_path))
-        if Path(os.path.realpath(dest)).is_relative_to(self.workspace):
+        if self.workspace is not None and Path(os.path.realpath(dest)).is_relative_to(self.workspace):
             raise CopyError(f"{dest} is inside the sandbox's workspace (the sandbox can change it while the copy "
                             "is made); copy out to a folder outside it")
         check_destination(dest, overwrite)
-        source = _container_path(sandbox_path)
+        source = _container_path(sandbox_path, self.workdir)
         for _ in range(16):
             st = self._stat(source)
             if st is None:
@@ -707,10 +759,10 @@ def _owner_labels() -> dict[str, str]:
     return {"loopcoder.pid": str(pid), "loopcoder.pid_start": start}
 
 
-def _container_path(path: str) -> PurePosixPath:
+def _container_path(path: str, root: str = WORKDIR) -> PurePosixPath:
     p = PurePosixPath(path)
     if not p.is_absolute():
-        p = PurePosixPath(WORKDIR) / p
+        p = PurePosixPath(root) / p
     return PurePosixPath(os.path.normpath(p))
 
 

@@ -121,6 +121,7 @@ class GitWorkspace:
         commit: str | None = None,
         branch: str | None = None,
         config: WorkspaceConfig | None = None,
+        env: dict[str, str] | None = None,
     ) -> "GitWorkspace":
         """Clone ``source`` (URL, working tree or bare repository) to ``dest``; check out ``commit``.
 
@@ -128,7 +129,9 @@ class GitWorkspace:
         (objects copied, never hardlinked: the sandbox user gets the tree's files). The tree's origin is the
         source URL without credentials. ``branch``, when given, is created at that commit and checked out.
         The commit checked out becomes the base commit of extracted patches. Credentials in ``source``
-        appear in no message.
+        appear in no message. ``env`` is added to the environment of the git commands that reach ``source``
+        (a ``GIT_ASKPASS`` helper and its variables, so a token needs to be neither in the URL nor on a
+        command line); it is not stored anywhere.
         """
         config = config or WorkspaceConfig()
         dest = Path(dest).resolve()
@@ -145,13 +148,13 @@ class GitWorkspace:
             if private_repo_problem(theirs) is None:
                 src = str(theirs)
         try:
-            _make_private_repo(src, git_dir)
+            _make_private_repo(src, git_dir, env)
         except HostGitError as exc:
             raise WorkspaceError(f"git clone {redact(str(source), str(source))} failed: "
                                  f"{redact(last_line(exc.stderr), str(source))}") from None
         made_dest = not dest.exists()
         try:
-            sha = _rev_parse(git_dir, "HEAD") if commit is None else _resolve_or_fetch(git_dir, commit)
+            sha = _rev_parse(git_dir, "HEAD") if commit is None else _resolve_or_fetch(git_dir, commit, env=env)
             # The tree is made here, by the host, and no sandbox has seen it yet: plain git on it is safe now.
             run_git(["clone", "-q", "--no-hardlinks", "--no-checkout", "--template=", "--", str(git_dir), str(dest)],
                     git_dir=None)
@@ -567,12 +570,13 @@ def _private_dir_for(tree: Path, config: WorkspaceConfig) -> Path:
     return git_dir
 
 
-def _make_private_repo(source: str, git_dir: Path) -> None:
+def _make_private_repo(source: str, git_dir: Path, env: dict[str, str] | None = None) -> None:
     """``git clone --bare`` of ``source`` into ``git_dir`` (mode 0700, objects copied, no hooks or templates)."""
     git_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = git_dir.with_name(f"{git_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        run_git(["clone", "-q", "--bare", "--no-hardlinks", "--template=", "--", source, str(tmp)], git_dir=None)
+        run_git(["clone", "-q", "--bare", "--no-hardlinks", "--template=", "--", source, str(tmp)], git_dir=None,
+                env=env)
         os.chmod(tmp, 0o700)
         os.rename(tmp, git_dir)
     finally:
@@ -588,7 +592,8 @@ def _rev_parse(git_dir: Path, rev: str, where: str | None = None) -> str:
     return proc.stdout.decode().strip()
 
 
-def _resolve_or_fetch(git_dir: Path, commit: str, where: str | None = None) -> str:
+def _resolve_or_fetch(git_dir: Path, commit: str, where: str | None = None,
+                      env: dict[str, str] | None = None) -> str:
     """The sha of ``commit`` in the private repository, fetched from its origin when missing."""
     try:
         return _rev_parse(git_dir, commit, where)
@@ -599,7 +604,7 @@ def _resolve_or_fetch(git_dir: Path, commit: str, where: str | None = None) -> s
     if commit.startswith("-") or not origin:
         raise WorkspaceError(f"commit {commit} not found in {where or git_dir} and it has no origin to fetch from")
     try:
-        run_git(["fetch", "-q", "--no-tags", "origin", commit], git_dir=git_dir)
+        run_git(["fetch", "-q", "--no-tags", "origin", commit], git_dir=git_dir, env=env)
     except HostGitError as exc:
         raise WorkspaceError(f"commit {commit} not found in {where or git_dir} nor in origin: "
                              f"{redact(last_line(exc.stderr), origin)}") from None

@@ -108,8 +108,9 @@ def start_embedded_server(checkpoint: Path, max_model_len: int = 4096):
     return server
 
 
-def summary_text(result, plan: str, out_dir: Path) -> str:
-    """The one-screen summary printed at the end and saved as summary.txt."""
+def summary_text(result, plan: str, out_dir: Path, workspace: bool = True) -> str:
+    """The one-screen summary printed at the end and saved as summary.txt (``workspace``: the run keeps
+    its workspace folder, so name it)."""
     s, b = result.stats, result.budget
     share = f"{s['well_formed_share']:.0%}" if s.get("well_formed_share") is not None else "-"
     patch = result.patch
@@ -125,18 +126,52 @@ def summary_text(result, plan: str, out_dir: Path) -> str:
         f"re-plans {s['replans']}",
         f"patch        {patch_line}",
         f"trajectory   {result.trajectory}",
-        f"workspace    {out_dir / 'workspace'}",
     ]
+    if workspace:
+        lines.append(f"workspace    {out_dir / 'workspace'}")
     if plan:
         lines += ["plan", *("  " + line for line in plan.splitlines())]
     return "\n".join(lines)
 
 
-def _last_plan(trajectory: Path) -> str:
+def last_plan(trajectory: Path) -> str:
     from loopcoder.agent.trajectory import PlanEvent, read_trajectory
 
     plans = [e for e in read_trajectory(trajectory) if isinstance(e, PlanEvent)]
     return plans[-1].rendered if plans else ""
+
+
+# Options of an agent episode, shared by every command that runs the agent (`agent run`, `swebench run`).
+MODEL_URL_OPT = typer.Option(None, "--model-url", help="OpenAI-compatible base URL (…/v1); default: the embedded "
+                             "native server on the default checkpoint.")
+MODEL_OPT = typer.Option(None, "--model", help="Model name (default: the first /v1/models lists).")
+THINKING_OPT = typer.Option(None, "--thinking/--no-thinking", help="Thinking mode in every phase.")
+MODE_OPT = typer.Option(None, "--mode", help="plan (planner + executor) | single")
+BUDGET_STEPS_OPT = typer.Option(None, "--budget-steps", help="Model calls in the episode.")
+BUDGET_INPUT_OPT = typer.Option(None, "--budget-input-tokens")
+BUDGET_OUTPUT_OPT = typer.Option(None, "--budget-output-tokens")
+BUDGET_WALL_OPT = typer.Option(None, "--budget-wall-time", help="Seconds.")
+BUDGET_COST_OPT = typer.Option(None, "--budget-cost", help="USD (needs prices for the model).")
+CHECKPOINT_OPT = typer.Option(None, "--checkpoint", help="Embedded server's checkpoint.")
+AGENT_CONFIG_OPT = typer.Option(None, "--config", help="Agent YAML (default configs/agent.yaml).")
+AGENT_SET_OPT = typer.Option([], "--set", help="Override an agent setting: --set context.elide_after_turns=4")
+
+
+def agent_config_from_options(config: Optional[Path], overrides: list[str], *, model_url: Optional[str] = None,
+                              model: Optional[str] = None, mode: Optional[str] = None,
+                              thinking: Optional[bool] = None, budget_steps: Optional[int] = None,
+                              budget_input_tokens: Optional[int] = None, budget_output_tokens: Optional[int] = None,
+                              budget_wall_time: Optional[float] = None, budget_cost: Optional[float] = None,
+                              defaults: tuple[str, ...] = ()):
+    """The AgentConfig the shared options describe: YAML, then ``defaults``, ``--set`` and the flags given."""
+    from loopcoder.agent import load_agent_config
+
+    flags = {"model.url": model_url, "model.name": model, "mode": mode, "budgets.steps": budget_steps,
+             "budgets.input_tokens": budget_input_tokens, "budgets.output_tokens": budget_output_tokens,
+             "budgets.wall_time_s": budget_wall_time, "budgets.cost_usd": budget_cost,
+             "planner.thinking": thinking, "executor.thinking": thinking}
+    return load_agent_config(config, list(defaults) + list(overrides)
+                             + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None])
 
 
 @agent_app.command("run")
@@ -144,31 +179,28 @@ def run_command(
     repo: Path = typer.Option(..., "--repo", help="Local git repository; it is cloned, your checkout is untouched."),
     task: Optional[str] = typer.Option(None, "--task", help="What to do (issue text)."),
     task_file: Optional[Path] = typer.Option(None, "--task-file", help="File holding the task text."),
-    model_url: Optional[str] = typer.Option(None, "--model-url", help="OpenAI-compatible base URL (…/v1)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model name (default: the first /v1/models lists)."),
-    thinking: Optional[bool] = typer.Option(None, "--thinking/--no-thinking", help="Thinking mode in every phase."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="plan (planner + executor) | single"),
-    budget_steps: Optional[int] = typer.Option(None, "--budget-steps", help="Model calls in the episode."),
-    budget_input_tokens: Optional[int] = typer.Option(None, "--budget-input-tokens"),
-    budget_output_tokens: Optional[int] = typer.Option(None, "--budget-output-tokens"),
-    budget_wall_time: Optional[float] = typer.Option(None, "--budget-wall-time", help="Seconds."),
-    budget_cost: Optional[float] = typer.Option(None, "--budget-cost", help="USD (needs prices for the model)."),
+    model_url: Optional[str] = MODEL_URL_OPT,
+    model: Optional[str] = MODEL_OPT,
+    thinking: Optional[bool] = THINKING_OPT,
+    mode: Optional[str] = MODE_OPT,
+    budget_steps: Optional[int] = BUDGET_STEPS_OPT,
+    budget_input_tokens: Optional[int] = BUDGET_INPUT_OPT,
+    budget_output_tokens: Optional[int] = BUDGET_OUTPUT_OPT,
+    budget_wall_time: Optional[float] = BUDGET_WALL_OPT,
+    budget_cost: Optional[float] = BUDGET_COST_OPT,
     test_command: Optional[str] = typer.Option(None, "--test-command", help="What run_tests runs in the sandbox."),
     output: Optional[Path] = typer.Option(None, "--output", help="New folder for workspace, patch, trajectory."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Embedded server's checkpoint."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Agent YAML (default configs/agent.yaml)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a setting: --set context.elide_after_turns=4"),
+    checkpoint: Optional[Path] = CHECKPOINT_OPT,
+    config: Optional[Path] = AGENT_CONFIG_OPT,
+    overrides: list[str] = AGENT_SET_OPT,
 ) -> None:
     """Run one episode on a local git repository in a Docker sandbox; write patch, trajectory and summary."""
-    from loopcoder.agent import load_agent_config
-
     text = _task_text(task, task_file)
-    flags = {"model.url": model_url, "model.name": model, "mode": mode, "budgets.steps": budget_steps,
-             "budgets.input_tokens": budget_input_tokens, "budgets.output_tokens": budget_output_tokens,
-             "budgets.wall_time_s": budget_wall_time, "budgets.cost_usd": budget_cost,
-             "planner.thinking": thinking, "executor.thinking": thinking}
-    cfg = load_agent_config(config, list(overrides) + [f"{k}={json.dumps(v)}" for k, v in flags.items()
-                                                       if v is not None])
+    cfg = agent_config_from_options(config, overrides, model_url=model_url, model=model, mode=mode,
+                                    thinking=thinking, budget_steps=budget_steps,
+                                    budget_input_tokens=budget_input_tokens,
+                                    budget_output_tokens=budget_output_tokens, budget_wall_time=budget_wall_time,
+                                    budget_cost=budget_cost)
     run_agent(repo, text, cfg, output, checkpoint, test_command)
 
 
@@ -221,7 +253,7 @@ def run_agent(repo: Path, text: str, cfg, output: Optional[Path], checkpoint: Op
     finally:
         if server is not None:
             server.stop()
-    summary = summary_text(result, _last_plan(result.trajectory), out_dir)
+    summary = summary_text(result, last_plan(result.trajectory), out_dir)
     (out_dir / "summary.txt").write_text(summary + "\n")
     typer.echo(_CONTROL.sub("\ufffd", summary))
     if result.reason == "interrupted":

@@ -15,8 +15,10 @@ from loopcoder.scenarios.agent_cli import agent_app, replay_command
 from loopcoder.scenarios.model_cli import diagnose_command, model_app
 from loopcoder.runtime.errors import RuntimeFailure
 from loopcoder.scenarios.sandbox_cli import doctor_command, sandbox_app
+from loopcoder.scenarios.resolve_cli import resolve_command
 from loopcoder.scenarios.serve_cli import serve_command
 from loopcoder.scenarios.swebench_cli import swebench_app
+from loopcoder.scenarios.terminal_cli import terminal_app
 
 app = typer.Typer(
     name="loopcoder",
@@ -32,7 +34,9 @@ app.command("doctor")(doctor_command)
 app.command("serve")(serve_command)
 app.add_typer(swebench_app, name="swebench")
 app.add_typer(agent_app, name="agent")
+app.add_typer(terminal_app, name="terminal")
 app.command("replay")(replay_command)
+app.command("resolve")(resolve_command)
 
 # Exception types whose message is meant for the user; each part of the system adds its own here.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, RuntimeFailure)

@@ -28,6 +28,8 @@ class ServeConfig(BaseModel):
     served_model_name: Optional[str] = None
     api_key: Optional[str] = None
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # forced: a grammar keeps required/named (and strict) tool calls valid; auto: also whenever tools are given
+    constrain_tool_calls: Literal["forced", "auto"] = "forced"
     engine: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -78,6 +80,9 @@ def serve_command(
     served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
                                                     help="Model name clients use (default: checkpoint dir name)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require Authorization: Bearer KEY on /v1/*."),
+    constrain_tool_calls: Optional[str] = typer.Option(
+        None, "--constrain-tool-calls",
+        help="forced (default): grammar-constrain required/named tool calls; auto: whenever tools are given."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML settings (default configs/serve.yaml)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a setting: --set engine.max_waiting=64"),
 ) -> None:
@@ -86,7 +91,7 @@ def serve_command(
              "engine.dtype": dtype, "engine.num_loops": num_loops, "engine.max_num_seqs": max_batch,
              "engine.max_model_len": max_model_len, "engine.gpu_memory_utilization": gpu_memory_utilization,
              "engine.num_kv_blocks": kv_cache_blocks, "engine.enable_prefix_caching": prefix_caching,
-             "served_model_name": served_model_name, "api_key": api_key}
+             "served_model_name": served_model_name, "api_key": api_key, "constrain_tool_calls": constrain_tool_calls}
     # JSON is YAML: quoting keeps a value like --api-key 0123 a string
     overrides = list(overrides) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     cfg = load_config(ServeConfig, config, overrides, default="serve")
@@ -113,7 +118,7 @@ def serve_command(
             engine = AsyncLLMEngine.from_config(engine_cfg, model_name=cfg.served_model_name, on_ready=warmed_up)
         except CacheSizingError as exc:
             raise ConfigError(str(exc)) from None
-    app = create_app(engine, cfg.served_model_name, api_key=cfg.api_key)
+    app = create_app(engine, cfg.served_model_name, api_key=cfg.api_key, constrain_tool_calls=cfg.constrain_tool_calls)
     bound_host, bound_port = sock.getsockname()[:2]
     inner = engine.engine
     cache = inner.blocks.num_blocks * inner.cfg.block_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -11,10 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-swebench_app = typer.Typer(help="SWE-bench: datasets and grading (offline with the bundled mini dataset).",
+swebench_app = typer.Typer(help="SWE-bench: run the agent on instances, grade predictions, reports (offline with the "
+                           "bundled mini dataset).",
                            no_args_is_help=True)
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: long lines stay whole in logs and pipes (rich would cut them at 80 columns there)
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 DATASET_OPT = typer.Option("mini", "--dataset", "-d", help="mini (bundled), a .json/.jsonl/.parquet file, or a Hub name.")
 SPLIT_OPT = typer.Option("test", "--split", help="Split of a Hub dataset.")
@@ -96,6 +99,9 @@ def eval_command(
     out.print(table)
     out.print(f"resolved {report.counts['resolved']}/{len(report.results)}; reports: {report.report}"
               + (f", {report.official_report}" if report.official_report else ""))
+    from loopcoder.scenarios.swebench.report import write_report
+
+    out.print(f"report: {write_report(output, run_id)}")
 
 
 @swebench_app.command("dataset")
@@ -128,3 +134,280 @@ def dataset_command(
                       str(row["pass_to_pass"]), env.log_parser, repo_note)
     out.print(table)
     out.print(f"{len(insts)} instance(s) valid")
+
+
+# -- the run side: agent episodes in batches ---------------------------------------------------------
+
+from loopcoder.scenarios.agent_cli import (  # noqa: E402 -- the agent's own option definitions, shared
+    AGENT_CONFIG_OPT, AGENT_SET_OPT, BUDGET_COST_OPT, BUDGET_INPUT_OPT, BUDGET_OUTPUT_OPT, BUDGET_STEPS_OPT,
+    BUDGET_WALL_OPT, CHECKPOINT_OPT, MODE_OPT, MODEL_OPT, MODEL_URL_OPT, THINKING_OPT,
+)
+
+from loopcoder.scenarios.swebench.rundir import RunDir  # noqa: E402
+
+RUNS_DIR = Path("swebench_runs")
+RUN_STATE_STYLE = {"done": "green", "failed": "red", "interrupted": "yellow"}
+
+
+def select_instances(insts: list[dict], pattern: Optional[str]) -> list[dict]:
+    """The instances whose id matches ``pattern`` (re.search), all when None; DatasetError when none does."""
+    from loopcoder.scenarios.swebench.errors import DatasetError
+
+    if pattern is None:
+        return insts
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise DatasetError(f"--filter {pattern!r} is not a regular expression: {exc}") from None
+    chosen = [i for i in insts if rx.search(i["instance_id"])]
+    if not chosen:
+        raise DatasetError(f"--filter {pattern!r} matches no instance of the dataset")
+    return chosen
+
+
+def _instance_ids(values: list[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@swebench_app.command("run")
+def run_command(
+    dataset: str = DATASET_OPT,
+    split: str = SPLIT_OPT,
+    instances: list[str] = typer.Option([], "--instances", "-i", help="Instance ids (repeatable or comma-separated)."),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="Regular expression on instance ids."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Instances at once (default run.workers)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output: every instance without a "
+                                "prediction runs (again)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (default swebench_runs/<run id>)."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Run id (default: a timestamp)."),
+    executor: str = typer.Option("local", "--executor", help="local (threads) | ray (Ray tasks)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (default: start a local Ray)."),
+    images: Optional[str] = typer.Option(None, "--images", help="build (offline) | official (published images)."),
+    repos_dir: Optional[Path] = typer.Option(None, "--repos-dir", help="Bare repositories or bundles named OWNER__NAME "
+                                             "(default: the bundled ones; missing ones are cloned, run.clone_url)."),
+    evaluate: bool = typer.Option(False, "--eval/--no-eval", help="Grade the predictions in the run folder afterwards."),
+    model_url: Optional[str] = MODEL_URL_OPT,
+    model: Optional[str] = MODEL_OPT,
+    thinking: Optional[bool] = THINKING_OPT,
+    mode: Optional[str] = MODE_OPT,
+    budget_steps: Optional[int] = BUDGET_STEPS_OPT,
+    budget_input_tokens: Optional[int] = BUDGET_INPUT_OPT,
+    budget_output_tokens: Optional[int] = BUDGET_OUTPUT_OPT,
+    budget_wall_time: Optional[float] = BUDGET_WALL_OPT,
+    budget_cost: Optional[float] = BUDGET_COST_OPT,
+    checkpoint: Optional[Path] = CHECKPOINT_OPT,
+    config: Optional[Path] = AGENT_CONFIG_OPT,
+    overrides: list[str] = AGENT_SET_OPT,
+    swebench_config: Optional[Path] = typer.Option(None, "--swebench-config", help="SWE-bench config YAML."),
+    swebench_set: list[str] = typer.Option([], "--swebench-set", help="Override a SWE-bench config key, e.g. "
+                                           "--swebench-set run.clone_url=null"),
+) -> None:
+    """Run the agent on instances (checkout, environment image, sandbox, episode) and write preds.jsonl."""
+    from loopcoder.scenarios.agent_cli import agent_config_from_options
+
+    cfg_agent = agent_config_from_options(config, overrides, model_url=model_url, model=model, mode=mode,
+                                          thinking=thinking, budget_steps=budget_steps,
+                                          budget_input_tokens=budget_input_tokens,
+                                          budget_output_tokens=budget_output_tokens,
+                                          budget_wall_time=budget_wall_time, budget_cost=budget_cost)
+    code = run_swebench(dataset=dataset, split=split, instance_ids=_instance_ids(instances), pattern=filter_,
+                        workers=workers, resume=resume, output=output, run_id=run_id, executor=executor,
+                        ray_address=ray_address, images=images, repos_dir=repos_dir, evaluate=evaluate,
+                        agent_cfg=cfg_agent, checkpoint=checkpoint, swebench_config=swebench_config,
+                        swebench_set=swebench_set)
+    if code:
+        raise typer.Exit(code)
+
+
+def run_swebench(*, dataset: str, split: str, instance_ids: list[str], pattern: Optional[str], workers: Optional[int],
+                 resume: bool, output: Optional[Path], run_id: Optional[str], executor: str,
+                 ray_address: Optional[str], images: Optional[str], repos_dir: Optional[Path], evaluate: bool,
+                 agent_cfg, checkpoint: Optional[Path], swebench_config: Optional[Path], swebench_set: list[str],
+                 summary_title: Optional[str] = None) -> int:
+    """The whole run: select, (start the embedded server,) run the batch, optionally grade, write the report.
+    Returns the exit status (0, or 130 after Ctrl-C)."""
+    from loopcoder.agent import ModelClient
+    from loopcoder.runtime.config import load_runtime_config
+    from loopcoder.scenarios.agent_cli import printable, start_embedded_server
+    from loopcoder.scenarios.swebench.config import load_swebench_config
+    from loopcoder.scenarios.swebench.episode import RunSpec
+    from loopcoder.scenarios.swebench.errors import DatasetError
+    from loopcoder.scenarios.swebench.report import write_report
+    from loopcoder.scenarios.swebench.rundir import now
+    from loopcoder.scenarios.swebench.runner import RunDisplay, run_batch
+
+    if executor not in ("local", "ray"):
+        raise DatasetError(f"--executor {executor!r}: use local or ray")
+    if ray_address and executor != "ray":
+        raise DatasetError("--ray-address needs --executor ray")
+    overrides = list(swebench_set) + ([f"images={images}"] if images else [])
+    cfg = load_swebench_config(swebench_config, overrides)
+    runtime_cfg = load_runtime_config()
+    insts = select_instances(_load(dataset, split, instance_ids), pattern)
+    if resume and output is None:
+        raise DatasetError("--resume needs the --output folder of the run to continue")
+    if resume:
+        recorded = RunDir(output).read_meta()
+        if not recorded:
+            raise DatasetError(f"nothing to resume: {output / 'run.json'} does not exist")
+        run_id = recorded["run_id"]
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id):
+        raise DatasetError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-'")
+    out_dir = output or RUNS_DIR / run_id
+    rd = RunDir(out_dir)
+    if not resume and rd.exists():
+        raise DatasetError(f"{out_dir} already holds a run; pass --resume to continue it, or a new --output")
+    workers = workers or cfg.run.workers
+    local_ray = executor == "ray" and not ray_address
+    if executor == "local" or local_ray:  # paths the workers see are this machine's: make them absolute
+        cfg.run.repo_cache = cfg.run.repo_cache.resolve()
+        repos_dir = repos_dir.resolve() if repos_dir else (cfg.repos_dir.resolve() if cfg.repos_dir else None)
+    server = None
+    summary = None
+    try:
+        if not agent_cfg.model.url:
+            if ray_address:
+                raise DatasetError("the embedded model server listens on 127.0.0.1 of this machine only; with "
+                                   "--ray-address give --model-url reachable from the cluster's nodes")
+            server = start_embedded_server(checkpoint or agent_cfg.default_checkpoint)
+            agent_cfg.model.url = server.url + "/v1"
+        model_name = ModelClient(agent_cfg.model).name  # asks /v1/models once; an unreachable server: one line
+        agent_cfg.model.name = model_name
+        rd.check_start(model_name, resume)
+        spec = RunSpec(run_id=run_id, model_name_or_path=model_name, agent=agent_cfg.model_dump(mode="json"),
+                       swebench=cfg.model_dump(mode="json"), runtime=runtime_cfg.model_dump(mode="json"),
+                       repos_dir=str(repos_dir) if repos_dir else None)
+        # The executor first (Docker, Ray): if it cannot start, no run folder is left behind.
+        if executor == "ray":
+            from loopcoder.scenarios.swebench.executors import RayExecutor
+
+            with console.status("starting Ray" if local_ray else f"connecting to Ray at {ray_address}"):
+                runner = RayExecutor(spec, workers, ray_address, cfg.run.ray_num_cpus)
+        else:
+            from loopcoder.scenarios.swebench.executors import LocalExecutor
+
+            runner = LocalExecutor(spec, workers, rd.instance_dir)
+        try:
+            meta = rd.start({"run_id": run_id, "dataset": str(dataset), "split": split, "created": now(),
+                             "model_name_or_path": model_name, "model_url": agent_cfg.model.url,
+                             "executor": executor, "ray_address": ray_address, "workers": workers,
+                             "images": cfg.images, "instances": [i["instance_id"] for i in insts]}, resume)
+        except BaseException:
+            runner.close()
+            raise
+        already = len([i for i in insts if i["instance_id"] in rd.predictions()])
+        console.print(f"run {meta['run_id']}: {len(insts)} instance(s)"
+                      + (f", {already} already done" if already else "")
+                      + f", model {printable(model_name)} at {printable(agent_cfg.model.url)}, {workers} worker(s), "
+                      f"executor {executor}; folder {printable(str(out_dir))}", highlight=False)
+        summary = run_batch(insts, model_name, rd, runner, RunDisplay(len(insts), already, console))
+    finally:
+        if server is not None:
+            server.stop()
+    preds = rd.predictions()
+    states = Counter(s.state for s in rd.statuses() if s.instance_id in {i["instance_id"] for i in insts})
+    failures = summary.failures
+    out.print(f"{summary_title or 'run'} {run_id}: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
+              + (" (failed: " + ", ".join(f"{k} {v}" for k, v in sorted(failures.items())) + ")" if failures else "")
+              + f"; predictions {len([i for i in insts if i['instance_id'] in preds])}/{len(insts)} in {rd.preds_path}",
+              markup=False, highlight=False)
+    report_run_id = None
+    if evaluate and not summary.interrupted:
+        evaluated = [i for i in insts if i["instance_id"] in preds]
+        if evaluated:
+            _evaluate_run(evaluated, preds, cfg, runtime_cfg, out_dir, run_id, repos_dir)
+            report_run_id = run_id
+        else:
+            out.print("nothing to grade: no instance has a prediction", markup=False, highlight=False)
+    report = write_report(out_dir, report_run_id)
+    out.print(f"report: {report}", markup=False, highlight=False)
+    return 130 if summary.interrupted else 0
+
+
+def _evaluate_run(insts: list[dict], preds: dict, cfg, runtime_cfg, out_dir: Path, run_id: str,
+                  repos_dir: Optional[Path]):
+    from loopcoder.scenarios.agent_cli import printable
+    from loopcoder.runtime.engine import connect_docker
+    from loopcoder.scenarios.swebench.batch import evaluate_batch
+    from loopcoder.scenarios.swebench.evaluation import EvalContext
+
+    ctx = EvalContext(cfg, runtime_cfg, connect_docker(), out_dir, run_id, repos_dir=repos_dir)
+    n = 0
+
+    def on_result(r) -> None:
+        nonlocal n
+        n += 1
+        why = f" ({r.infra_reason})" if r.infra_reason else ""
+        console.print(f"[{n}/{len(insts)}] eval {printable(r.instance_id)}: [{STYLE[r.status]}]{r.status}[/]{why}", highlight=False)
+
+    with console.status(f"grading {len(insts)} prediction(s)"):
+        report = evaluate_batch(insts, preds, ctx, on_result=on_result)
+    out.print(f"eval {run_id}: resolved {report.counts['resolved']}/{len(report.results)} ("
+              + ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) + f"); {report.report}",
+              markup=False, highlight=False)
+    return report
+
+
+@swebench_app.command("report")
+def report_command(
+    run_dir: Path = typer.Argument(..., help="A run folder (swebench run --output, or swebench eval --output)."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Which evaluation to show (default: the newest)."),
+) -> None:
+    """Write the static HTML report of a run folder (report.html, one page per trajectory)."""
+    from loopcoder.scenarios.swebench.errors import DatasetError
+    from loopcoder.scenarios.swebench.report import write_report
+
+    if not run_dir.is_dir():
+        raise DatasetError(f"run folder not found: {run_dir}")
+    path = write_report(run_dir, run_id)
+    out.print(f"report: {path}", markup=False, highlight=False)
+
+
+DEMO_INSTANCE = "r1chardj0n3s__parse-162"
+
+
+@swebench_app.command("demo")
+def demo_command(
+    instance: str = typer.Option(DEMO_INSTANCE, "--instance", "-i", help="A bundled mini instance."),
+    model_url: Optional[str] = MODEL_URL_OPT,
+    model: Optional[str] = MODEL_OPT,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="New run folder (default .cache/swebench-demo/<time>)."),
+    overrides: list[str] = AGENT_SET_OPT,
+) -> None:
+    """One bundled SWE-bench instance end to end (run, eval, HTML report); the embedded tiny model by default."""
+    from loopcoder.scenarios.agent_cli import agent_config_from_options
+    from loopcoder.scenarios.swebench.report import latest_eval
+
+    # A random tiny model writes noise: short answers and few steps keep the demo to a few minutes on a CPU.
+    cfg = agent_config_from_options(None, overrides, model_url=model_url, model=model,
+                                    defaults=("model.max_tokens=128", "budgets.steps=12"))
+    embedded = not cfg.model.url
+    run_id = "demo-" + time.strftime("%Y%m%d-%H%M%S")
+    out_dir = output or Path(".cache/swebench-demo") / run_id
+    code = run_swebench(dataset="mini", split="test", instance_ids=[instance], pattern=None, workers=1, resume=False,
+                        output=out_dir, run_id=run_id, executor="local", ray_address=None, images=None,
+                        repos_dir=None, evaluate=True, agent_cfg=cfg, checkpoint=None, swebench_config=None,
+                        swebench_set=[], summary_title="demo run")
+    if code:
+        raise typer.Exit(code)
+    evaluation = latest_eval(out_dir, run_id) or {}
+    verdict = next((r for r in evaluation.get("instances", []) if r["instance_id"] == instance), None)
+    if verdict is None:
+        status = next((s for s in RunDir(out_dir).statuses() if s.instance_id == instance), None)
+        why = f"{status.state}: {status.reason} {status.detail}".strip() if status else "it did not run"
+        out.print(f"RESULT: {instance} was NOT resolved: the agent produced no prediction ({why}).",
+                  markup=False, highlight=False)
+    elif verdict["status"] == "resolved":
+        out.print(f"RESULT: {instance} was RESOLVED: the model's patch makes the failing tests pass and keeps the "
+                  f"passing ones passing (log parser and JUnit XML agree).", markup=False, highlight=False)
+    else:
+        why = verdict["status"] + (f" ({verdict['infra_reason']})" if verdict.get("infra_reason") else "")
+        detail = f": {verdict['detail']}" if verdict.get("detail") else ""
+        out.print(f"RESULT: {instance} was NOT resolved - {why}{detail}.", markup=False, highlight=False)
+    if embedded:
+        out.print("The embedded model is a tiny checkpoint with RANDOM weights: it cannot fix bugs, so this result is "
+                  "expected. The demo shows the machinery end to end (isolated checkout, environment image, agent in "
+                  "a sandbox, patch, grading, report); give --model-url of a real coder model for real results.",
+                  markup=False, highlight=False)
+    out.print(f"open {out_dir / 'report.html'} in a browser for the trajectory", markup=False, highlight=False)

@@ -53,7 +53,7 @@ def assert_one_line_usage_error(code: int, out: str, err: str, *expected: str) -
 
 def test_the_walk_finds_every_command():
     assert {"serve", "doctor", "diagnose", "model init", "model generate", "sandbox build-base",
-            "sandbox build-env", "sandbox gc"} <= {" ".join(p) for p in PATHS}
+            "sandbox build-env", "sandbox gc", "terminal run", "terminal tasks"} <= {" ".join(p) for p in PATHS}
     assert LEAVES_WITH_REQUIRED  # else the missing-argument tests below check nothing
 
 

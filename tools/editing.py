@@ -28,26 +28,26 @@ CONTEXT_LINES = 3
 
 
 class StrReplaceArgs(ToolArgs):
-    path: str = Field(..., description="file to edit, relative to the workspace root")
-    old_str: str = Field(..., description="exact text to replace; must occur exactly once in the file "
-                                          "(include enough surrounding lines to make it unique)")
-    new_str: str = Field(..., description="replacement text (may be empty to delete)")
+    path: str = Field(..., description="file to edit")
+    old_str: str = Field(..., description="exact text, found once in the file (add lines around it "
+                                          "to make it unique)")
+    new_str: str = Field(..., description="replacement (empty deletes)")
 
 
 class InsertArgs(ToolArgs):
-    path: str = Field(..., description="file to edit, relative to the workspace root")
-    line: int = Field(..., ge=0, description="insert after this line (0 inserts at the top)")
+    path: str = Field(..., description="file to edit")
+    line: int = Field(..., ge=0, description="insert after this line (0: at the top)")
     text: str = Field(..., description="lines to insert")
 
 
 class CreateArgs(ToolArgs):
-    path: str = Field(..., description="new file, relative to the workspace root; folders are created")
-    content: str = Field(..., description="the whole file content")
-    overwrite: bool = Field(False, description="replace the file if it already exists")
+    path: str = Field(..., description="new file")
+    content: str = Field(..., description="file content")
+    overwrite: bool = Field(False, description="replace an existing file")
 
 
 class UndoArgs(ToolArgs):
-    path: str = Field(..., description="file whose last edit (str_replace, insert, create) to undo")
+    path: str = Field(..., description="file to undo the last edit of")
 
 
 class EditOutput(ToolOutput):

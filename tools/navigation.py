@@ -22,33 +22,32 @@ from loopcoder.tools.workspace import Workspace, is_binary
 
 
 class RepoMapArgs(ToolArgs):
-    mentioned_files: list[str] = Field(default_factory=list, description="workspace paths to centre the map on")
+    mentioned_files: list[str] = Field(default_factory=list, description="files to centre the map on")
     mentioned_symbols: list[str] = Field(default_factory=list,
-                                         description="identifiers (functions, classes) to centre the map on")
+                                         description="names to centre the map on")
     token_budget: int | None = Field(None, ge=64, le=32768, description="size of the map in tokens")
 
 
 class SymbolArgs(ToolArgs):
-    symbol: str = Field(..., min_length=1, description="a name like `parse`, or qualified: `Parser.parse`, "
-                                                       "`Parser::parse`")
+    symbol: str = Field(..., min_length=1, description="a name, e.g. `parse` or `Parser.parse`")
 
 
 class OutlineArgs(ToolArgs):
-    path: str = Field(..., description="file path, relative to the workspace root")
+    path: str = Field(..., description="source file")
 
 
 class SearchArgs(ToolArgs):
-    pattern: str = Field(..., min_length=1, description="text to find (a regex when `regex` is true)")
-    regex: bool = Field(False, description="treat pattern as a regular expression")
-    glob: str | None = Field(None, description="only files matching this glob, e.g. `*.py` or `src/**/*.ts`")
+    pattern: str = Field(..., min_length=1, description="text to find")
+    regex: bool = Field(False, description="pattern is a regex")
+    glob: str | None = Field(None, description="only files matching this glob, e.g. `*.py`")
     path: str | None = Field(None, description="only under this file or folder")
     ignore_case: bool = False
 
 
 class ViewArgs(ToolArgs):
-    path: str = Field(..., description="file or folder path, relative to the workspace root")
-    start: int = Field(1, ge=1, description="first line to show (1-based)")
-    end: int | None = Field(None, ge=1, description="last line to show (inclusive); default: a screenful")
+    path: str = Field(..., description="file or folder")
+    start: int = Field(1, ge=1, description="first line (1-based)")
+    end: int | None = Field(None, ge=1, description="last line (default: a screenful)")
 
 
 # --- results -----------------------------------------------------------------------------------------

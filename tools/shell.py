@@ -13,18 +13,17 @@ from loopcoder.tools.workspace import Workspace
 
 
 class ShellArgs(ToolArgs):
-    command: str = Field(..., min_length=1, description="bash command, run in the workspace (/testbed); cd and "
-                                                        "export carry over to later commands")
-    timeout_s: float | None = Field(None, gt=0, le=3600, description="seconds before the command is killed")
+    command: str = Field(..., min_length=1, description="bash command; cd and export carry over")
+    timeout_s: float | None = Field(None, gt=0, le=3600, description="kill after this many seconds")
 
 
 class RunTestsArgs(ToolArgs):
     paths: list[str] = Field(default_factory=list,
-                             description="test files or test ids (tests/test_x.py::test_y); empty runs all")
+                             description="test files or ids (tests/t.py::test_y); empty: all")
 
 
 class SubmitArgs(ToolArgs):
-    summary: str = Field("", description="one paragraph: what was wrong and what the change does")
+    summary: str = Field("", description="what was wrong and what the change does")
 
 
 class CommandOutput(ToolOutput):

@@ -45,32 +45,29 @@ class Toolbox:
     def _tools(self) -> list[Tool]:
         n, e, s = self.navigator, self.editor, self.shell
         tools = [
-            Tool("repo_map", "Map of the repository: the most relevant files and their key definitions "
-                 "(classes, functions) with line numbers, ranked by how the code references them. Pass files "
-                 "or symbols you care about to centre the map on them.", nav.RepoMapArgs, n.repo_map),
-            Tool("find_definition", "Where a symbol is defined: file, line range, kind, and the line itself. "
-                 "Qualify with Class.method to narrow.", nav.SymbolArgs, n.find_definition),
-            Tool("find_references", "Where a symbol is used in code (not in comments or strings), one line per "
-                 "use.", nav.SymbolArgs, n.find_references),
-            Tool("outline", "The definitions in one source file, nested, with line ranges.", nav.OutlineArgs,
+            Tool("repo_map", "Key files and definitions with line numbers, ranked by references; pass files "
+                 "or symbols to centre the map on them.", nav.RepoMapArgs, n.repo_map),
+            Tool("find_definition", "Where a symbol is defined (file, lines, kind, the line).", nav.SymbolArgs, n.find_definition),
+            Tool("find_references", "Where a symbol is used in code, one line per use.", nav.SymbolArgs, n.find_references),
+            Tool("outline", "Definitions in a file, nested, with line ranges.", nav.OutlineArgs,
                  n.outline),
-            Tool("search", "Search file contents for text or a regex; hits grouped by file with line numbers.",
+            Tool("search", "Search file contents for text or a regex.",
                  nav.SearchArgs, n.search),
-            Tool("view", "Show lines of a file with line numbers (a screenful by default), or list a folder.",
+            Tool("view", "Show numbered lines of a file, or list a folder.",
                  nav.ViewArgs, n.view),
-            Tool("str_replace", "Replace text that occurs exactly once in a file. The edit is refused if "
-                 "old_str matches zero or several times, or if it breaks the file's syntax.", ed.StrReplaceArgs,
+            Tool("str_replace", "Replace text that occurs exactly once in a file; refused if it "
+                 "breaks the syntax.", ed.StrReplaceArgs,
                  e.str_replace, read_only=False),
-            Tool("insert", "Insert lines after a given line of a file (0 = at the top).", ed.InsertArgs, e.insert,
+            Tool("insert", "Insert lines after a line of a file.", ed.InsertArgs, e.insert,
                  read_only=False),
-            Tool("create", "Create a new file with the given content.", ed.CreateArgs, e.create, read_only=False),
-            Tool("undo", "Undo the last edit (str_replace, insert, create) of a file.", ed.UndoArgs, e.undo,
+            Tool("create", "Create a file.", ed.CreateArgs, e.create, read_only=False),
+            Tool("undo", "Undo the last edit of a file.", ed.UndoArgs, e.undo,
                  read_only=False),
-            Tool("shell", "Run a bash command in the sandbox at the workspace root; returns exit code and output.",
+            Tool("shell", "Run a bash command; returns exit code and output.",
                  sh.ShellArgs, s.shell, read_only=False),
-            Tool("run_tests", f"Run the tests ({s.test_command}), optionally only the given files or test ids.",
+            Tool("run_tests", f"Run the tests ({s.test_command}).",
                  sh.RunTestsArgs, s.run_tests, read_only=False),
-            Tool("submit", "Submit the current changes as the solution and stop.", sh.SubmitArgs, s.submit,
+            Tool("submit", "Submit the changes as the solution and stop.", sh.SubmitArgs, s.submit,
                  read_only=False),
         ]
         return tools

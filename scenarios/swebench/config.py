@@ -82,6 +82,21 @@ class GradingConfig(BaseModel):
     runner_repos: list[str] = ["pytest-dev/pytest", "pytest-dev/pluggy"]
 
 
+class RunConfig(BaseModel):
+    """`swebench run`: where repositories come from when --repos-dir lacks them, and how wide a batch runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Repositories missing from the repos dir are cloned from here ({repo}: owner/name, {key}: owner__name)
+    # into `repo_cache` once, then checked out in isolation like any other source; null: never clone.
+    clone_url: str | None = "https://github.com/{repo}.git"
+    clone_timeout_s: float = Field(900.0, gt=0)
+    repo_cache: Path = Path(".cache/swebench-repos")
+    workers: int = Field(1, ge=1, le=256)  # instances at once (threads locally, concurrent tasks on Ray)
+    # Ray: CPUs one instance task asks for (its agent sandbox and tests run in Docker, not in the task).
+    ray_num_cpus: float = Field(1.0, gt=0)
+
+
 class SwebenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,6 +118,7 @@ class SwebenchConfig(BaseModel):
     )
     repos: dict[str, EnvSpec] = {}  # "owner/name" or "owner/name@version"
     grading: GradingConfig = GradingConfig()
+    run: RunConfig = RunConfig()
     sandbox_memory: str = "4g"
     sandbox_cpus: float = Field(2.0, gt=0)
     sandbox_pids_limit: int = Field(1024, ge=64)

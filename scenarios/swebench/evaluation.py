@@ -60,7 +60,7 @@ class InstanceResult(BaseModel):
     status: Status
     detail: str = ""
     infra_reason: str | None = None  # image_build_failed | repository_unavailable | patch_apply_failed | timeout
-    #                                  | sandbox_failed | tests_did_not_run | bad_instance
+    #                                  | sandbox_failed | tests_did_not_run | tests_did_not_finish | bad_instance
     swebench_resolved: bool | None = None  # log parser verdict (get_eval_report)
     junit_resolved: bool | None = None  # JUnit XML verdict
     flags: list[dict] = []
@@ -239,7 +239,7 @@ def _prepare_checkout(inst: dict, env: InstanceEnv, ctx: EvalContext, ws_path: P
     log.write(f"{APPLY_PATCH_PASS} ({applied.method})")
 
     def before(path: str) -> str | None:
-        proc = _git(ws_path, "show", f"{inst['base_commit']}:{path}")
+        proc = _git(ws, "show", f"{inst['base_commit']}:{path}")
         return proc.stdout if proc.returncode == 0 else None
 
     def after(path: str) -> str | None:
@@ -255,9 +255,9 @@ def _prepare_checkout(inst: dict, env: InstanceEnv, ctx: EvalContext, ws_path: P
     if env.own_eval_script:
         return  # a new-style eval script resets the test files and applies the test patch itself
     if env.test_files:
-        reset = _git(ws_path, "checkout", inst["base_commit"], "--", *env.test_files)
+        reset = _git(ws, "checkout", inst["base_commit"], "--", *env.test_files)
         if reset.returncode != 0:
-            raise _Infra("tests_did_not_run", f"resetting the test files failed: {reset.stdout.strip()[:200]}")
+            raise _Infra("tests_did_not_run", f"resetting the test files failed: {reset.stderr.strip()[:200]}")
     test_applied = ws.apply_patch(env.test_patch, raise_on_failure=False)
     if not test_applied.ok:
         # Only the model's changes (to files the test patch creates) can break a dataset's own test patch.
@@ -328,6 +328,10 @@ def _grade(inst: dict, pred: dict, env: InstanceEnv, output: str, nonce: str, xm
     test_output = log_dir / LOG_TEST_OUTPUT
     test_output.write_text(text)
     result.test_exit_code = _exit_code(output, nonce)
+    if result.test_exit_code is None:
+        # The test command started but the harness's own end line never came: something (the code under
+        # test, say) killed the eval script itself. Its log is cut short; no verdict is drawn from it.
+        raise _Infra("tests_did_not_finish", "the eval script was killed before its test command ended")
 
     spec = make_test_spec(env.swebench_instance(inst, host_applies))
     report = get_eval_report(spec, pred, str(test_output), include_tests_status=True)
@@ -430,8 +434,12 @@ def _neutralise(text: str) -> tuple[str, int]:
     return text, count
 
 
-def _git(path: Path, *args: str) -> subprocess.CompletedProcess:
-    from loopcoder.runtime.workspace import GIT_ENV
+def _git(ws, *args: str) -> subprocess.CompletedProcess:
+    """git on the workspace's host-private repository (never the tree's own .git), with a throwaway index."""
+    from loopcoder.runtime.hostgit import run_git
 
-    return subprocess.run(["git", *args], cwd=path, env=dict(os.environ, **GIT_ENV), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace")
+    with tempfile.TemporaryDirectory(prefix="loopcoder-eval-index-") as tmp:
+        proc = run_git(list(args), git_dir=ws.git_dir, work_tree=ws.path, check=False,
+                       env={"GIT_INDEX_FILE": str(Path(tmp) / "index")})
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"),
+                                       proc.stderr.decode("utf-8", "replace"))

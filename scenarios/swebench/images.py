@@ -10,6 +10,7 @@ eval copies into the fresh workspace. Failures raise ImageUnavailableError / Ima
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -33,7 +34,10 @@ class ImageResult:
 
 
 class ImageCache:
-    """Images of one batch: each tag is built or pulled once; a failure is remembered, not retried."""
+    """Images of one batch: each tag is built or pulled once; a failure is remembered, not retried.
+
+    Thread-safe: workers asking for the same image wait for one build; other images build meanwhile.
+    """
 
     def __init__(self, client, images_cfg: ImagesConfig, mode: Literal["build", "official"],
                  pull_timeout_s: float = 900.0, registry_probe: str | None = None) -> None:
@@ -43,15 +47,20 @@ class ImageCache:
         self.pull_timeout_s = pull_timeout_s
         self.registry_probe = registry_probe or images_cfg.registry_probe
         self._done: dict[str, ImageResult | Exception] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def get(self, env: InstanceEnv, progress: Progress | None = None) -> ImageResult:
         """The image for ``env`` (ImageBuildError / ImageUnavailableError when it cannot be had)."""
         key = env.official_image if self.mode == "official" else env.image_spec.model_dump_json()
-        if key not in self._done:
-            try:
-                self._done[key] = self._make(env, progress)
-            except (ImageBuildError, ImageUnavailableError) as exc:
-                self._done[key] = exc
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._done:
+                try:
+                    self._done[key] = self._make(env, progress)
+                except (ImageBuildError, ImageUnavailableError) as exc:
+                    self._done[key] = exc
         found = self._done[key]
         if isinstance(found, Exception):
             raise found

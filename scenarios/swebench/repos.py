@@ -8,11 +8,14 @@ checkout (one branch at the base commit, no remote, no tags, no reflog, unreacha
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
-from loopcoder.scenarios.swebench.dataset import find_repo_source
+from loopcoder.runtime.hostgit import redact, strip_credentials
+from loopcoder.scenarios.swebench.dataset import find_repo_source, repo_key
 from loopcoder.scenarios.swebench.errors import DatasetError
 
 BRANCH = "main"
@@ -26,9 +29,12 @@ def _git(cwd: Path | None, *args: str, check: bool = True) -> str:
     return proc.stdout
 
 
-def isolated_checkout(inst: dict, dest: Path, repos_dir: Path | None = None) -> Path:
-    """A working tree of ``inst`` at its base commit whose repository holds only the base's history."""
-    source = find_repo_source(inst, repos_dir)
+def isolated_checkout(inst: dict, dest: Path, repos_dir: Path | None = None, source: Path | None = None) -> Path:
+    """A working tree of ``inst`` at its base commit whose repository holds only the base's history.
+
+    ``source``: the repository to fetch from (default: ``find_repo_source(inst, repos_dir)``).
+    """
+    source = source or find_repo_source(inst, repos_dir)
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise DatasetError(f"checkout destination {dest} exists and is not empty")
@@ -81,3 +87,67 @@ def check_repository(inst: dict, repos_dir: Path | None = None) -> str:
     if leaks:
         return f"LEAKS {len(leaks)} ref(s)/object(s) after the base commit ({source.name})"
     return f"ok ({source.name})"
+
+
+def repo_source(inst: dict, repos_dir: Path | None, clone_url: str | None, cache: Path,
+                timeout_s: float = 900.0) -> Path:
+    """Where ``inst``'s repository comes from: ``repos_dir`` (or the bundled ones), else a clone of ``clone_url``.
+
+    A clone is a bare mirror made once under ``cache`` (``OWNER__NAME.git``; made in a temporary folder
+    and renamed, so concurrent runs never see half of one) and reused; it may hold the repository's
+    whole history: `isolated_checkout` keeps only the base commit's. DatasetError (one line) when the
+    repository is in neither place.
+    """
+    try:
+        return find_repo_source(inst, repos_dir)
+    except DatasetError as missing:
+        if not clone_url:
+            raise DatasetError(f"{missing} (cloning is off: run.clone_url is null)") from None
+        key = repo_key(inst["repo"])
+        cached = Path(cache) / f"{key}.git"
+        with _clone_lock(key):
+            return _mirror(inst, missing, clone_url, cached, key, timeout_s)
+
+
+def _has_commit(git_dir: Path, sha: str) -> bool:
+    return git_dir.is_dir() and bool(_git(git_dir, "rev-parse", "-q", "--verify", f"{sha}^{{commit}}",
+                                          check=False).strip())
+
+
+_clone_locks: dict[str, threading.Lock] = {}
+_clone_locks_guard = threading.Lock()
+
+
+def _clone_lock(key: str) -> threading.Lock:
+    with _clone_locks_guard:
+        return _clone_locks.setdefault(key, threading.Lock())
+
+
+def _mirror(inst: dict, missing: DatasetError, clone_url: str, cached: Path, key: str, timeout_s: float) -> Path:
+    if _has_commit(cached, inst["base_commit"]):
+        return cached
+    url = clone_url.format(repo=inst["repo"], key=key)
+    shown = strip_credentials(url)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cached.parent))
+    try:
+        env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_TERMINAL_PROMPT="0",
+                   LC_ALL="C")
+        try:
+            proc = subprocess.run(["git", "clone", "-q", "--mirror", "--", url, str(tmp / "repo.git")], env=env,
+                                  capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DatasetError(f"{missing}; cloning {shown} took over {timeout_s:g} s") from None
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or ["git clone failed"])[-1]
+            raise DatasetError(f"{missing}; cloning {shown} failed: {redact(why, url)}") from None
+        if not _has_commit(tmp / "repo.git", inst["base_commit"]):
+            raise DatasetError(f"{shown} has no commit {inst['base_commit'][:12]} (instance {inst['instance_id']})")
+        if _has_commit(cached, inst["base_commit"]):
+            return cached  # another process made it meanwhile
+        if cached.exists():
+            shutil.rmtree(cached)  # a stale mirror without the base commit
+        os.rename(tmp / "repo.git", cached)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cached

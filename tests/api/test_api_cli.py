@@ -24,7 +24,8 @@ def run_cli(capsys, *args) -> tuple[int, str]:
 def test_serve_runs_answers_and_stops_on_ctrl_c(tiny_checkpoint):
     proc = subprocess.Popen(
         [sys.executable, "-m", "loopcoder.scenarios.cli", "serve", "--model", str(tiny_checkpoint), "--port", "0",
-         "--max-batch", "4", "--set", "engine.max_model_len=512", "--served-model-name", "cli-tiny"],
+         "--max-batch", "4", "--set", "engine.max_model_len=512", "--served-model-name", "cli-tiny",
+         "--constrain-tool-calls", "auto"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
     try:
         url, lines, deadline = None, [], time.monotonic() + 120
@@ -54,6 +55,7 @@ def test_serve_runs_answers_and_stops_on_ctrl_c(tiny_checkpoint):
     (["--model", "m", "--set", "engine.paged=true"], "error: invalid config: engine.paged: unknown key"),
     (["--model", "m", "--port", "70000"], "error: invalid config"),
     (["--model", "m", "--device", "tpu"], "error: invalid config: engine.device:"),
+    (["--model", "m", "--constrain-tool-calls", "always"], "error: invalid config in "),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
     code, err = run_cli(capsys, "serve", *args)

@@ -243,5 +243,5 @@ def test_tests_that_kill_the_sandbox_are_an_infra_failure_and_the_batch_goes_on(
     report = evaluate_batch([parse, markdown], {parse["instance_id"]: pred(parse, killer),
                                                 markdown["instance_id"]: pred(markdown, markdown["patch"])}, ctx)
     killed, fine = report.results
-    assert killed.status == "infra_failure" and killed.infra_reason in ("sandbox_failed", "tests_did_not_run"), killed
+    assert killed.status == "infra_failure" and killed.infra_reason in ("sandbox_failed", "tests_did_not_finish"), killed
     assert fine.status == "resolved"
