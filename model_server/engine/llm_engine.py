@@ -119,11 +119,15 @@ class LLMEngine:
         started = time.perf_counter()
         cfg, runner = self.cfg, self.runner
         cuda = runner.device.type == "cuda"
-        top = max(1, min(cfg.max_num_batched_tokens, cfg.max_model_len - 2,
-                         (self.blocks.num_blocks - 1) * cfg.block_size - 1))
+        count = 2 if cuda and cfg.max_num_seqs > 1 else 1  # warm-up requests (and slots) used
+        # the longest chunk whose requests (its tokens plus two) fit the pool
+        top = min(cfg.max_num_batched_tokens, cfg.max_model_len - 2,
+                  (self.blocks.num_blocks // count) * cfg.block_size - 2)
+        if top < 1:
+            raise RuntimeError(f"the KV pool ({self.blocks.num_blocks} blocks) is too small to run a request")
         lengths = sorted({n for n in (1, 16, 17, top) if n <= top}) if cuda else [min(17, top)]
         greedy = SamplingParams(max_tokens=1, temperature=0)
-        seqs = [Sequence(f"warmup-{i}", [1] * (top + 2), greedy, frozenset(), 0.0) for i in range(2)]
+        seqs = [Sequence(f"warmup-{i}", [1] * (top + 2), greedy, frozenset(), 0.0) for i in range(count)]
         try:
             for seq in seqs:
                 self.blocks.take_slot(seq)
@@ -131,7 +135,7 @@ class LLMEngine:
             for n in lengths:
                 runner.reset_slot(seqs[0].slot)
                 sample(runner.prefill([PrefillChunk(seqs[0], 0, n)]), [seqs[0]], self.generator)
-            if cuda and top > 2:
+            if count == 2 and top > 2:
                 half = top // 2
                 runner.reset_slot(seqs[1].slot)
                 runner.prefill([PrefillChunk(seqs[0], 0, half), PrefillChunk(seqs[1], 0, top - half)])
@@ -140,10 +144,10 @@ class LLMEngine:
             for seq in seqs:
                 seq.output_ids, seq.num_computed = [1], top + 1
                 del seq.prompt_ids[top + 1:]
-            sizes = sorted(runner.graphs) if cuda else []
-            batches = sizes + [cfg.max_num_seqs] if cuda and cfg.max_num_seqs not in sizes else sizes or [1]
+            # every captured graph once, and eager decode at batch 1 and the largest batch (beyond the graphs)
+            batches = sorted(set(runner.graphs) | {1, cfg.max_num_seqs}) if cuda else [1]
             for batch in batches:
-                batch_seqs = [seqs[i % 2] for i in range(batch)]
+                batch_seqs = [seqs[i % count] for i in range(batch)]
                 sample(runner.decode(batch_seqs), batch_seqs, self.generator)
             if cuda:
                 torch.cuda.synchronize()
