@@ -127,7 +127,10 @@ class ServerMetrics:
                         ("prefix_cache_skipped_tokens_total", "Prompt tokens not computed at all thanks to the "
                          "prefix cache (usage's cached_tokens).", getattr(stats, "prefix_cache_skipped_tokens_total", 0)),
                         ("prefix_cache_evictions_total", "Cached KV blocks evicted for new ones.",
-                         getattr(stats, "prefix_cache_evictions_total", 0))]
+                         getattr(stats, "prefix_cache_evictions_total", 0)),
+                        ("engine_decode_steps_total", "Decode steps run.", getattr(stats, "decode_steps_total", 0)),
+                        ("engine_decode_seconds_total", "Wall time of the decode steps (sampling included).",
+                         float(getattr(stats, "decode_seconds_total", 0.0)))]
             for name, help_text, value in counters:
                 metric(name, "counter", help_text, [({}, value)])
         return "\n".join(lines) + "\n"

@@ -71,6 +71,7 @@ class LLMEngine:
         self._lock = threading.Lock()  # guards inbox and aborts (the only state other threads touch)
         self._requests: dict[str, Sequence] = {}
         self.counters = collections.Counter()
+        self.decode_seconds = 0.0  # wall time of decode steps (step() from start to sampled tokens)
         self.ready = False  # warm_up() done (the server's /health waits for it)
         self.warmup_seconds: float | None = None
         self.warmup_error: str | None = None
@@ -229,6 +230,7 @@ class LLMEngine:
     # -- one step ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self) -> list[TokenEvent]:
+        started = time.perf_counter()
         events: list[TokenEvent] = []
         with self._lock:
             incoming, self._inbox = list(self._inbox), collections.deque()
@@ -266,6 +268,9 @@ class LLMEngine:
                 seq.num_computed += 1
                 self.blocks.register(seq)
             self._append(logits, schedule.decode, events)
+            # the engine's own decode speed (the sampled tokens were read, so this includes the device)
+            self.counters["decode_steps"] += 1
+            self.decode_seconds += time.perf_counter() - started
         self.counters["steps"] += 1
         return events
 
@@ -343,6 +348,7 @@ class LLMEngine:
             prefix_cache_blocks=self.blocks.num_cached_blocks,
             prefix_cache_evictions_total=self.blocks.evictions,
             ready=self.ready,
+            decode_steps_total=self.counters["decode_steps"], decode_seconds_total=self.decode_seconds,
         )
 
     # -- offline use --------------------------------------------------------------------------------------

@@ -106,6 +106,8 @@ class EngineStats:
     prefix_cache_blocks: int = 0
     prefix_cache_evictions_total: int = 0
     ready: bool = True  # warm-up done
+    decode_steps_total: int = 0
+    decode_seconds_total: float = 0.0  # wall time of those steps, sampling included
 
 
 class EngineOverloaded(RuntimeError):
