@@ -351,8 +351,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "device": "cpu" if cpu else _gpu_name(),
         "host": platform.node(),
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                     text=True).stdout.strip(),
+        "git_commit": _git_commit(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
         "fixture": {"file": str(FIXTURE.relative_to(REPO)), "requests": len(requests_of(fixture)),
                     "source_commit": fixture["source_commit"],
@@ -377,6 +376,13 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     print(json.dumps(result["summary"], indent=1))
+
+
+def _git_commit() -> str:
+    try:  # the device machine may have neither git nor .git
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
 
 
 def _gpu_name() -> str:
