@@ -111,7 +111,8 @@ def serve_command(
     from loopcoder.model_server.engine.memory import CacheSizingError
 
     def warmed_up(seconds: float) -> None:
-        console.print(f"warm-up took {seconds:.1f} s (kernels compiled, CUDA graphs captured); /health is ready")
+        what = "kernels compiled, CUDA graphs captured" if engine_cfg.device == "cuda" else "one prefill and decode pass"
+        console.print(f"warm-up took {seconds:.2f} s ({what}); /health is ready")
 
     with console.status(f"loading {engine_cfg.model} on {engine_cfg.device}"):
         try:
