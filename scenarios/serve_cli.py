@@ -70,7 +70,17 @@ def serve_command(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (as saved) | float32 | bfloat16 | float16"),
     num_loops: Optional[int] = typer.Option(None, "--num-loops", help="Loops per token (default: trained count)."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Requests decoded together (engine.max_num_seqs)."),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Prompt + output tokens per request."),
+    max_model_len: Optional[int] = typer.Option(
+        None, "--max-model-len", help="Prompt + output tokens per request (default: the checkpoint's context on "
+        "cuda, up to 4096 on cpu)."),
+    gpu_memory_utilization: Optional[float] = typer.Option(
+        None, "--gpu-memory-utilization", help="Share of GPU memory for the engine in all; the KV cache gets what "
+        "weights and activations leave (cuda; default 0.9)."),
+    kv_cache_blocks: Optional[int] = typer.Option(
+        None, "--kv-cache-blocks", help="Loop-0 KV blocks (16 tokens each by default); overrides "
+        "--gpu-memory-utilization; default on cpu: max batch x full context."),
+    prefix_caching: Optional[bool] = typer.Option(
+        None, "--prefix-caching/--no-prefix-caching", help="Reuse the KV of shared prompt prefixes (default on)."),
     served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
                                                     help="Model name clients use (default: checkpoint dir name)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require Authorization: Bearer KEY on /v1/*."),
@@ -91,7 +101,9 @@ def serve_command(
     """Serve a checkpoint over an OpenAI-compatible HTTP API (chat, completions, models, health, metrics)."""
     flags = {"engine.model": str(model) if model else None, "host": host, "port": port, "engine.device": device,
              "engine.dtype": dtype, "engine.num_loops": num_loops, "engine.max_num_seqs": max_batch,
-             "engine.max_model_len": max_model_len, "served_model_name": served_model_name, "api_key": api_key,
+             "engine.max_model_len": max_model_len, "engine.gpu_memory_utilization": gpu_memory_utilization,
+             "engine.num_kv_blocks": kv_cache_blocks, "engine.enable_prefix_caching": prefix_caching,
+             "served_model_name": served_model_name, "api_key": api_key,
              "constrain_tool_calls": constrain_tool_calls, "backend": engine, "tp_size": tp_size,
              "sglang_python": sglang_python}
     # JSON is YAML: quoting keeps a value like --api-key 0123 a string
@@ -115,16 +127,33 @@ def serve_command(
     from loopcoder.scenarios.model_cli import _quiet_transformers
 
     _quiet_transformers()
+    from loopcoder.model_server.engine.memory import CacheSizingError
+
+    def warmed_up(seconds: float) -> None:
+        what = "kernels compiled, CUDA graphs captured" if engine_cfg.device == "cuda" else "one prefill and decode pass"
+        console.print(f"warm-up took {seconds:.2f} s ({what}); /health is ready")
+
     with console.status(f"loading {engine_cfg.model} on {engine_cfg.device}"):
-        engine = AsyncLLMEngine.from_config(engine_cfg, model_name=cfg.served_model_name)
+        try:
+            engine = AsyncLLMEngine.from_config(engine_cfg, model_name=cfg.served_model_name, on_ready=warmed_up)
+        except CacheSizingError as exc:
+            raise ConfigError(str(exc)) from None
     app = create_app(engine, cfg.served_model_name, api_key=cfg.api_key, constrain_tool_calls=cfg.constrain_tool_calls)
     bound_host, bound_port = sock.getsockname()[:2]
+    inner = engine.engine
+    cache = inner.blocks.num_blocks * inner.cfg.block_size
     console.print(f"serving {engine.model_name!r} at http://{bound_host}:{bound_port}/v1 "
-                  f"(max batch {engine_cfg.max_num_seqs}, context {engine_cfg.max_model_len}); Ctrl-C stops")
+                  f"(max batch {inner.cfg.max_num_seqs}, context {engine.max_model_len}, KV cache {cache} tokens, "
+                  f"prefix caching {'on' if inner.cfg.enable_prefix_caching else 'off'}); warming up; Ctrl-C stops")
+    if inner.memory_plan is not None:
+        console.print(inner.memory_plan.summary())
     if not _is_loopback(cfg.host) and not cfg.api_key:
         console.print(f"[yellow]listening on {cfg.host} without --api-key: anyone who can reach this port "
                       "can use the model[/]")
     serve_forever(app, sock, cfg.log_level)
+
+
+_NATIVE_SIZING_DEFAULTS = {"gpu_memory_utilization": 0.9, "num_kv_blocks": None}  # configs/serve.yaml
 
 
 def _serve_sglang(cfg: ServeConfig, print_command: bool, add_config_code: bool) -> None:
@@ -139,10 +168,17 @@ def _serve_sglang(cfg: ServeConfig, print_command: bool, add_config_code: bool) 
         raise ConfigError("--constrain-tool-calls is a native-server setting; SGLang constrains tool calls itself")
     if not settings.get("model"):
         raise ConfigError("no model to serve: pass --model DIR (or set engine.model in the config)")
-    # engine.model, dtype, max_model_len and max_num_seqs have SGLang counterparts; device and max_waiting
-    # are the native engine's own (SGLang runs on the GPUs and queues by itself) and are not passed on.
+    # engine.model, dtype, max_model_len and max_num_seqs have SGLang counterparts; device, max_waiting and
+    # enable_prefix_caching are the native engine's own (SGLang runs on the GPUs, queues by itself and runs
+    # the plugin with its radix cache off) and are not passed on; the KV sizing settings may only keep
+    # their defaults (SGLang sizes its pool with its own --mem-fraction-static).
     for key, value in settings.items():
-        if key not in ("model", "dtype", "max_model_len", "max_num_seqs", "device", "max_waiting", "num_loops"):
+        if key in ("gpu_memory_utilization", "num_kv_blocks"):
+            if value != _NATIVE_SIZING_DEFAULTS[key]:
+                raise ConfigError(f"engine.{key} is a native-engine setting; with --engine sglang size the KV "
+                                  "pool with SGLang's own --mem-fraction-static (docs/sglang.md)")
+        elif key not in ("model", "dtype", "max_model_len", "max_num_seqs", "device", "max_waiting", "num_loops",
+                         "enable_prefix_caching"):
             raise ConfigError(f"engine.{key} is a native-engine setting; --engine sglang does not take it")
         if key == "num_loops" and value is not None:
             raise ConfigError("--num-loops: the SGLang plugin runs the checkpoint's trained loop count")

@@ -55,12 +55,21 @@ class ServerThread:
         except BaseException as exc:  # SystemExit when the app's startup (engine start) fails
             self.error = exc
 
-    def start(self, timeout: float = 120.0) -> "ServerThread":
-        """Start serving; returns once the app accepts requests (raises if its startup failed)."""
+    def start(self, timeout: float = 120.0, wait_ready: bool = True) -> "ServerThread":
+        """Start serving; returns once the app accepts requests (raises if its startup failed) and, with
+        ``wait_ready``, once the engine's warm-up is done (what /health reports as ready)."""
         self.thread = threading.Thread(target=self._run, name="loopcoder-api", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + timeout
-        while not self.server.started:
+        serving = getattr(getattr(self.server.config.app, "state", None), "serving", None)
+
+        def up() -> bool:
+            if not self.server.started:
+                return False
+            return not wait_ready or serving is None or getattr(serving.engine, "ready", True) or \
+                bool(getattr(getattr(serving.engine, "engine", None), "warmup_error", None))
+
+        while not up():
             if not self.thread.is_alive():
                 raise RuntimeError(f"the server did not start: {self.error!r}")
             if time.monotonic() > deadline:

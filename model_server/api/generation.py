@@ -23,6 +23,7 @@ class TextDelta:
     prompt_tokens: int
     completion_tokens: int
     logprobs: list = field(default_factory=list)  # TokenLogprob of the visible tokens behind ``text``
+    cached_tokens: int = 0  # prompt tokens the engine took from its prefix cache
 
 
 def engine_errors():
@@ -70,6 +71,7 @@ class TextGeneration:
         self.done = False
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
+        self.cached_tokens = 0
         self.pending_logprobs: list = []
 
     async def start(self) -> None:
@@ -104,12 +106,13 @@ class TextGeneration:
                 event = await self.events.__anext__()
         except StopAsyncIteration:
             self.done = True
-            yield TextDelta("", True, "abort", self.prompt_tokens, self.completion_tokens)
+            yield TextDelta("", True, "abort", self.prompt_tokens, self.completion_tokens, [], self.cached_tokens)
         finally:
             await self.close()
 
     def _step(self, event) -> TextDelta | None:
         self.prompt_tokens, self.completion_tokens = event.prompt_tokens, event.completion_tokens
+        self.cached_tokens = getattr(event, "cached_tokens", 0) or 0
         # Logprobs of the tokens that make text: EOS and hidden control tokens have none (as in OpenAI).
         self.pending_logprobs += [lp for lp in (getattr(event, "logprobs", None) or [])
                                   if lp.token_id not in self.hidden]
@@ -128,7 +131,8 @@ class TextGeneration:
 
     def _delta(self, text: str, finished: bool, reason: str | None) -> TextDelta:
         logprobs, self.pending_logprobs = self.pending_logprobs, []
-        return TextDelta(text, finished, reason, self.prompt_tokens, self.completion_tokens, logprobs)
+        return TextDelta(text, finished, reason, self.prompt_tokens, self.completion_tokens, logprobs,
+                         self.cached_tokens)
 
     async def close(self) -> None:
         """Abort the engine request if it is still running and close the engine's iterator."""

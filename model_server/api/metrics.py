@@ -105,7 +105,9 @@ class ServerMetrics:
             gauges = [("num_requests_waiting", "Requests queued for a slot.", stats.num_waiting),
                       ("num_requests_running", "Requests holding a slot.", stats.num_running),
                       ("kv_blocks_used", "KV cache blocks in use.", stats.kv_blocks_used),
-                      ("kv_blocks_total", "KV cache blocks in all.", stats.kv_blocks_total)]
+                      ("kv_blocks_total", "KV cache blocks in all.", stats.kv_blocks_total),
+                      ("prefix_cache_blocks", "KV blocks whose content is in the prefix cache (held or evictable).",
+                       getattr(stats, "prefix_cache_blocks", 0))]
             for name, help_text, value in gauges:
                 metric(name, "gauge", help_text, [({}, value)])
             usage = stats.kv_blocks_used / stats.kv_blocks_total if stats.kv_blocks_total else 0.0
@@ -116,7 +118,19 @@ class ServerMetrics:
                          stats.requests_finished_total),
                         ("engine_requests_aborted_total", "Requests the engine aborted.",
                          stats.requests_aborted_total),
-                        ("engine_steps_total", "Engine steps run.", stats.steps_total)]
+                        ("engine_steps_total", "Engine steps run.", stats.steps_total),
+                        ("prefix_cache_hit_tokens_total", "Prompt tokens found in the prefix cache.",
+                         getattr(stats, "prefix_cache_hit_tokens_total", 0)),
+                        ("prefix_cache_recomputed_tokens_total", "Prefix-cache hit tokens run through the loops "
+                         "again to rebuild rings and carry (their loop-0 K/V is reused).",
+                         getattr(stats, "prefix_cache_recomputed_tokens_total", 0)),
+                        ("prefix_cache_skipped_tokens_total", "Prompt tokens not computed at all thanks to the "
+                         "prefix cache (usage's cached_tokens).", getattr(stats, "prefix_cache_skipped_tokens_total", 0)),
+                        ("prefix_cache_evictions_total", "Cached KV blocks evicted for new ones.",
+                         getattr(stats, "prefix_cache_evictions_total", 0)),
+                        ("engine_decode_steps_total", "Decode steps run.", getattr(stats, "decode_steps_total", 0)),
+                        ("engine_decode_seconds_total", "Wall time of the decode steps (sampling included).",
+                         float(getattr(stats, "decode_seconds_total", 0.0)))]
             for name, help_text, value in counters:
                 metric(name, "counter", help_text, [({}, value)])
         return "\n".join(lines) + "\n"

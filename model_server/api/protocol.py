@@ -209,10 +209,15 @@ class ChatCompletionRequest(_SamplingFields):
         return None
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache, not computed (as OpenAI reports)
+
+
 class UsageInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
 
 
 class ToolCallOut(BaseModel):

@@ -337,7 +337,8 @@ class _Run:
             reasoning_tokens = len(self.serving.tokenizer(reasoning_text, add_special_tokens=False).input_ids) \
                 if reasoning_text else 0
             usage = {"input_tokens": last.prompt_tokens,
-                     "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                     "input_tokens_details": {"cached_tokens": getattr(last, "cached_tokens", 0),
+                                              "cache_write_tokens": 0},
                      "output_tokens": last.completion_tokens,
                      "output_tokens_details": {"reasoning_tokens": min(reasoning_tokens, last.completion_tokens)},
                      "total_tokens": last.prompt_tokens + last.completion_tokens}

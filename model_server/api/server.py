@@ -29,8 +29,8 @@ from .metrics import ServerMetrics
 from .output_parsers import ChatOutputParser, ParsedToolCall
 from .prompts import ChatPrompt, completion_prompts, render_chat
 from .protocol import (ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatMessageOut,
-                       CompletionChoice, CompletionRequest, CompletionResponse, ModelCard, ModelList, ToolCallOut,
-                       UsageInfo, random_id)
+                       CompletionChoice, CompletionRequest, CompletionResponse, ModelCard, ModelList, PromptTokensDetails,
+                       ToolCallOut, UsageInfo, random_id)
 from .responses import ResponsesRequest, ResponsesServing
 from .structured import chat_grammar
 
@@ -394,6 +394,11 @@ class OpenAIServing:
     def health(self) -> Response:
         if not self.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
+        if not getattr(self.engine, "ready", True):  # the engine's warm-up (kernels, graphs) runs
+            error = getattr(getattr(self.engine, "engine", None), "warmup_error", None)
+            if error:
+                return JSONResponse({"status": "error", "message": error}, status_code=503)
+            return JSONResponse({"status": "warming_up"}, status_code=503)
         try:
             stats = self.engine.stats()
         except Exception as exc:
@@ -478,9 +483,12 @@ def _usage(lasts: list[Optional[TextDelta]], per_prompt: Optional[int] = None) -
     if not done:
         return UsageInfo()
     per_prompt = per_prompt or len(lasts)
-    prompt = sum(d.prompt_tokens for i, d in enumerate(lasts) if d is not None and i % per_prompt == 0)
+    firsts = [d for i, d in enumerate(lasts) if d is not None and i % per_prompt == 0]
+    prompt = sum(d.prompt_tokens for d in firsts)
+    cached = sum(getattr(d, "cached_tokens", 0) for d in firsts)
     completion = sum(d.completion_tokens for d in done)
-    return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
 
 
 async def _wait_for_disconnect(request: Request) -> None:

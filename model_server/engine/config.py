@@ -16,11 +16,20 @@ class EngineConfig(BaseModel):
     num_loops: int | None = Field(None, ge=1, description="loops per token; default the trained count")
     max_num_seqs: int = Field(32, ge=1, description="requests decoded together (running batch)")
     max_num_batched_tokens: int = Field(2048, ge=16, description="prompt tokens per prefill step (chunking)")
-    max_model_len: int = Field(4096, ge=16, description="prompt + output tokens per request")
+    max_model_len: int | None = Field(
+        None, ge=16, description="prompt + output tokens per request; default: the checkpoint's "
+        "max_position_embeddings on cuda, min(4096, that) on cpu")
     max_waiting: int = Field(256, ge=0, description="queued requests before new ones are refused")
     block_size: int = Field(16, ge=1, description="tokens per loop-0 KV block")
     num_kv_blocks: int | None = Field(
-        None, ge=1, description="loop-0 KV blocks; default enough for max_num_seqs full-length requests")
+        None, ge=1, description="loop-0 KV blocks; default: on cuda sized from free GPU memory "
+        "(gpu_memory_utilization), on cpu enough for max_num_seqs full-length requests")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="share of the GPU's memory the engine may use in all (weights, "
+        "activations, caches); the loop-0 KV pool gets what is left (cuda, num_kv_blocks unset)")
+    enable_prefix_caching: bool = Field(
+        True, description="reuse loop-0 KV blocks of shared prompt prefixes (exact; rings and carry are "
+        "recomputed over a bounded tail of the hit)")
     decode_mode: Literal["fused", "sequential"] = Field(
         "fused", description="fused: all loops of a token in one pass; sequential: one pass per loop (baseline)")
     cuda_graphs: bool = Field(True, description="capture decode steps as CUDA graphs (cuda only)")

@@ -22,9 +22,10 @@ from ..plt.configuration import LoopSpec
 from .block_manager import BlockManager
 from .grammar import GrammarCompiler
 from .config import EngineConfig
+from .memory import MemoryPlan, default_max_model_len, kv_block_bytes, plan_kv_blocks, prefill_gather_bytes, recompute_tail
 from .model_runner import ModelRunner
 from .sampler import Sampled, sample
-from .scheduler import Scheduler
+from .scheduler import PrefillChunk, Scheduler
 from .sequence import Sequence, Status
 from .types import EngineOverloaded, EngineStats, RequestTooLong, SamplingParams, TokenEvent
 
@@ -33,15 +34,32 @@ log = logging.getLogger(__name__)
 
 class LLMEngine:
     def __init__(self, model, tokenizer, cfg: EngineConfig):
-        self.cfg = cfg
+        device = next(model.parameters()).device.type
+        if cfg.max_model_len is None:
+            cfg = cfg.model_copy(update={"max_model_len": default_max_model_len(
+                device, getattr(model.config, "max_position_embeddings", None))})
         self.model = model
         self.tokenizer = tokenizer
         # load_checkpoint already warned if the loop count differs from the trained one
         self.spec = LoopSpec.from_config(model.config, cfg.num_loops, warn=False)
-        num_blocks = cfg.num_kv_blocks or cfg.max_num_seqs * -(-cfg.max_model_len // cfg.block_size)
-        self.runner = ModelRunner(model, cfg, self.spec, num_blocks)
-        self.blocks = BlockManager(num_blocks, cfg.block_size, cfg.max_num_seqs)
-        self.scheduler = Scheduler(self.blocks, cfg.max_num_seqs, cfg.max_num_batched_tokens)
+        self.memory_plan = None
+        if cfg.num_kv_blocks is None and device == "cuda":
+            # a small pool for the profile run; resized to what the memory allows afterwards
+            self.cfg = cfg
+            self.runner = ModelRunner(model, cfg, self.spec, -(-cfg.max_num_batched_tokens // cfg.block_size) + 1)
+            self.memory_plan = self._plan_gpu_memory()
+            num_blocks = self.memory_plan.num_blocks
+            self.runner.resize_kv(num_blocks)
+            log.info("%s", self.memory_plan.summary())
+        else:
+            num_blocks = cfg.num_kv_blocks or cfg.max_num_seqs * -(-cfg.max_model_len // cfg.block_size)
+            self.runner = ModelRunner(model, cfg, self.spec, num_blocks)
+        self.cfg = cfg
+        self.blocks = BlockManager(num_blocks, cfg.block_size, cfg.max_num_seqs, cfg.enable_prefix_caching)
+        self.recompute_tail = recompute_tail(self.spec.num_loops, model.config.num_hidden_layers, self.spec.window,
+                                             self.spec.clp)
+        self.scheduler = Scheduler(self.blocks, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.recompute_tail,
+                                   max_prefill_context=cfg.max_model_len)
         self.vocab_size = model.config.vocab_size
         self.eos_ids = frozenset(_eos_ids(model, tokenizer))
         self.generator = torch.Generator(device=self.runner.device)
@@ -53,8 +71,93 @@ class LLMEngine:
         self._lock = threading.Lock()  # guards inbox and aborts (the only state other threads touch)
         self._requests: dict[str, Sequence] = {}
         self.counters = collections.Counter()
+        self.decode_seconds = 0.0  # wall time of decode steps (step() from start to sampled tokens)
+        self.ready = False  # warm_up() done (the server's /health waits for it)
+        self.warmup_seconds: float | None = None
+        self.warmup_error: str | None = None
+        started = time.perf_counter()
         if cfg.cuda_graphs and self.runner.device.type == "cuda":
             self.runner.capture_graphs()
+        self.graph_capture_seconds = time.perf_counter() - started
+
+    def _plan_gpu_memory(self) -> MemoryPlan:
+        """Profile the largest prefill and decode on a small pool, then size the KV pool (memory.py)."""
+        cfg, runner = self.cfg, self.runner
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        tokens = min(cfg.max_num_batched_tokens, cfg.max_model_len - 1)
+        seq = Sequence("profile", [0] * (tokens + 1), SamplingParams(max_tokens=1), frozenset(), 0.0)
+        seq.block_table, seq.slot = list(range(-(-(tokens + 1) // cfg.block_size))), 0
+        runner.reset_slot(0)
+        runner.prefill([PrefillChunk(seq, 0, tokens)])
+        seq.num_computed = tokens
+        runner.decode([seq] * max(n for n in [cfg.max_num_seqs] + cfg.graph_batch_sizes if n <= cfg.max_num_seqs))
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        free, total = torch.cuda.mem_get_info()
+        non_torch = max(0, total - free - torch.cuda.memory_reserved())
+        dtype_bytes = runner.k_pool.element_size()
+        # the profile gathered a context of `tokens`; a prefill step may gather up to max_model_len
+        extra = prefill_gather_bytes(cfg.max_model_len - tokens, runner.num_kv_heads, runner.head_dim, dtype_bytes)
+        # the profile pool itself is freed by the resize
+        small_pool = runner.k_pool.numel() * dtype_bytes * 2
+        block = kv_block_bytes(runner.num_layers, cfg.block_size, runner.num_kv_heads, runner.head_dim, dtype_bytes)
+        return plan_kv_blocks(total, cfg.gpu_memory_utilization, non_torch, peak - small_pool, extra, block,
+                              min_blocks=-(-cfg.max_model_len // cfg.block_size))
+
+    @torch.no_grad()
+    def warm_up(self) -> float:
+        """Run every kernel variant the engine launches once, before serving, so no request pays for a
+        Triton compile or autotune: prefill chunks of 1, 16, 17 and max_num_batched_tokens tokens (Triton
+        specialises integer arguments that are 1 or multiples of 16), two chunks in one step, a chunk
+        continuing a sequence and the fresh chunk of a prefix-cache hit; every captured decode graph and
+        the eager decode beyond the largest one; the sampler. On CPU this is one small prefill and decode
+        pass. Uses a slot and blocks of its own and gives them back; nothing enters the prefix cache.
+        Returns the seconds it took (CUDA graph capture, done at construction, included)."""
+        if self.scheduler.has_work():  # requests may wait in the inbox: step() has not taken them yet
+            raise RuntimeError("warm_up() runs before any request is scheduled")
+        started = time.perf_counter()
+        cfg, runner = self.cfg, self.runner
+        cuda = runner.device.type == "cuda"
+        count = 2 if cuda and cfg.max_num_seqs > 1 else 1  # warm-up requests (and slots) used
+        # the longest chunk whose requests (its tokens plus two) fit the pool
+        top = min(cfg.max_num_batched_tokens, cfg.max_model_len - 2,
+                  (self.blocks.num_blocks // count) * cfg.block_size - 2)
+        if top < 1:
+            raise RuntimeError(f"the KV pool ({self.blocks.num_blocks} blocks) is too small to run a request")
+        lengths = sorted({n for n in (1, 16, 17, top) if n <= top}) if cuda else [min(17, top)]
+        greedy = SamplingParams(max_tokens=1, temperature=0)
+        seqs = [Sequence(f"warmup-{i}", [1] * (top + 2), greedy, frozenset(), 0.0) for i in range(count)]
+        try:
+            for seq in seqs:
+                self.blocks.take_slot(seq)
+                self.blocks.grow(seq, top + 2)
+            for n in lengths:
+                runner.reset_slot(seqs[0].slot)
+                sample(runner.prefill([PrefillChunk(seqs[0], 0, n)]), [seqs[0]], self.generator)
+            if count == 2 and top > 2:
+                half = top // 2
+                runner.reset_slot(seqs[1].slot)
+                runner.prefill([PrefillChunk(seqs[0], 0, half), PrefillChunk(seqs[1], 0, top - half)])
+                runner.prefill([PrefillChunk(seqs[0], half, top - half)])  # continues: old ring entries
+                runner.prefill([PrefillChunk(seqs[1], half, top - half, write_from=top, fresh=True)])
+            for seq in seqs:
+                seq.output_ids, seq.num_computed = [1], top + 1
+                del seq.prompt_ids[top + 1:]
+            # every captured graph once, and eager decode at batch 1 and the largest batch (beyond the graphs)
+            batches = sorted(set(runner.graphs) | {1, cfg.max_num_seqs}) if cuda else [1]
+            for batch in batches:
+                batch_seqs = [seqs[i % count] for i in range(batch)]
+                sample(runner.decode(batch_seqs), batch_seqs, self.generator)
+            if cuda:
+                torch.cuda.synchronize()
+        finally:
+            for seq in seqs:
+                self.blocks.release(seq)
+        self.warmup_seconds = time.perf_counter() - started + self.graph_capture_seconds
+        self.ready = True
+        return self.warmup_seconds
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> "LLMEngine":
@@ -83,6 +186,10 @@ class LLMEngine:
             raise RequestTooLong(f"prompt has {len(prompt_ids)} tokens; the engine's max_model_len is "
                                  f"{self.cfg.max_model_len} (prompt plus at least one new token)",
                                  len(prompt_ids), self.cfg.max_model_len)
+        if -(-(len(prompt_ids) + 1) // self.cfg.block_size) > self.blocks.num_blocks:
+            limit = self.blocks.num_blocks * self.cfg.block_size
+            raise RequestTooLong(f"prompt has {len(prompt_ids)} tokens; the engine's KV cache holds {limit} tokens "
+                                 f"(prompt plus at least one new token)", len(prompt_ids), limit)
         bad = [t for t in prompt_ids if not 0 <= t < self.vocab_size]
         if bad:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (size {self.vocab_size})")
@@ -123,6 +230,7 @@ class LLMEngine:
     # -- one step ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self) -> list[TokenEvent]:
+        started = time.perf_counter()
         events: list[TokenEvent] = []
         with self._lock:
             incoming, self._inbox = list(self._inbox), collections.deque()
@@ -139,11 +247,12 @@ class LLMEngine:
         schedule = self.scheduler.schedule()
         if schedule.prefill:
             for chunk in schedule.prefill:
-                if chunk.start == 0:
+                if chunk.start == 0 or chunk.fresh:
                     self.runner.reset_slot(chunk.seq.slot)
             logits = self.runner.prefill(schedule.prefill)
             for chunk in schedule.prefill:
                 chunk.seq.num_computed += chunk.length
+                self.blocks.register(chunk.seq)
                 self.counters["prompt_tokens"] += chunk.length
             rows, seqs = [], []
             for i, chunk in enumerate(schedule.prefill):
@@ -157,9 +266,13 @@ class LLMEngine:
             logits = self.runner.decode(schedule.decode)
             for seq in schedule.decode:
                 seq.num_computed += 1
+                self.blocks.register(seq)
             sampled = self._append(logits, schedule.decode, events)
             # the next decode step's input ids stay on the device (model_runner.decode)
             self.runner.feed_tokens(sampled.chosen, sampled.tokens)
+            # the engine's own decode speed (the sampled tokens were read, so this includes the device)
+            self.counters["decode_steps"] += 1
+            self.decode_seconds += time.perf_counter() - started
         self.counters["steps"] += 1
         return events
 
@@ -211,7 +324,7 @@ class LLMEngine:
         logprobs = seq.output_logprobs[seq.num_emitted:] if seq.params.logprobs is not None else None
         seq.num_emitted = len(seq.output_ids)
         return TokenEvent(seq.request_id, new, seq.status is Status.FINISHED, seq.finish_reason,
-                          len(seq.prompt_ids), len(seq.output_ids), logprobs)
+                          len(seq.prompt_ids), len(seq.output_ids), logprobs, seq.cached_tokens)
 
     def fail_all(self, reason: str = "error") -> list[TokenEvent]:
         """Finish every request (after an engine failure) so no caller waits forever."""
@@ -232,6 +345,13 @@ class LLMEngine:
             generation_tokens_total=self.counters["generation_tokens"],
             requests_finished_total=self.counters["finished"], requests_aborted_total=self.counters["aborted"],
             steps_total=self.counters["steps"],
+            prefix_cache_hit_tokens_total=self.scheduler.cache_hit_tokens,
+            prefix_cache_recomputed_tokens_total=self.scheduler.cache_recomputed_tokens,
+            prefix_cache_skipped_tokens_total=self.scheduler.cache_skipped_tokens,
+            prefix_cache_blocks=self.blocks.num_cached_blocks,
+            prefix_cache_evictions_total=self.blocks.evictions,
+            ready=self.ready,
+            decode_steps_total=self.counters["decode_steps"], decode_seconds_total=self.decode_seconds,
         )
 
     # -- offline use --------------------------------------------------------------------------------------
@@ -267,8 +387,9 @@ def _eos_ids(model, tokenizer) -> set[int]:
 class AsyncLLMEngine:
     """asyncio front of LLMEngine: the engine steps on its own thread; each request gets a queue."""
 
-    def __init__(self, engine: LLMEngine, model_name: str | None = None):
+    def __init__(self, engine: LLMEngine, model_name: str | None = None, on_ready=None):
         self.engine = engine
+        self.on_ready = on_ready  # called once with the warm-up's seconds, on the engine thread
         self.tokenizer = engine.tokenizer
         self.model_name = model_name or str(engine.cfg.model).rstrip("/").split("/")[-1]
         self._queues: dict[str, asyncio.Queue] = {}
@@ -278,8 +399,13 @@ class AsyncLLMEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def from_config(cls, cfg: EngineConfig, model_name: str | None = None) -> "AsyncLLMEngine":
-        return cls(LLMEngine.from_config(cfg), model_name)
+    def from_config(cls, cfg: EngineConfig, model_name: str | None = None, on_ready=None) -> "AsyncLLMEngine":
+        return cls(LLMEngine.from_config(cfg), model_name, on_ready)
+
+    @property
+    def ready(self) -> bool:
+        """The warm-up is done (start() runs it on the engine thread before any request)."""
+        return self.engine.ready
 
     @property
     def max_model_len(self) -> int:
@@ -350,6 +476,17 @@ class AsyncLLMEngine:
                 queue.put_nowait(event)
 
     def _run(self) -> None:
+        if not self.engine.ready:
+            # Requests submitted meanwhile wait in the inbox; /health says 503 until this is done.
+            try:
+                seconds = self.engine.warm_up()
+            except Exception as exc:  # serve anyway (requests fail on their own); /health reports it
+                log.exception("warm-up failed")
+                self.engine.warmup_error = f"warm-up failed: {type(exc).__name__}: {exc}"
+            else:
+                log.info("warm-up took %.2f s", seconds)
+                if self.on_ready is not None:
+                    self.on_ready(seconds)
         while not self._stop.is_set():
             if not self.engine.has_work():
                 self._wake.wait(0.05)

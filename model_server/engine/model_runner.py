@@ -87,6 +87,17 @@ class ModelRunner:
         self.resident_steps = 0  # decode steps that advanced the resident inputs instead of uploading
         self.qkv_weight, self.qkv_bias, self.gate_up_weight = self._fuse_projections()
 
+    def resize_kv(self, num_blocks: int) -> None:
+        """Reallocate the loop-0 K/V pool with ``num_blocks`` blocks (after the memory profile; before any
+        request or graph capture)."""
+        shape = (self.k_pool.shape[0], num_blocks + 1) + tuple(self.k_pool.shape[2:])
+        self.k_pool = self.v_pool = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.k_pool = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_pool = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.dummy_block = num_blocks
+
     def _fuse_projections(self):
         """One [q; k; v] and one [gate; up] matrix per layer: one GEMM instead of three (two) per pass.
 
@@ -177,6 +188,7 @@ class ModelRunner:
         Returns the last-loop logits at the last token of every chunk, [len(chunks), V]."""
         dev, spec, window = self.device, self.spec, self.spec.window
         ids, pos, global_index, write_index = [], [], [], []
+        write_rows = []  # packed token rows whose loop-0 K/V is written (not those of a cached prefix)
         cu_q, cu_k = [0], [0]
         n_tok = sum(c.length for c in chunks)
         for c in chunks:
@@ -185,16 +197,19 @@ class ModelRunner:
             ids.append(torch.tensor(seq.token_ids[c.start: c.start + c.length]))
             pos.append(torch.arange(c.start, c.start + c.length))
             global_index.append(self._flat_slots(table, torch.arange(c.start + c.length)))
-            write_index.append(global_index[-1][c.start:])  # the chunk's own positions
+            skip = max(0, min(c.write_from - c.start, c.length))  # cached loop-0 K/V: read, not written
+            write_index.append(global_index[-1][c.start + skip:])  # the chunk's own positions
+            write_rows.append(cu_q[-1] + torch.arange(skip, c.length))
             cu_q.append(cu_q[-1] + c.length)
             cu_k.append(cu_k[-1] + c.start + c.length)
         plan = local_plan([c.start for c in chunks], [c.length for c in chunks], [c.seq.slot for c in chunks],
-                          window).to(dev)
+                          window, [c.fresh for c in chunks]).to(dev)
 
         def cat(parts):
             return torch.cat(parts).to(dev)
 
         ids, pos, global_index, write_index = cat(ids), cat(pos), cat(global_index), cat(write_index)
+        write_rows = None if len(write_index) == n_tok else cat(write_rows)
         cu_q_t, cu_k_t = (torch.tensor(x, dtype=torch.int32, device=dev) for x in (cu_q, cu_k))
         max_q, max_k = max(c.length for c in chunks), max(c.start + c.length for c in chunks)
         slots = torch.tensor([c.seq.slot for c in chunks], device=dev)
@@ -219,8 +234,8 @@ class ModelRunner:
                 qp, kp, vp = q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1)
                 k_flat, v_flat = self.k_pool[layer].view(-1, g, d), self.v_pool[layer].view(-1, g, d)
                 if r == 0:
-                    k_flat[write_index] = kp
-                    v_flat[write_index] = vp
+                    k_flat[write_index] = kp if write_rows is None else kp[write_rows]
+                    v_flat[write_index] = vp if write_rows is None else vp[write_rows]
                 local = {}
                 if r > 0:
                     rk, rv = self.ring_k[layer][:, r - 1], self.ring_v[layer][:, r - 1]

@@ -5,6 +5,17 @@ tokens) or a decode step (one token for every running request). Prefill goes fir
 join the running batch quickly; the token budget bounds how long decodes wait. When the KV blocks run
 out during decode, the newest request is preempted: its cache is freed and it is recomputed from its
 first token later, which is exact for PLT (the carry restarts from zero at token 0, as it did).
+
+Prefix caching: a request admitted with its first full blocks in the cache (block_manager.py) takes
+them and skips their loop-0 K/V. Loops >= 1 need two more things at the end of the hit: their rings
+(the last window - 1 positions of every layer) and the carry. Neither is stored; both depend only on a
+bounded tail (docs/engine.md): loop r's hidden state at layer l depends on its layer-0 inputs at most
+l * (window - 1) positions back (the local window; the global branch reads loop-0 K/V, which is
+cached), and loop r's input needs loop r-1's output one position earlier. So running all loops again
+over the last ``recompute_tail = (R-1) * (L * (window-1) + 1)`` positions of the hit (memory.py; reading
+the cached loop-0 K/V, writing nothing into it), starting from an empty ring and a zero carry, ends with
+exactly the rings and carry of an uncached run: whatever the start is wrong about lies outside what
+the end depends on.
 """
 from __future__ import annotations
 
@@ -20,6 +31,8 @@ class PrefillChunk:
     seq: Sequence
     start: int  # first position of the chunk
     length: int
+    write_from: int = 0  # positions below hold cached loop-0 K/V (prefix cache): not written again
+    fresh: bool = False  # starts the recompute of a cache hit's tail: no ring entries before it, zero carry
 
     @property
     def samples(self) -> bool:
@@ -34,8 +47,16 @@ class Schedule:
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int):
+    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int,
+                 recompute_tail: int = 0, max_prefill_context: int | None = None):
         self.blocks = blocks
+        # The prefill gathers each chunk's whole context (loop-0 K/V of every earlier position): a step
+        # takes chunks until their contexts add up to this many tokens (memory.py sizes for it).
+        self.max_prefill_context = max_prefill_context
+        self.recompute_tail = recompute_tail
+        # prefix cache: prompt tokens found cached, of those the ones run again (the tail), and the
+        # ones skipped entirely
+        self.cache_hit_tokens = self.cache_recomputed_tokens = self.cache_skipped_tokens = 0
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
@@ -59,24 +80,50 @@ class Scheduler:
         chunks: list[PrefillChunk] = []
         # Requests already admitted but not fully prefilled first, then new ones.
         candidates = [s for s in self.running if s.in_prefill] + list(self.waiting)
+        context = 0
         for seq in candidates:
             if budget <= 0:
+                break
+            if chunks and self.max_prefill_context is not None and context + seq.num_tokens > self.max_prefill_context:
                 break
             if seq.status is Status.WAITING:
                 if len(self.running) >= self.max_num_seqs or not self.blocks.has_slot():
                     break
-            length = min(seq.prefill_target - seq.num_computed, budget)
-            if not self.blocks.can_grow(seq, seq.num_computed + length):
-                break
-            if seq.status is Status.WAITING:
-                self.waiting.remove(seq)
-                self.blocks.take_slot(seq)
-                seq.status = Status.RUNNING
-                self.running.append(seq)
-            self.blocks.grow(seq, seq.num_computed + length)
-            chunks.append(PrefillChunk(seq, seq.num_computed, length))
-            budget -= length
+                chunk = self._admit(seq, budget)
+                if chunk is None:
+                    break
+            else:
+                length = min(seq.prefill_target - seq.num_computed, budget)
+                if not self.blocks.can_grow(seq, seq.num_computed + length):
+                    break
+                chunk = PrefillChunk(seq, seq.num_computed, length, write_from=seq.num_cached)
+            self.blocks.grow(seq, chunk.start + chunk.length)
+            chunks.append(chunk)
+            budget -= chunk.length
+            context += chunk.start + chunk.length
         return chunks
+
+    def _admit(self, seq: Sequence, budget: int) -> PrefillChunk | None:
+        """A waiting request's first chunk, taking its cached prefix, or None if its blocks do not fit."""
+        bs = self.blocks.block_size
+        hit = self.blocks.match(seq)
+        cached = len(hit) * bs
+        start = max(0, cached - self.recompute_tail) if hit else 0
+        length = min(seq.prefill_target - start, budget)
+        if max(0, -(-(start + length) // bs) - len(hit)) > self.blocks.free_after_taking(hit):
+            return None
+        self.waiting.remove(seq)
+        self.blocks.take_slot(seq)
+        self.blocks.take_cached(seq, hit)
+        seq.num_cached, seq.recompute_from, seq.num_computed = cached, start, start
+        if not seq.output_ids:  # first admission (a preempted request keeps what it reported)
+            seq.cached_tokens = start
+        self.cache_hit_tokens += cached
+        self.cache_recomputed_tokens += cached - start
+        self.cache_skipped_tokens += start
+        seq.status = Status.RUNNING
+        self.running.append(seq)
+        return PrefillChunk(seq, start, length, write_from=cached, fresh=start > 0)
 
     def _schedule_decode(self) -> list[Sequence]:
         batch = [s for s in self.running if not s.in_prefill]
@@ -95,6 +142,7 @@ class Scheduler:
         Without a free slot, batch place or block the child waits instead, and computes the prompt
         itself when admitted, like a preempted request (exact for PLT: it starts from a zero carry).
         """
+        child.cached_tokens = parent.cached_tokens
         if len(self.running) >= self.max_num_seqs or not self.blocks.can_fork(parent):
             child.status, child.num_computed = Status.WAITING, 0
             self.waiting.appendleft(child)
@@ -108,7 +156,7 @@ class Scheduler:
         self.blocks.release(seq)
         self.running.remove(seq)
         seq.status = Status.WAITING
-        seq.num_computed = 0
+        seq.num_computed = seq.num_cached = seq.recompute_from = 0
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
 

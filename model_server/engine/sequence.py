@@ -36,10 +36,27 @@ class Sequence:
     # request's prefill is done, then take a copy of its cache instead of computing the prompt again.
     forks: list["Sequence"] = field(default_factory=list)
     fork_of: "Sequence | None" = None
+    # Prefix cache (block_manager.py): loop-0 K/V of positions < num_cached came from cached blocks and is
+    # never written; positions [recompute_from, num_cached) run through the loops again to rebuild the
+    # rings and the carry. cached_tokens: prompt tokens not computed at all at first admission (usage).
+    num_cached: int = 0
+    recompute_from: int = 0
+    cached_tokens: int = 0
+    num_hashed: int = 0  # leading blocks of block_table already looked up or entered in the cache
+    hash_parent: int = 0  # key id of block num_hashed - 1 (0: none)
 
     @property
     def token_ids(self) -> list[int]:
         return self.prompt_ids + self.output_ids
+
+    def token_slice(self, start: int, end: int) -> tuple[int, ...]:
+        """token_ids[start:end] as a tuple, without building the whole list."""
+        n = len(self.prompt_ids)
+        if end <= n:
+            return tuple(self.prompt_ids[start:end])
+        if start >= n:
+            return tuple(self.output_ids[start - n:end - n])
+        return tuple(self.prompt_ids[start:]) + tuple(self.output_ids[:end - n])
 
     @property
     def last_token(self) -> int:

@@ -82,6 +82,7 @@ class TokenEvent:
     prompt_tokens: int
     completion_tokens: int
     logprobs: list[TokenLogprob] | None = None
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache, not computed (usage)
 
 
 @dataclass
@@ -97,6 +98,16 @@ class EngineStats:
     requests_finished_total: int
     requests_aborted_total: int
     steps_total: int
+    # prefix cache: prompt tokens found cached; of those, run again to rebuild rings and carry, and
+    # skipped entirely; cached blocks (held or evictable); blocks evicted
+    prefix_cache_hit_tokens_total: int = 0
+    prefix_cache_recomputed_tokens_total: int = 0
+    prefix_cache_skipped_tokens_total: int = 0
+    prefix_cache_blocks: int = 0
+    prefix_cache_evictions_total: int = 0
+    ready: bool = True  # warm-up done
+    decode_steps_total: int = 0
+    decode_seconds_total: float = 0.0  # wall time of those steps, sampling included
 
 
 class EngineOverloaded(RuntimeError):

@@ -112,14 +112,19 @@ class LocalPlan:
         ring[self.ring_slot, self.ring_pos] = new[self.ring_tok]
 
 
-def local_plan(starts: list[int], lengths: list[int], slots: list[int], window: int) -> LocalPlan:
-    """The LocalPlan of chunks (start, length, slot), packed in that order."""
+def local_plan(starts: list[int], lengths: list[int], slots: list[int], window: int,
+               fresh: list[bool] | None = None) -> LocalPlan:
+    """The LocalPlan of chunks (start, length, slot), packed in that order. A ``fresh`` chunk has no ring
+    entries before it (the native engine's prefix-cache recompute starts that way): its local keys start
+    at its own first token."""
     n_tok = sum(lengths)
-    n_old = sum(s - max(0, s - window + 1) for s in starts)
+    fresh = fresh or [False] * len(starts)
+    lows = [s if f else max(0, s - window + 1) for s, f in zip(starts, fresh)]
+    n_old = sum(s - lo for s, lo in zip(starts, lows))
     old_slot, old_pos, order, ring_tok, ring_slot, ring_pos, cu_l = [], [], [], [], [], [], [0]
     old_offset = tok_offset = 0
-    for start, length, slot in zip(starts, lengths, slots):
-        old = torch.arange(max(0, start - window + 1), start)
+    for start, length, slot, lo in zip(starts, lengths, slots, lows):
+        old = torch.arange(lo, start)
         order.append(torch.cat([old_offset + torch.arange(len(old)), n_old + tok_offset + torch.arange(length)]))
         old_offset += len(old)
         old_slot.append(torch.full((len(old),), slot))

@@ -139,8 +139,11 @@ def test_rope_qkv_write_matches_reference_on_cuda(dtype):
         # torch does, but one run on the H200 showed one-step differences in a few elements (where the two
         # terms cancel, that step is large next to the element itself, so relative to the tensor's max)
         assert report(f"rope_qkv_write {name}", a, b) < 1e-2
-        if name != "q":  # (q may round to 0 in one and not the other where its terms cancel)
-            assert torch.equal(a == 0, b == 0)  # the same cache entries written, nothing else
+        if name != "q":  # the same cache entries (all G x D values of a token) written, nothing else; single
+            # elements are not compared for zero: one may round to 0 in one result and not the other where the
+            # two RoPE terms cancel (seen for k on the H200)
+            written = [t.flatten(t.dim() - 2).ne(0).any(-1) for t in (a, b)]
+            assert torch.equal(*written) and written[0].sum() == batch
 
 
 @pytest.mark.parametrize("rows", [1, 64])
