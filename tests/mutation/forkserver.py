@@ -22,6 +22,10 @@ import time
 # (pytest stops at the first failure).
 TARGETS = {
     "sampler": ["tests/engine/test_engine_sampling.py"],
+    # the sampler with its bias, penalties, grammar masks and logprobs
+    "sampler-all": ["tests/engine/test_engine_sampling.py", "tests/engine/test_engine_sampling_features.py"],
+    # grammar masks in the engine, then through the API's structured outputs
+    "grammar": ["tests/engine/test_engine_sampling_features.py", "tests/api/test_api_structured_outputs.py"],
     "engine": ["tests/engine/test_engine_logits.py", "tests/engine/test_engine.py"],
     # one engine run that chunks, queues, preempts and finishes requests, fused and sequential
     "engine-fast": ["tests/engine/test_engine_units.py",
@@ -32,11 +36,12 @@ TARGETS = {
     "llm-engine": ["tests/engine/test_engine_units.py",
                    "tests/engine/test_engine_sampling.py::test_checkpoint_eos_stops_the_request_unless_ignored",
                    "tests/engine/test_engine_logits.py::test_plt_logits_equal_full_forward",
-                   "tests/engine/test_engine.py"],
+                   "tests/engine/test_engine.py", "tests/engine/test_engine_sampling_features.py"],
     # the decode path: logits of fused and sequential decode against the model's own forward
     "engine-decode": ["tests/engine/test_engine_logits.py", "tests/engine/test_engine_units.py"],
     "workspace": ["tests/tools/test_tools_mutation_gaps.py", "tests/tools/test_tools_paths_search_view.py",
                   "tests/tools/test_tools_editing.py", "tests/tools/test_tools_registry_and_repomap.py",
+                  "tests/tools/test_tools_workspace_confinement.py", "tests/tools/test_tools_workspace_writes.py",
                   "-m", "not slow and not docker"],
 }
 CHILD_TIMEOUT = 300  # seconds; mutmut's own timeout (10x the baseline) normally fires first
