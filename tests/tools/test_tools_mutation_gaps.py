@@ -140,6 +140,28 @@ def test_git_listing_leaves_out_symlinks_and_files_deleted_from_disk(tmp_path):
     assert rels(Workspace(root)) == ["a.py", "c.py"]
 
 
+class _DeletesAfterListing(Workspace):
+    """A file removed between git's listing and the stat of each listed name (an agent's command running
+    meanwhile): the real listing, then the file is deleted before list_files looks at it."""
+
+    def __init__(self, root, victim):
+        super().__init__(root)
+        self.victim = victim
+
+    def _git_files(self):
+        self.listed = super()._git_files()
+        (self.root / self.victim).unlink()
+        return self.listed
+
+
+def test_git_listing_goes_on_past_a_file_deleted_after_the_listing(tmp_path):
+    write(tmp_path, {"a.py": "x", "b.py": "x", "c.py": "x"})
+    git(tmp_path, "init", "-q")
+    ws = _DeletesAfterListing(tmp_path, "b.py")
+    assert rels(ws) == ["a.py", "c.py"]
+    assert ws.listed == ["a.py", "b.py", "c.py"]  # the names came from git, the deleted one included
+
+
 def test_git_listing_keeps_names_that_are_not_utf8(tmp_path):
     write(tmp_path, {"a.py": "x"})
     (tmp_path / os.fsdecode(b"caf\xe9.py")).write_text("y")
