@@ -39,6 +39,11 @@ TARGETS = {
                    "tests/engine/test_engine.py", "tests/engine/test_engine_sampling_features.py"],
     # the decode path: logits of fused and sequential decode against the model's own forward
     "engine-decode": ["tests/engine/test_engine_logits.py", "tests/engine/test_engine_units.py"],
+    # model_runner.py: the decode path, then the pool sizes and the fork's cache copy (n > 1)
+    "runner": ["tests/engine/test_engine_logits.py", "tests/engine/test_engine_units.py",
+               "tests/engine/test_engine.py::test_kv_bytes_per_token_do_not_grow_with_loops",
+               "tests/engine/test_engine_sampling_features.py::test_forks_equal_independent_requests_with_the_next_seeds",
+               "tests/engine/test_engine_sampling_features.py::test_forks_without_room_wait_and_recompute_exactly"],
     "workspace": ["tests/tools/test_tools_mutation_gaps.py", "tests/tools/test_tools_paths_search_view.py",
                   "tests/tools/test_tools_editing.py", "tests/tools/test_tools_registry_and_repomap.py",
                   "tests/tools/test_tools_workspace_confinement.py", "tests/tools/test_tools_workspace_writes.py",
