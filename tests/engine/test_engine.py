@@ -95,6 +95,14 @@ def test_kv_bytes_per_token_do_not_grow_with_loops(plt_checkpoint):
     assert one.runner.ring_k.numel() == 0 and two.runner.ring_k.numel() > 0
     cfg = two.model.config
     assert two.runner.kv_bytes_per_token() == 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4
+    # per request: K and V rings of loops >= 1 (window positions each) and the carry, float32
+    rings, window = two.runner.spec.num_loops - 1, two.runner.spec.window
+    kv_ring = 2 * cfg.num_hidden_layers * rings * window * cfg.num_key_value_heads * cfg.head_dim
+    assert two.runner.per_request_bytes() == (kv_ring + rings * cfg.hidden_size) * 4
+    # the pools hold the blocks and slots handed out plus one dummy block and slot (padding rows), no more
+    assert two.runner.k_pool.shape[1] == two.blocks.num_blocks + 1 == two.runner.dummy_block + 1
+    slots = two.cfg.max_num_seqs + 1
+    assert two.runner.ring_k.shape[1] == two.runner.carry.shape[1] == slots == two.runner.dummy_slot + 1
 
 
 def test_sampling_seed_top_k_and_stop_ids(plt_checkpoint):
