@@ -94,6 +94,7 @@ def test_kv_bytes_per_token_do_not_grow_with_loops(plt_checkpoint):
     assert one.runner.k_pool.shape == two.runner.k_pool.shape
     assert one.runner.ring_k.numel() == 0 and two.runner.ring_k.numel() > 0
     cfg = two.model.config
+    assert isinstance(two.runner.kv_bytes_per_token(), int) and isinstance(two.runner.per_request_bytes(), int)
     assert two.runner.kv_bytes_per_token() == 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4
     # per request: K and V rings of loops >= 1 (window positions each) and the carry, float32
     rings, window = two.runner.spec.num_loops - 1, two.runner.spec.window
