@@ -37,6 +37,15 @@ WHY = [
      ("performance-only", "a synchronous copy gives the same values")),
     ("engine/model_runner.py", "sin.repeat(rows, 1, 1)", "sin.repeat(rows, 2, 1)",
      (EQUIV, "broadcasting doubles the query length; only position 0 of q/k/v is read, the same values")),
+    ("engine/model_runner.py", "self._static: dict[str, torch.Tensor] = {}", "= None",
+     ("cuda-only", "the static graph inputs are read only when CUDA graphs were captured")),
+    ("engine/model_runner.py", "batch = len(seqs)", "batch = None",
+     ("cuda-only", "batch only picks a captured CUDA graph; with none captured (CPU) the eager step runs")),
+    ("engine/model_runner.py", "CUDA graphs", "",
+     ("cuda-only", "the decorator of capture_graphs, which runs only on a CUDA device")),
+    ("engine/model_runner.py", "@torch.no_grad()", "",
+     ("performance-only", "without no_grad autograd records the step's graph: more memory and time, the "
+                          "same values")),
     ("tools/workspace.py", '"', '"XX',
      (EQUIV, "a dot-named SKIP_DIRS entry: list_files skips every name starting with '.' before it "
              "looks at SKIP_DIRS (search.py's ripgrep excludes use the set too; those tests skip here "
