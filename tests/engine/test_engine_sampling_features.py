@@ -8,7 +8,7 @@ import torch
 
 from loopcoder.model_server.engine import GrammarError, GrammarSpec, LLMEngine, EngineConfig, SamplingParams
 from loopcoder.model_server.engine.grammar import apply_token_bitmask
-from loopcoder.model_server.engine.sampler import sample
+from loopcoder.model_server.engine.sampler import _apply_penalties, sample
 from loopcoder.model_server.engine.sequence import Sequence
 from loopcoder.model_server.plt.checkpoint import init_checkpoint, load_checkpoint
 
@@ -145,6 +145,47 @@ def test_sampler_bias_penalties_and_mask_batched():
     masked = apply_token_bitmask(logits, bitmask)
     assert torch.isinf(masked[2]).sum() == 63 and not torch.isinf(masked[0]).any()
     assert logits[0, 20] == 0  # the caller's logits are not modified
+
+
+def test_penalties_equal_the_formula_per_row():
+    """The penalised logits themselves, not only the argmax: OpenAI's logit - frequency * count - presence *
+    [count > 0] over the generated tokens, and vLLM's repetition penalty over prompt and generated tokens
+    (divide a positive logit, multiply a negative one); rows without penalties are untouched."""
+    logits = torch.linspace(-3, 3, 2 * 16).reshape(2, 16)
+    logits = torch.cat([logits, logits.flip(1)])  # [4, 16], positive and negative logits on seen tokens
+    output = [3, 3, 3, 7, 12, 12]
+    params = [SamplingParams(temperature=0, frequency_penalty=0.5, presence_penalty=1.25),
+              SamplingParams(temperature=0, repetition_penalty=2.0),
+              SamplingParams(temperature=0),
+              SamplingParams(temperature=0, frequency_penalty=-0.5, presence_penalty=-1.0, repetition_penalty=0.5)]
+    rows = [seq(p, output=output, prompt_ids=[1, 14]) for p in params]
+    got = _apply_penalties(logits, rows)
+    counts = torch.zeros(16)
+    for t in output:
+        counts[t] += 1
+    seen = (counts > 0).clone()
+    seen[[1, 14]] = True
+    want = logits.clone()
+    for r, p in enumerate(params):
+        row = want[r]
+        if p.repetition_penalty != 1.0:
+            row = torch.where(seen, torch.where(row > 0, row / p.repetition_penalty, row * p.repetition_penalty), row)
+        want[r] = row - p.frequency_penalty * counts - p.presence_penalty * (counts > 0).float()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert torch.equal(got[2], logits[2])
+
+
+def test_greedy_rows_take_the_argmax_even_at_a_near_tie():
+    """Temperature 0 is the argmax, with or without a seed and beside rows that sample: a near tie (1e-6
+    apart) must not turn into a draw (a draw at the 1e-5 temperature floor picks either about half the time)."""
+    logits = torch.zeros(3, 8)
+    logits[:, 2], logits[:, 5] = 1.0, 1.0 + 1e-6
+    for trial in range(40):
+        rows = [seq(SamplingParams(temperature=0)), seq(SamplingParams(temperature=0)),
+                seq(SamplingParams(temperature=1.0))]
+        rows[1].generator = torch.Generator().manual_seed(trial)  # a seeded greedy request
+        tokens = sample(logits, rows, torch.Generator().manual_seed(1000 + trial)).tokens
+        assert tokens[:2] == [5, 5]
 
 
 def test_grammar_constrains_sampled_json_at_temperature_one(checkpoint):
