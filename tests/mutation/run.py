@@ -24,7 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP = ["agent", "tools", "runtime", "model_server", "scenarios", "configs"]
-MUTMUT = str(Path(sys.executable).with_name("mutmut"))
+# this interpreter, not the mutmut script: the script's #! line can name another venv's python (a venv copied
+# from another checkout), and mutmut's workers are spawned with that interpreter; when that venv is being
+# reinstalled, a worker fails to start and mutmut waits for it forever
+MUTMUT = [sys.executable, "-m", "mutmut"]
 
 
 def copy_tree(dest: Path) -> None:
@@ -56,13 +59,13 @@ def make_shim(workdir: Path, repo: Path) -> Path:
 
 def mutants_with_status(repo: Path, env: dict, status: str, show: bool = True) -> list:
     """The mutants with ``status``: their diffs as dicts, or only their ids when ``show`` is False."""
-    ids = subprocess.run([MUTMUT, "result-ids", status], cwd=repo, env=env, capture_output=True,
+    ids = subprocess.run([*MUTMUT, "result-ids", status], cwd=repo, env=env, capture_output=True,
                          text=True).stdout.split()
     if not show:
         return [int(i) for i in ids]
     out = []
     for mid in ids:
-        diff = subprocess.run([MUTMUT, "show", mid], cwd=repo, env=env, capture_output=True, text=True).stdout
+        diff = subprocess.run([*MUTMUT, "show", mid], cwd=repo, env=env, capture_output=True, text=True).stdout
         m = re.search(r"^--- (\S+)", diff, re.M)
         hunk = re.search(r"^@@ -(\d+)", diff, re.M)
         minus = [l[1:].strip() for l in diff.splitlines() if l.startswith("-") and not l.startswith("---")]
@@ -105,7 +108,7 @@ def main() -> int:
             target = target or "engine"
             runner = f"{sys.executable} tests/mutation/forkserver.py client {sock} {target}"
             started = time.monotonic()
-            proc = subprocess.run([MUTMUT, "run", "--paths-to-mutate", path, "--runner", runner,
+            proc = subprocess.run([*MUTMUT, "run", "--paths-to-mutate", path, "--runner", runner,
                                    "--tests-dir", "tests", "--no-progress", "--simple-output"],
                                   cwd=repo, env=env, capture_output=True, text=True)
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
