@@ -131,6 +131,9 @@ def test_finish_reasons_and_events(plt_checkpoint):
                 finals[ev.request_id] = ev
     assert finals["a"].finish_reason == "length" and finals["a"].completion_tokens == 3
     assert finals["b"].finish_reason == "length" and finals["b"].prompt_tokens + finals["b"].completion_tokens == 20
+    stats = engine.stats()  # the /metrics counters
+    assert (stats.prompt_tokens_total, stats.generation_tokens_total) == (5 + 15, 3 + 5)
+    assert (stats.requests_finished_total, stats.requests_aborted_total) == (2, 0)
 
 
 def test_bad_requests_raise_at_submit(plt_checkpoint):
@@ -141,7 +144,7 @@ def test_bad_requests_raise_at_submit(plt_checkpoint):
         engine.submit([5, 99999], GREEDY)
     with pytest.raises(ValueError, match="empty"):
         engine.submit([], GREEDY)
-    engine.submit([5], GREEDY)
+    engine.submit([0, engine.vocab_size - 1], GREEDY)  # the first and last token ids are in the vocabulary
     engine.submit([6], GREEDY)
     with pytest.raises(EngineOverloaded):
         engine.submit([7], GREEDY)
@@ -157,6 +160,7 @@ def test_abort_frees_blocks_and_slot(plt_checkpoint):
     events = engine.step()
     assert [(e.request_id, e.finished, e.finish_reason) for e in events] == [("x", True, "abort")]
     assert engine.blocks.used_blocks == 0 and not engine.has_work()
+    assert (engine.stats().requests_aborted_total, engine.stats().requests_finished_total) == (1, 0)
 
 
 def test_async_engine_streams_concurrent_requests_and_aborts_on_early_exit(plt_checkpoint):
