@@ -249,3 +249,14 @@ def test_remove_file_removes_a_symlink_to_a_folder_not_the_folder(tmp_path):
     with pytest.raises(ToolError) as err:
         ws.remove_file(ws.resolve("d"))
     assert str(err.value) == "d is a directory; not removed"
+
+
+def test_a_file_swapped_for_a_symlink_is_not_read_through(tmp_path):
+    (tmp_path / "outside.txt").write_text("secret")
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "link.txt").symlink_to(tmp_path / "outside.txt")
+    ws = Workspace(root)
+    with pytest.raises(ToolError) as err:
+        ws.open_file(root / "link.txt")  # as if resolve() had seen a file there
+    assert str(err.value) == "cannot open link.txt: it is a symlink (changed after the path was checked?); not followed"
