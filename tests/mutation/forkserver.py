@@ -134,11 +134,21 @@ def _peer_closed(conn: socket.socket) -> bool:
 def client(path: str, target: str) -> int:
     if target not in TARGETS:
         raise SystemExit(f"unknown target {target!r}; one of {', '.join(TARGETS)}")
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.connect(path)
-    conn.sendall((json.dumps({"target": target}) + "\n").encode())
-    reply = conn.makefile().readline().strip()
-    code = int(reply) if reply else 1
+    # No answer from the server is no verdict: exit 0 (mutmut records "survived", and a re-run with the same
+    # workdir tests the mutant again). Any other exit would count as "killed": a dead server (its run.py
+    # stopped while mutmut went on) would kill every mutant in seconds.
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(path)
+        conn.sendall((json.dumps({"target": target}) + "\n").encode())
+        reply = conn.makefile().readline().strip()
+    except OSError as exc:
+        print(f"fork server unreachable ({exc}); mutant left untested, reported as survived", file=sys.stderr)
+        return 0
+    if not reply:
+        print("fork server closed the connection; mutant left untested, reported as survived", file=sys.stderr)
+        return 0
+    code = int(reply)
     return code if code >= 0 else 1
 
 

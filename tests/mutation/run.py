@@ -83,6 +83,21 @@ def mutants_with_status(repo: Path, env: dict, status: str, show: bool = True) -
     return out
 
 
+def per_file_counts(cache: Path) -> dict:
+    """{file: {status: count}} from mutmut's cache (statuses as ``mutants_with_status`` names them)."""
+    import sqlite3
+
+    names = {"ok_killed": "killed", "bad_survived": "survived", "bad_timeout": "timeout",
+             "ok_suspicious": "suspicious", "skipped": "skipped", "untested": "untested"}
+    with sqlite3.connect(cache) as db:
+        rows = db.execute("SELECT f.filename, m.status, COUNT(*) FROM Mutant m JOIN Line l ON m.line = l.id "
+                          "JOIN SourceFile f ON l.sourcefile = f.id GROUP BY f.filename, m.status").fetchall()
+    out: dict = {}
+    for filename, status, count in rows:
+        out.setdefault(filename, {})[names.get(status, status)] = count
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", help="FILE[:TARGET]")
@@ -119,6 +134,7 @@ def main() -> int:
     for status in ("killed", "survived", "timeout", "suspicious", "skipped"):
         summary[status] = mutants_with_status(repo, env, status, show=status in ("survived", "timeout"))
     summary["counts"] = {s: len(summary[s]) for s in ("killed", "survived", "timeout", "suspicious", "skipped")}
+    summary["per_file"] = per_file_counts(repo / ".mutmut-cache")
     print(json.dumps(summary["counts"]))
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
