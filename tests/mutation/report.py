@@ -46,6 +46,34 @@ WHY = [
     ("engine/model_runner.py", "@torch.no_grad()", "",
      ("performance-only", "without no_grad autograd records the step's graph: more memory and time, the "
                           "same values")),
+    ("engine/", " | None", " & None", (EQUIV, "annotations are not evaluated (from __future__ import annotations)")),
+    ("engine/llm_engine.py", 'raise ValueError("the prompt is empty")', "XX",
+     ("message-text", "the test matches the word 'empty', which the XX-wrapped message keeps")),
+    ("engine/llm_engine.py", 'self._finish(seq, "error", events)', "XXerrorXX",
+     ("unreachable", "a token the grammar rejects: the bitmask lets only accepted tokens be sampled, so this "
+                     "defensive branch does not run")),
+    ("engine/llm_engine.py", "arrivals = arrivals or [0] * len(prompts)", "[1]",
+     (EQUIV, "offline generate() with no arrivals given: every request starting one step later gives the "
+             "same tokens")),
+    ("engine/llm_engine.py", "daemon=True", "daemon=False",
+     (EQUIV, "the engine thread is always stopped explicitly; daemon only matters at interpreter exit")),
+    ("engine/llm_engine.py", "self._thread.join, 10", "self._thread.join, 11", (EQUIV, "a join timeout of 10 or 11 s")),
+    ("tools/workspace.py", "NOT_FOLLOWED =", "XX",
+     ("message-text", "the tests match 'symlink' or the full text in one place; XX around it keeps the words")),
+    ("tools/workspace.py", "os.set_blocking(fd, True)", "os.set_blocking(fd, False)",
+     (EQUIV, "reached only for regular files (checked just before), which never block")),
+    ("tools/workspace.py", "created = False", "created = None", (EQUIV, "only read as `not created`")),
+    ("tools/workspace.py", "(st.st_uid, st.st_gid) != (0, 0)", "(",
+     (EQUIV, "a root-owned root then gives owner (0, 0): chown to root as root changes nothing; owners "
+             "(1, 0) and (0, 1) do not occur here")),
+    ("tools/workspace.py", "os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC", "&",
+     (EQUIV, "the root is always a folder (O_DIRECTORY only checks that); without O_CLOEXEC the fd, closed "
+             "before this call returns, could only leak into a process another thread starts meanwhile")),
+    ("tools/workspace.py", "as a folder: it vanished", "",
+     ("race-only", "a folder that disappears between the failed open and the mkdir of _enter; message only")),
+    ("tools/workspace.py", "cannot write {self.rel(path)}: not a regular file ({_kind(before.st_mode)})", "XX",
+     ("message-text", "reached when opening a non-regular file for writing succeeds (a FIFO with a reader, a "
+                      "device node); the FIFO test has no reader, so it gets the ENXIO message")),
     ("tools/workspace.py", '"', '"XX',
      (EQUIV, "a dot-named SKIP_DIRS entry: list_files skips every name starting with '.' before it "
              "looks at SKIP_DIRS (search.py's ripgrep excludes use the set too; those tests skip here "
