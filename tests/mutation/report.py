@@ -46,7 +46,9 @@ WHY = [
     ("engine/model_runner.py", "@torch.no_grad()", "",
      ("performance-only", "without no_grad autograd records the step's graph: more memory and time, the "
                           "same values")),
-    ("engine/", " | None", " & None", (EQUIV, "annotations are not evaluated (from __future__ import annotations)")),
+    *[(f"engine/{name}.py", " | None", " & None", (EQUIV, "annotations are not evaluated (from __future__ "
+                                                          "import annotations)"))
+      for name in ("llm_engine", "model_runner", "scheduler", "block_manager", "grammar", "types", "config")],
     ("engine/llm_engine.py", 'raise ValueError("the prompt is empty")', "XX",
      ("message-text", "the test matches the word 'empty', which the XX-wrapped message keeps")),
     ("engine/llm_engine.py", 'self._finish(seq, "error", events)', "XXerrorXX",
