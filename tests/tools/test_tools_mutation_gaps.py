@@ -204,6 +204,15 @@ def test_write_file_modes_contents_and_messages(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "new.py").st_mode) == 0o666 & ~umask
     assert ws.write_file(ws.resolve("new.py"), b"") is False
     assert (tmp_path / "new.py").read_bytes() == b""  # truncated to nothing, not to one byte
+    ws.write_file(ws.resolve("newdir/sub/x.py", must_exist=False), b"x")
+    for folder in ("newdir", "newdir/sub"):  # made with 0o777 less the umask (root could write into 0o000)
+        assert stat.S_IMODE(os.stat(tmp_path / folder).st_mode) == 0o777 & ~umask
+    with pytest.raises(ToolError) as err:
+        ws.write_file(tmp_path / "newdir", b"x")
+    assert str(err.value) == "cannot write newdir: Is a directory"
+    with pytest.raises(ToolError) as err:
+        ws.open_file(tmp_path / "newdir")
+    assert str(err.value) == "newdir is not a regular file (a directory); it cannot be read"
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.txt").write_text("x")
     with pytest.raises(ToolError) as err:
