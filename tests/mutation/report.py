@@ -98,16 +98,19 @@ def main() -> int:
     ap.add_argument("--named", required=True)
     ap.add_argument("--mutmut", nargs="+", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--meta", default=None, help="a JSON file (commands, sample rate, ...) merged in at the top")
     args = ap.parse_args()
     named = json.loads(Path(args.named).read_text())
     runs = [json.loads(Path(p).read_text()) for p in args.mutmut]
-    merged = {"named_mutations": named, "mutmut": []}
+    merged = {**(json.loads(Path(args.meta).read_text()) if args.meta else {}), "named_mutations": named,
+              "mutmut": []}
     print("| file:line | change | kind | why |\n|---|---|---|---|")
     for run in runs:
         for m in run["survived"]:
             m["kind"], m["why"] = why(m)
             print(f"| {m['file']}:{m['line']} | `{m['before'][:60]}` → `{m['after'][:60]}` | {m['kind']} | {m['why']} |")
         merged["mutmut"].append({"tool": run["tool"], "runs": run["runs"], "counts": run["counts"],
+                                 "per_file": run.get("per_file", {}),
                                  "survived": run["survived"], "timeout": run["timeout"],
                                  "skipped": len(run["skipped"])})
     Path(args.out).write_text(json.dumps(merged, indent=1) + "\n")
