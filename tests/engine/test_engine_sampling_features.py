@@ -205,6 +205,19 @@ def test_grammar_constrains_sampled_json_at_temperature_one(checkpoint):
         json.loads(tok.decode(free["f"][0]))
 
 
+def test_a_request_without_grammar_is_unmasked_beside_one_with_a_grammar(checkpoint):
+    """Rows without a grammar get an all-allowed bitmask row when another row of the batch has one: a seeded
+    free request gives the same tokens alone and batched with a grammar-constrained request."""
+    engine = make_engine(checkpoint, max_model_len=512)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    free = SamplingParams(max_tokens=12, temperature=1.0, seed=4, ignore_eos=True)
+    constrained = SamplingParams(max_tokens=12, temperature=1.0, seed=5,
+                                 grammar=GrammarSpec(kind="json_schema", value=json.dumps(schema)))
+    alone = run(engine, [(prompt(6, seed=1), free, "f", [])])["f"][0]
+    both = run(engine, [(prompt(6, seed=2), constrained, "g", []), (prompt(6, seed=1), free, "f", [])])
+    assert len(alone) == 12 and both["f"][0] == alone
+
+
 def test_length_bounded_strings_stay_json(checkpoint):
     """xgrammar 0.2.9 lets raw control characters into maxLength strings; the engine rewrites the bound
     as a pattern, which keeps the bound and excludes them."""
