@@ -76,6 +76,17 @@ WHY = [
     ("tools/workspace.py", "cannot write {self.rel(path)}: not a regular file ({_kind(before.st_mode)})", "XX",
      ("message-text", "reached when opening a non-regular file for writing succeeds (a FIFO with a reader, a "
                       "device node); the FIFO test has no reader, so it gets the ENXIO message")),
+    ("tools/workspace.py", "owner = None  # made meanwhile", 'owner = ""', (EQUIV, "only read as `if owner`")),
+    ("tools/workspace.py", '(stat.S_ISLNK, "a symlink")', '"XXa symlinkXX"',
+     ("unreachable", "_kind describes an open fd's mode: with O_NOFOLLOW an fd never refers to a symlink")),
+    ("tools/workspace.py", '(stat.S_ISSOCK, "a socket")', '"XXa socketXX"',
+     ("unreachable", "opening a socket fails (ENXIO, 'a FIFO or socket'), so _kind never sees one")),
+    ("tools/workspace.py", '"a character device"', '"XXa character deviceXX"',
+     ("message-text", "needs a device node in the workspace (mknod); no fast test makes one")),
+    ("tools/workspace.py", '"a block device"', '"XXa block deviceXX"',
+     ("message-text", "needs a device node in the workspace (mknod); no fast test makes one")),
+    ("tools/workspace.py", 'return "not a regular file"', "XX",
+     ("unreachable", "the fallback after every file type Linux has")),
     ("tools/workspace.py", '"', '"XX',
      (EQUIV, "a dot-named SKIP_DIRS entry: list_files skips every name starting with '.' before it "
              "looks at SKIP_DIRS (search.py's ripgrep excludes use the set too; those tests skip here "
