@@ -44,6 +44,11 @@ TARGETS = {
                "tests/engine/test_engine.py::test_kv_bytes_per_token_do_not_grow_with_loops",
                "tests/engine/test_engine_sampling_features.py::test_forks_equal_independent_requests_with_the_next_seeds",
                "tests/engine/test_engine_sampling_features.py::test_forks_without_room_wait_and_recompute_exactly"],
+    # n > 1: forks share the prompt's blocks, wait for slots, recompute (block_manager.py, scheduler.py)
+    "forks": ["tests/engine/test_engine_units.py",
+              "tests/engine/test_engine_sampling_features.py::test_forks_equal_independent_requests_with_the_next_seeds",
+              "tests/engine/test_engine_sampling_features.py::test_forks_without_room_wait_and_recompute_exactly",
+              "tests/engine/test_engine_sampling_features.py::test_aborting_a_fork_before_it_starts_and_the_parent_while_queued"],
     "workspace": ["tests/tools/test_tools_mutation_gaps.py", "tests/tools/test_tools_paths_search_view.py",
                   "tests/tools/test_tools_editing.py", "tests/tools/test_tools_registry_and_repomap.py",
                   "tests/tools/test_tools_workspace_confinement.py", "tests/tools/test_tools_workspace_writes.py",

@@ -87,6 +87,18 @@ WHY = [
      ("message-text", "needs a device node in the workspace (mknod); no fast test makes one")),
     ("tools/workspace.py", 'return "not a regular file"', "XX",
      ("unreachable", "the fallback after every file type Linux has")),
+    ("engine/scheduler.py", "break", "continue",
+     (EQUIV, "`if budget <= 0`: every later candidate meets the same test, so skipping them all equals stopping")),
+    ("engine/scheduler.py", "self.num_preemptions += 1", "",
+     ("gap", "a counter only the tests read, and only as `> 0` (or `== 0`); not exported in the stats")),
+    ("engine/grammar.py", "os.cpu_count() or 1", "or 2", (EQUIV, "os.cpu_count() is never None here")),
+    ("engine/grammar.py", "os.cpu_count() or 1", "and 1",
+     ("performance-only", "xgrammar with one thread gives the same masks")),
+    ("engine/grammar.py", "self._batch = None", '= ""', (EQUIV, "replaced in _xgr() before its first use")),
+    ("engine/grammar.py", "self.stop_token_ids = sorted(stop_token_ids)", "= None",
+     ("gap", "xgrammar then takes the tokenizer's own stop tokens, which are the test checkpoints' EOS; a "
+             "checkpoint whose generation_config adds EOS ids would end grammars differently (not cheap to "
+             "build here)")),
     ("tools/workspace.py", '"', '"XX',
      (EQUIV, "a dot-named SKIP_DIRS entry: list_files skips every name starting with '.' before it "
              "looks at SKIP_DIRS (search.py's ripgrep excludes use the set too; those tests skip here "
