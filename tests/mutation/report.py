@@ -101,6 +101,17 @@ WHY = [
              "build here)")),
     ("engine/sampler.py", "logp[:, :0].long())", "logp[:, :1].long())",
      (EQUIV, "k == 0: the ids are zipped with zero values, so the one extra id column is never read")),
+    ("engine/block_manager.py", "if parent.num_computed % self.block_size == 0:", "== 1", ("outside-target", "fork code (n > 1): the fork tests of test_engine_sampling_features.py (target `forks`) "
+                        "fail on it, run by hand; they are not in the engine-fast target")),
+    ("engine/block_manager.py", "copy = self._take_block()", "copy = None", ("outside-target", "fork code (n > 1): the fork tests of test_engine_sampling_features.py (target `forks`) "
+                        "fail on it, run by hand; they are not in the engine-fast target")),
+    ("engine/scheduler.py", "child.status, child.num_computed = Status.WAITING, 0", "WAITING, 1", ("outside-target", "fork code (n > 1): the fork tests of test_engine_sampling_features.py (target `forks`) "
+                        "fail on it, run by hand; they are not in the engine-fast target")),
+    ("engine/scheduler.py", "child.status = Status.RUNNING", "child.status = None",
+     (EQUIV, "no code compares a status with RUNNING (only WAITING and FINISHED)")),
+    ("engine/block_manager.py", "partial = parent.num_computed % self.block_size != 0", "/ self.block_size",
+     ("gap", "a fork then waits for a free block it does not need when the parent's length is a multiple of "
+             "the block size and no block is free: slower admission, same tokens (the fork tests pass on it)")),
     ("tools/workspace.py", '"', '"XX',
      (EQUIV, "a dot-named SKIP_DIRS entry: list_files skips every name starting with '.' before it "
              "looks at SKIP_DIRS (search.py's ripgrep excludes use the set too; those tests skip here "
