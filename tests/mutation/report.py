@@ -144,7 +144,8 @@ def main() -> int:
     for run in runs:
         for m in run["survived"]:
             m["kind"], m["why"] = why(m)
-            print(f"| {m['file']}:{m['line']} | `{m['before'][:60]}` → `{m['after'][:60]}` | {m['kind']} | {m['why']} |")
+            before, after = (m[k][:60].replace("|", "\\|") for k in ("before", "after"))
+            print(f"| {m['file']}:{m['line']} | `{before}` → `{after}` | {m['kind']} | {m['why']} |")
         merged["mutmut"].append({"tool": run["tool"], "runs": run["runs"], "counts": run["counts"],
                                  "per_file": run.get("per_file", {}),
                                  "survived": run["survived"], "timeout": run["timeout"],
