@@ -218,6 +218,16 @@ def test_a_request_without_grammar_is_unmasked_beside_one_with_a_grammar(checkpo
     assert len(alone) == 12 and both["f"][0] == alone
 
 
+def test_ebnf_grammars_compile_and_bad_ones_say_which_kind(checkpoint):
+    engine = make_engine(checkpoint)
+    matcher = engine.grammars.matcher(GrammarSpec(kind="ebnf", value='root ::= "ab" | "cd"'))
+    ids = engine.tokenizer.encode("cd", add_special_tokens=False)
+    assert ids and all(matcher.accept_token(t) for t in ids)
+    with pytest.raises(GrammarError) as err:
+        engine.grammars.compile(GrammarSpec(kind="regex", value="(unclosed"))
+    assert str(err.value).startswith("invalid regex: ")
+
+
 def test_length_bounded_strings_stay_json(checkpoint):
     """xgrammar 0.2.9 lets raw control characters into maxLength strings; the engine rewrites the bound
     as a pattern, which keeps the bound and excludes them."""

@@ -109,6 +109,8 @@ def test_defaults_penalise_nothing_and_equal_the_documented_config():
         assert SamplingParams(**changed).penalized is True, changed
     with pytest.raises(pydantic.ValidationError):
         EngineConfig()  # the checkpoint directory is required
+    with pytest.raises(pydantic.ValidationError):
+        EngineConfig(model="m", num_loops=0)  # at least one loop
     # configs/serve.yaml writes out the defaults it documents; every one of them is EngineConfig's default
     serve = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "serve.yaml").read_text())["engine"]
     cfg = EngineConfig(model="m", **{k: v for k, v in serve.items() if k == "dtype"})
