@@ -153,8 +153,9 @@ def client(path: str, target: str) -> int:
     if not reply:
         print("fork server closed the connection; mutant left untested, reported as survived", file=sys.stderr)
         return 0
-    code = int(reply)
-    return code if code >= 0 else 1
+    # mutmut 2 counts only exit code 1 as a kill; pytest answers 2 (collection errors) or 4 (a conftest that
+    # cannot import) when a mutant breaks an import, and those failures must count too
+    return 0 if int(reply) == 0 else 1
 
 
 if __name__ == "__main__":
