@@ -94,7 +94,16 @@ def test_kv_bytes_per_token_do_not_grow_with_loops(plt_checkpoint):
     assert one.runner.k_pool.shape == two.runner.k_pool.shape
     assert one.runner.ring_k.numel() == 0 and two.runner.ring_k.numel() > 0
     cfg = two.model.config
+    assert isinstance(two.runner.kv_bytes_per_token(), int) and isinstance(two.runner.per_request_bytes(), int)
     assert two.runner.kv_bytes_per_token() == 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4
+    # per request: K and V rings of loops >= 1 (window positions each) and the carry, float32
+    rings, window = two.runner.spec.num_loops - 1, two.runner.spec.window
+    kv_ring = 2 * cfg.num_hidden_layers * rings * window * cfg.num_key_value_heads * cfg.head_dim
+    assert two.runner.per_request_bytes() == (kv_ring + rings * cfg.hidden_size) * 4
+    # the pools hold the blocks and slots handed out plus one dummy block and slot (padding rows), no more
+    assert two.runner.k_pool.shape[1] == two.blocks.num_blocks + 1 == two.runner.dummy_block + 1
+    slots = two.cfg.max_num_seqs + 1
+    assert two.runner.ring_k.shape[1] == two.runner.carry.shape[1] == slots == two.runner.dummy_slot + 1
 
 
 def test_sampling_seed_top_k_and_stop_ids(plt_checkpoint):
@@ -122,6 +131,9 @@ def test_finish_reasons_and_events(plt_checkpoint):
                 finals[ev.request_id] = ev
     assert finals["a"].finish_reason == "length" and finals["a"].completion_tokens == 3
     assert finals["b"].finish_reason == "length" and finals["b"].prompt_tokens + finals["b"].completion_tokens == 20
+    stats = engine.stats()  # the /metrics counters
+    assert (stats.prompt_tokens_total, stats.generation_tokens_total) == (5 + 15, 3 + 5)
+    assert (stats.requests_finished_total, stats.requests_aborted_total) == (2, 0)
 
 
 def test_bad_requests_raise_at_submit(plt_checkpoint):
@@ -132,7 +144,7 @@ def test_bad_requests_raise_at_submit(plt_checkpoint):
         engine.submit([5, 99999], GREEDY)
     with pytest.raises(ValueError, match="empty"):
         engine.submit([], GREEDY)
-    engine.submit([5], GREEDY)
+    engine.submit([0, engine.vocab_size - 1], GREEDY)  # the first and last token ids are in the vocabulary
     engine.submit([6], GREEDY)
     with pytest.raises(EngineOverloaded):
         engine.submit([7], GREEDY)
@@ -148,6 +160,7 @@ def test_abort_frees_blocks_and_slot(plt_checkpoint):
     events = engine.step()
     assert [(e.request_id, e.finished, e.finish_reason) for e in events] == [("x", True, "abort")]
     assert engine.blocks.used_blocks == 0 and not engine.has_work()
+    assert (engine.stats().requests_aborted_total, engine.stats().requests_finished_total) == (1, 0)
 
 
 def test_async_engine_streams_concurrent_requests_and_aborts_on_early_exit(plt_checkpoint):

@@ -8,7 +8,7 @@ import torch
 
 from loopcoder.model_server.engine import GrammarError, GrammarSpec, LLMEngine, EngineConfig, SamplingParams
 from loopcoder.model_server.engine.grammar import apply_token_bitmask
-from loopcoder.model_server.engine.sampler import sample
+from loopcoder.model_server.engine.sampler import _apply_penalties, sample
 from loopcoder.model_server.engine.sequence import Sequence
 from loopcoder.model_server.plt.checkpoint import init_checkpoint, load_checkpoint
 
@@ -148,6 +148,47 @@ def test_sampler_bias_penalties_and_mask_batched():
     assert logits[0, 20] == 0  # the caller's logits are not modified
 
 
+def test_penalties_equal_the_formula_per_row():
+    """The penalised logits themselves, not only the argmax: OpenAI's logit - frequency * count - presence *
+    [count > 0] over the generated tokens, and vLLM's repetition penalty over prompt and generated tokens
+    (divide a positive logit, multiply a negative one); rows without penalties are untouched."""
+    logits = torch.linspace(-3, 3, 2 * 16).reshape(2, 16)
+    logits = torch.cat([logits, logits.flip(1)])  # [4, 16], positive and negative logits on seen tokens
+    output = [3, 3, 3, 7, 12, 12]
+    params = [SamplingParams(temperature=0, frequency_penalty=0.5, presence_penalty=1.25),
+              SamplingParams(temperature=0, repetition_penalty=2.0),
+              SamplingParams(temperature=0),
+              SamplingParams(temperature=0, frequency_penalty=-0.5, presence_penalty=-1.0, repetition_penalty=0.5)]
+    rows = [seq(p, output=output, prompt_ids=[1, 14]) for p in params]
+    got = _apply_penalties(logits, rows)
+    counts = torch.zeros(16)
+    for t in output:
+        counts[t] += 1
+    seen = (counts > 0).clone()
+    seen[[1, 14]] = True
+    want = logits.clone()
+    for r, p in enumerate(params):
+        row = want[r]
+        if p.repetition_penalty != 1.0:
+            row = torch.where(seen, torch.where(row > 0, row / p.repetition_penalty, row * p.repetition_penalty), row)
+        want[r] = row - p.frequency_penalty * counts - p.presence_penalty * (counts > 0).float()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert torch.equal(got[2], logits[2])
+
+
+def test_greedy_rows_take_the_argmax_even_at_a_near_tie():
+    """Temperature 0 is the argmax, with or without a seed and beside rows that sample: a near tie (1e-6
+    apart) must not turn into a draw (a draw at the 1e-5 temperature floor picks either about half the time)."""
+    logits = torch.zeros(3, 8)
+    logits[:, 2], logits[:, 5] = 1.0, 1.0 + 1e-6
+    for trial in range(40):
+        rows = [seq(SamplingParams(temperature=0)), seq(SamplingParams(temperature=0)),
+                seq(SamplingParams(temperature=1.0))]
+        rows[1].generator = torch.Generator().manual_seed(trial)  # a seeded greedy request
+        tokens = sample(logits, rows, torch.Generator().manual_seed(1000 + trial)).tokens
+        assert tokens[:2] == [5, 5]
+
+
 def test_grammar_constrains_sampled_json_at_temperature_one(checkpoint):
     engine = make_engine(checkpoint, max_model_len=512, max_num_seqs=8)
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer"}},
@@ -163,6 +204,29 @@ def test_grammar_constrains_sampled_json_at_temperature_one(checkpoint):
     free = run(engine, [(prompt(6, seed=9), params.model_copy(update={"grammar": None, "max_tokens": 20}), "f", [])])
     with pytest.raises(json.JSONDecodeError):  # the same random model without the mask writes no JSON
         json.loads(tok.decode(free["f"][0]))
+
+
+def test_a_request_without_grammar_is_unmasked_beside_one_with_a_grammar(checkpoint):
+    """Rows without a grammar get an all-allowed bitmask row when another row of the batch has one: a seeded
+    free request gives the same tokens alone and batched with a grammar-constrained request."""
+    engine = make_engine(checkpoint, max_model_len=512)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    free = SamplingParams(max_tokens=12, temperature=1.0, seed=4, ignore_eos=True)
+    constrained = SamplingParams(max_tokens=12, temperature=1.0, seed=5,
+                                 grammar=GrammarSpec(kind="json_schema", value=json.dumps(schema)))
+    alone = run(engine, [(prompt(6, seed=1), free, "f", [])])["f"][0]
+    both = run(engine, [(prompt(6, seed=2), constrained, "g", []), (prompt(6, seed=1), free, "f", [])])
+    assert len(alone) == 12 and both["f"][0] == alone
+
+
+def test_ebnf_grammars_compile_and_bad_ones_say_which_kind(checkpoint):
+    engine = make_engine(checkpoint)
+    matcher = engine.grammars.matcher(GrammarSpec(kind="ebnf", value='root ::= "ab" | "cd"'))
+    ids = engine.tokenizer.encode("cd", add_special_tokens=False)
+    assert ids and all(matcher.accept_token(t) for t in ids)
+    with pytest.raises(GrammarError) as err:
+        engine.grammars.compile(GrammarSpec(kind="regex", value="(unclosed"))
+    assert str(err.value).startswith("invalid regex: ")
 
 
 def test_length_bounded_strings_stay_json(checkpoint):

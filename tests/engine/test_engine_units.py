@@ -1,9 +1,13 @@
 """Engine parts whose mistakes change no token, only memory use or speed: the last free block, and that
 fused decode really is one pass through the layers per step (sequential decode gives the same logits)."""
+from pathlib import Path
+
+import pydantic
 import pytest
+import yaml
 
 from engine_support import make_engine, prompts
-from loopcoder.model_server.engine import SamplingParams
+from loopcoder.model_server.engine import EngineConfig, SamplingParams
 from loopcoder.model_server.engine.block_manager import BlockManager
 from loopcoder.model_server.engine.scheduler import Scheduler
 from loopcoder.model_server.engine.sequence import Sequence
@@ -95,3 +99,20 @@ def test_queued_abort_gives_back_no_slot_and_events_say_unfinished(checkpoint):
     while engine.has_work():
         engine.step()
     assert list(engine.blocks.free_slots) == [0]
+
+
+def test_defaults_penalise_nothing_and_equal_the_documented_config():
+    params = SamplingParams()
+    assert (params.presence_penalty, params.frequency_penalty, params.repetition_penalty) == (0.0, 0.0, 1.0)
+    assert params.penalized is False
+    for changed in ({"presence_penalty": 0.5}, {"frequency_penalty": 0.5}, {"repetition_penalty": 1.5}):
+        assert SamplingParams(**changed).penalized is True, changed
+    with pytest.raises(pydantic.ValidationError):
+        EngineConfig()  # the checkpoint directory is required
+    with pytest.raises(pydantic.ValidationError):
+        EngineConfig(model="m", num_loops=0)  # at least one loop
+    # configs/serve.yaml writes out the defaults it documents; every one of them is EngineConfig's default
+    serve = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "serve.yaml").read_text())["engine"]
+    cfg = EngineConfig(model="m", **{k: v for k, v in serve.items() if k == "dtype"})
+    shared = [k for k in serve if k != "model" and k in EngineConfig.model_fields]
+    assert len(shared) >= 5 and {k: getattr(cfg, k) for k in shared} == {k: serve[k] for k in shared}

@@ -35,12 +35,13 @@ PREIMPORT_TRITON = "import triton"
 # name: (file, old text, new text, tests)
 MUTATIONS = {
     "fused-decode-gate-inverted": (
-        E + "model_runner.py", "gates.append(self._gate(layer)(h[part], q[part])[:, :, 0, 0])",
-        "gates.append(1 - self._gate(layer)(h[part], q[part])[:, :, 0, 0])", ENGINE_TESTS),
+        E + "model_runner.py", "torch.stack([gate(h[r * batch:(r + 1) * batch], q[r * batch:(r + 1) * batch, :, None])",
+        "torch.stack([1 - gate(h[r * batch:(r + 1) * batch], q[r * batch:(r + 1) * batch, :, None])", ENGINE_TESTS),
     "sequential-decode-gate-inverted": (
-        E + "model_runner.py", "out = g * out + (1 - g) * local", "out = (1 - g) * out + g * local", ENGINE_TESTS),
+        E + "model_runner.py", "out = gate_mix(g, out, local)", "out = gate_mix(1 - g, out, local)", ENGINE_TESTS),
     "chunked-prefill-carry-zeroed": (
-        E + "model_runner.py", "shifted[0, first] = old_carry[r - 1]", "shifted[0, first] = 0", ENGINE_TESTS),
+        E + "model_runner.py", "shifted = shift_packed(loop_out[0], first, old_carry[r - 1])[None]",
+        "shifted = shift_packed(loop_out[0], first, 0 * old_carry[r - 1])[None]", ENGINE_TESTS),
     "sampler-temperature-ignored": (E + "sampler.py", "scaled = logits / t", "scaled = logits", SAMPLING_TESTS),
     "sampler-top-p-ignored": (
         E + "sampler.py", "drop |= (probs.cumsum(-1) - probs) >= ps", "drop |= drop", SAMPLING_TESTS),
@@ -69,9 +70,9 @@ MUTATIONS = {
         "model_server/api/server.py", 'if delta is not None and delta.finish_reason == "error":',
         "if False:", REAL_SERVER),
     "rmsnorm-weight-dropped": (
-        "model_server/plt/modeling.py", "return self.weight * x.to(dtype)", "return x.to(dtype)", MODEL_TESTS),
+        "model_server/plt/plt_math.py", "return weight * x.to(dtype)", "return x.to(dtype)", MODEL_TESTS),
     "rmsnorm-sum-not-mean": (
-        "model_server/plt/modeling.py", "x.pow(2).mean(-1, keepdim=True)", "x.pow(2).sum(-1, keepdim=True)",
+        "model_server/plt/plt_math.py", "x.pow(2).mean(-1, keepdim=True)", "x.pow(2).sum(-1, keepdim=True)",
         MODEL_TESTS),
     "mlp-relu-not-silu": (
         "model_server/plt/modeling.py", "self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))",
@@ -83,7 +84,7 @@ MUTATIONS = {
         "model_server/plt/modeling.py", 'rope_type = self.config.rope_parameters.get("rope_type", "default")',
         'rope_type = "default"', MODEL_TESTS),
     "local-branch-off": (
-        "model_server/plt/modeling.py", "return self._out(g * o_glob + (1 - g) * o_loc)", "return self._out(o_glob)",
+        "model_server/plt/modeling.py", "return self._out(gate_mix(g, o_glob, o_loc))", "return self._out(o_glob)",
         SPEC),
     "kernel-subprocess-all-skipped": (
         "tests/kernels/test_gswa_interpret.py", 'env = dict(os.environ, TRITON_INTERPRET="1", **{RERUN_MARK: "1"})',

@@ -24,7 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP = ["agent", "tools", "runtime", "model_server", "scenarios", "configs"]
-MUTMUT = str(Path(sys.executable).with_name("mutmut"))
+# this interpreter, not the mutmut script: the script's #! line can name another venv's python (a venv copied
+# from another checkout), and mutmut's workers are spawned with that interpreter; when that venv is being
+# reinstalled, a worker fails to start and mutmut waits for it forever
+MUTMUT = [sys.executable, "-m", "mutmut"]
 
 
 def copy_tree(dest: Path) -> None:
@@ -56,13 +59,13 @@ def make_shim(workdir: Path, repo: Path) -> Path:
 
 def mutants_with_status(repo: Path, env: dict, status: str, show: bool = True) -> list:
     """The mutants with ``status``: their diffs as dicts, or only their ids when ``show`` is False."""
-    ids = subprocess.run([MUTMUT, "result-ids", status], cwd=repo, env=env, capture_output=True,
+    ids = subprocess.run([*MUTMUT, "result-ids", status], cwd=repo, env=env, capture_output=True,
                          text=True).stdout.split()
     if not show:
         return [int(i) for i in ids]
     out = []
     for mid in ids:
-        diff = subprocess.run([MUTMUT, "show", mid], cwd=repo, env=env, capture_output=True, text=True).stdout
+        diff = subprocess.run([*MUTMUT, "show", mid], cwd=repo, env=env, capture_output=True, text=True).stdout
         m = re.search(r"^--- (\S+)", diff, re.M)
         hunk = re.search(r"^@@ -(\d+)", diff, re.M)
         minus = [l[1:].strip() for l in diff.splitlines() if l.startswith("-") and not l.startswith("---")]
@@ -80,16 +83,79 @@ def mutants_with_status(repo: Path, env: dict, status: str, show: bool = True) -
     return out
 
 
+def per_file_counts(cache: Path) -> dict:
+    """{file: {status: count}} from mutmut's cache (statuses as ``mutants_with_status`` names them)."""
+    import sqlite3
+
+    names = {"ok_killed": "killed", "bad_survived": "survived", "bad_timeout": "timeout",
+             "ok_suspicious": "suspicious", "skipped": "skipped", "untested": "untested"}
+    with sqlite3.connect(cache) as db:
+        rows = db.execute("SELECT f.filename, m.status, COUNT(*) FROM Mutant m JOIN Line l ON m.line = l.id "
+                          "JOIN SourceFile f ON l.sourcefile = f.id GROUP BY f.filename, m.status").fetchall()
+    out: dict = {}
+    for filename, status, count in rows:
+        out.setdefault(filename, {})[names.get(status, status)] = count
+    return out
+
+
+def _workers(pid: int) -> list[int]:
+    """mutmut's worker processes (multiprocessing spawn children) of ``pid``."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    out = []
+    for kid in kids:
+        try:
+            if b"spawn_main" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                out.append(int(kid))
+        except OSError:
+            pass
+    return out
+
+
+def run_mutmut(cmd: list[str], repo: Path, env: dict, stall_s: float = 90.0) -> list[str]:
+    """Run ``mutmut run`` to the end; the last lines of its output.
+
+    mutmut 2 runs the mutants in a worker process and replaces it every 100 mutants; on this machine a
+    worker sometimes vanished without a word (cause not found), and mutmut then waits for it forever. When
+    mutmut has had no worker for ``stall_s`` seconds after its first one started, it is stopped and run
+    again: its cache keeps every verdict, so only the mutants not yet tested are run.
+    """
+    for attempt in range(20):
+        proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        lines: list[str] = []
+        reader = __import__("threading").Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        seen_worker, last_worker = False, time.monotonic()
+        while proc.poll() is None:
+            time.sleep(5)
+            if _workers(proc.pid):
+                seen_worker, last_worker = True, time.monotonic()
+            elif seen_worker and time.monotonic() - last_worker > stall_s:
+                print(f"mutmut lost its worker; restarting it (attempt {attempt + 2})", flush=True)
+                proc.kill()
+                proc.wait()
+                break
+        else:
+            reader.join(5)
+            return "".join(lines).strip().splitlines()[-3:]
+    return ["gave up after 20 restarts"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", help="FILE[:TARGET]")
     ap.add_argument("--workdir", default="/tmp/loopcoder-mutation")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--report-only", action="store_true", help="run nothing: the results already in --workdir")
     args = ap.parse_args()
     workdir = Path(args.workdir).resolve()
     repo = workdir / "repo"
     repo.mkdir(parents=True, exist_ok=True)
-    copy_tree(repo)
+    if not args.report_only:
+        copy_tree(repo)
     shim = make_shim(workdir, repo)
     for cache in repo.rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)
@@ -100,15 +166,13 @@ def main() -> int:
     assert "ready" in server.stdout.readline()
     summary = {"tool": "mutmut 2.5.1", "runs": []}
     try:
-        for spec in args.files:
+        for spec in [] if args.report_only else args.files:
             path, _, target = spec.partition(":")
             target = target or "engine"
             runner = f"{sys.executable} tests/mutation/forkserver.py client {sock} {target}"
             started = time.monotonic()
-            proc = subprocess.run([MUTMUT, "run", "--paths-to-mutate", path, "--runner", runner,
-                                   "--tests-dir", "tests", "--no-progress", "--simple-output"],
-                                  cwd=repo, env=env, capture_output=True, text=True)
-            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            tail = run_mutmut([*MUTMUT, "run", "--paths-to-mutate", path, "--runner", runner,
+                               "--tests-dir", "tests", "--no-progress", "--simple-output"], repo, env)
             print(f"{path} ({target}): {time.monotonic() - started:.0f} s; {' | '.join(tail)}", flush=True)
             summary["runs"].append({"file": path, "target": target, "seconds": round(time.monotonic() - started)})
     finally:
@@ -116,6 +180,7 @@ def main() -> int:
     for status in ("killed", "survived", "timeout", "suspicious", "skipped"):
         summary[status] = mutants_with_status(repo, env, status, show=status in ("survived", "timeout"))
     summary["counts"] = {s: len(summary[s]) for s in ("killed", "survived", "timeout", "suspicious", "skipped")}
+    summary["per_file"] = per_file_counts(repo / ".mutmut-cache")
     print(json.dumps(summary["counts"]))
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")

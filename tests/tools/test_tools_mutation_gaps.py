@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import subprocess
+import time
 
 import pytest
 
@@ -140,6 +142,28 @@ def test_git_listing_leaves_out_symlinks_and_files_deleted_from_disk(tmp_path):
     assert rels(Workspace(root)) == ["a.py", "c.py"]
 
 
+class _DeletesAfterListing(Workspace):
+    """A file removed between git's listing and the stat of each listed name (an agent's command running
+    meanwhile): the real listing, then the file is deleted before list_files looks at it."""
+
+    def __init__(self, root, victim):
+        super().__init__(root)
+        self.victim = victim
+
+    def _git_files(self):
+        self.listed = super()._git_files()
+        (self.root / self.victim).unlink()
+        return self.listed
+
+
+def test_git_listing_goes_on_past_a_file_deleted_after_the_listing(tmp_path):
+    write(tmp_path, {"a.py": "x", "b.py": "x", "c.py": "x"})
+    git(tmp_path, "init", "-q")
+    ws = _DeletesAfterListing(tmp_path, "b.py")
+    assert rels(ws) == ["a.py", "c.py"]
+    assert ws.listed == ["a.py", "b.py", "c.py"]  # the names came from git, the deleted one included
+
+
 def test_git_listing_keeps_names_that_are_not_utf8(tmp_path):
     write(tmp_path, {"a.py": "x"})
     (tmp_path / os.fsdecode(b"caf\xe9.py")).write_text("y")
@@ -158,3 +182,90 @@ def test_broken_git_dir_falls_back_to_walking(tmp_path, broken):
     else:
         (tmp_path / ".git").write_text("gitdir: /nonexistent/repo\n")
     assert rels(Workspace(tmp_path)) == ["a.py"]
+
+
+# ------------------------------------------------------------------ host-side reads, writes and removes
+
+
+def test_reads_and_removes_under_a_missing_folder_create_nothing(tmp_path):
+    ws = Workspace(tmp_path)
+    with pytest.raises(ToolError) as err:
+        ws.open_file(ws.resolve("gone/x.py", must_exist=False))
+    assert str(err.value) == "no such file or directory: gone/x.py"
+    ws.remove_file(ws.resolve("gone2/x.py", must_exist=False))
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_file_modes_contents_and_messages(tmp_path):
+    ws = Workspace(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert ws.write_file(ws.resolve("new.py", must_exist=False), b"abc") is True
+    assert stat.S_IMODE(os.stat(tmp_path / "new.py").st_mode) == 0o666 & ~umask
+    assert ws.write_file(ws.resolve("new.py"), b"") is False
+    assert (tmp_path / "new.py").read_bytes() == b""  # truncated to nothing, not to one byte
+    ws.write_file(ws.resolve("newdir/sub/x.py", must_exist=False), b"x")
+    for folder in ("newdir", "newdir/sub"):  # made with 0o777 less the umask (root could write into 0o000)
+        assert stat.S_IMODE(os.stat(tmp_path / folder).st_mode) == 0o777 & ~umask
+    with pytest.raises(ToolError) as err:
+        ws.write_file(tmp_path / "newdir", b"x")
+    assert str(err.value) == "cannot write newdir: Is a directory"
+    with pytest.raises(ToolError) as err:
+        ws.open_file(tmp_path / "newdir")
+    assert str(err.value) == "newdir is not a regular file (a directory); it cannot be read"
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_text("x")
+    with pytest.raises(ToolError) as err:
+        ws.write_file(tmp_path / "d" / "f.txt" / "x.py", b"x")
+    assert str(err.value) == "cannot use d/f.txt as a folder: a part of the path is a file, not a folder"
+    os.mkfifo(tmp_path / "pipe.py")  # no reader: opening it to write fails at once
+    with pytest.raises(ToolError) as err:
+        ws.write_file(tmp_path / "pipe.py", b"x")
+    assert str(err.value) == "cannot write pipe.py: not a regular file (a FIFO or socket)"
+    with pytest.raises(ToolError) as err:
+        ws.open_file(tmp_path / "pipe.py")
+    assert str(err.value) == "pipe.py is not a regular file (a FIFO); it cannot be read"
+    for outside in (tmp_path, tmp_path.parent / "x.py"):  # never the root itself, never above it
+        with pytest.raises(ToolError) as err:
+            ws.write_file(outside, b"x")
+        assert str(err.value) == f"{outside} is not a file inside the workspace"
+    assert not (tmp_path.parent / "x.py").exists()
+
+
+def test_write_file_moves_the_whole_second_mtime_forward(tmp_path):
+    ws = Workspace(tmp_path)
+    path = tmp_path / "same.py"
+    # a same-size rewrite within the second of the last write: bumped to the next whole second
+    while time.time() % 1 > 0.5:  # start early in a second, so the two writes share it
+        time.sleep(0.05)
+    path.write_bytes(b"aaaa")
+    before = os.stat(path).st_mtime
+    ws.write_file(path, b"bbbb")
+    assert int(os.stat(path).st_mtime) == int(before) + 1
+    # a rewrite of another size keeps the kernel's mtime (now), not the old mtime plus one second
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    ws.write_file(path, b"ccccc")
+    assert os.stat(path).st_mtime > time.time() - 60
+
+
+def test_remove_file_removes_a_symlink_to_a_folder_not_the_folder(tmp_path):
+    ws = Workspace(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep.txt").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "d", target_is_directory=True)
+    ws.remove_file(tmp_path / "link")
+    assert not os.path.lexists(tmp_path / "link") and (tmp_path / "d" / "keep.txt").exists()
+    with pytest.raises(ToolError) as err:
+        ws.remove_file(ws.resolve("d"))
+    assert str(err.value) == "d is a directory; not removed"
+
+
+def test_a_file_swapped_for_a_symlink_is_not_read_through(tmp_path):
+    (tmp_path / "outside.txt").write_text("secret")
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "link.txt").symlink_to(tmp_path / "outside.txt")
+    ws = Workspace(root)
+    with pytest.raises(ToolError) as err:
+        ws.open_file(root / "link.txt")  # as if resolve() had seen a file there
+    assert str(err.value) == "cannot open link.txt: it is a symlink (changed after the path was checked?); not followed"
