@@ -130,7 +130,9 @@ class ServerMetrics:
                          getattr(stats, "prefix_cache_evictions_total", 0)),
                         ("engine_decode_steps_total", "Decode steps run.", getattr(stats, "decode_steps_total", 0)),
                         ("engine_decode_seconds_total", "Wall time of the decode steps (sampling included).",
-                         float(getattr(stats, "decode_seconds_total", 0.0)))]
+                         float(getattr(stats, "decode_seconds_total", 0.0))),
+                        ("engine_preemptions_total", "Running requests preempted for KV blocks (recomputed later).",
+                         getattr(stats, "preemptions_total", 0))]
             for name, help_text, value in counters:
                 metric(name, "counter", help_text, [({}, value)])
         return "\n".join(lines) + "\n"

@@ -352,6 +352,7 @@ class LLMEngine:
             prefix_cache_evictions_total=self.blocks.evictions,
             ready=self.ready,
             decode_steps_total=self.counters["decode_steps"], decode_seconds_total=self.decode_seconds,
+            preemptions_total=self.scheduler.num_preemptions,
         )
 
     # -- offline use --------------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ class EngineStats:
     ready: bool = True  # warm-up done
     decode_steps_total: int = 0
     decode_seconds_total: float = 0.0  # wall time of those steps, sampling included
+    preemptions_total: int = 0  # running requests put back to wait (their cache freed, recomputed later)
 
 
 class EngineOverloaded(RuntimeError):
