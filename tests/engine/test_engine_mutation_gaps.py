@@ -34,7 +34,7 @@ def test_preemptions_are_counted_exactly(checkpoint, prefix_caching):
 
 def test_a_fork_on_full_blocks_needs_no_free_block(checkpoint):
     """A prompt of a whole number of blocks: its fork shares every block and needs none of its own, so it
-    is admitted (and samples its first token in the parent's prefill step) with no block free."""
+    is admitted at once with no block free (instead of waiting to recompute the prompt)."""
     engine, _ = make_engine(checkpoint, num_kv_blocks=4, max_num_seqs=4, max_num_batched_tokens=64,
                             enable_prefix_caching=False)
     greedy = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
@@ -43,11 +43,12 @@ def test_a_fork_on_full_blocks_needs_no_free_block(checkpoint):
     engine.submit(other, greedy, "q")
     events = engine.step()  # one prefill step: p and q take two blocks each, none is left
     assert engine.blocks.num_free == 0
-    assert sorted(e.request_id for e in events) == ["p", "p1", "q"]  # the fork sampled at once
+    # every fork samples its first token from the parent's prefill logits, admitted or not
+    assert sorted(e.request_id for e in events) == ["p", "p1", "q"]
+    assert [s.request_id for s in engine.scheduler.running] == ["p", "q", "p1"] and not engine.scheduler.waiting
     fork = next(s for s in engine.scheduler.running if s.request_id == "p1")
     p = next(s for s in engine.scheduler.running if s.request_id == "p")
     assert fork.block_table == p.block_table and all(engine.blocks.refs[b] == 2 for b in p.block_table)
-    assert not engine.scheduler.waiting
 
 
 def test_extra_eos_ids_of_the_generation_config_end_a_grammar(tmp_path):
