@@ -287,12 +287,13 @@ def test_metrics_text_is_prometheus_exposition():
     m.record_http("/v1/chat/completions", 400)
     m.record_finish("stop", 0.3)
     m.record_first_token(0.02)
-    text = m.render(EngineStats(1, 2, 3, 10, 100, 50, 7, 1, 99))
+    text = m.render(EngineStats(1, 2, 3, 10, 100, 50, 7, 1, 99, preemptions_total=4))
     assert 'loopcoder_http_requests_total{path="/v1/chat/completions",status="400"} 1' in text
     assert 'loopcoder_request_latency_seconds_bucket{le="0.5"} 1' in text
     assert 'loopcoder_request_latency_seconds_bucket{le="0.25"} 0' in text
     assert "loopcoder_request_latency_seconds_count 1" in text
     assert "loopcoder_num_requests_running 2" in text and "loopcoder_kv_cache_usage_ratio 0.3" in text
     assert "loopcoder_generation_tokens_total 50" in text
+    assert "# TYPE loopcoder_engine_preemptions_total counter" in text and "loopcoder_engine_preemptions_total 4" in text
     for line in text.strip().splitlines():
         assert line.startswith("# ") or len(line.rsplit(" ", 1)) == 2 and float(line.rsplit(" ", 1)[1]) >= 0
