@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import ValidationError
 
-from loopcoder.tools.registry import ToolRegistry
+from loopcoder.tools.registry import ToolRegistry, validation_message
 
 Source = Literal["native", "tag", "fenced", "json"]
 
@@ -105,7 +105,7 @@ def check_calls(answer: ParsedAnswer, registry: ToolRegistry, all_tools: list[st
         try:
             registry.tools[call.name].args.model_validate(call.arguments)
         except ValidationError as exc:
-            call.error = f"bad arguments for {call.name}: {_validation_message(exc)}"
+            call.error = f"bad arguments for {call.name}: {validation_message(exc)}"
 
 
 def _native_call(tc: dict[str, Any], fallback_id: str) -> ToolCall:
@@ -172,16 +172,3 @@ def _load_object(text: str) -> tuple[Any, Optional[str]]:
     except Exception:  # noqa: BLE001 - the repair library failing is the same as nothing to repair
         value = None
     return (value if isinstance(value, dict) and value else None), strict_error
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "arguments"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown argument {key!r}")
-        elif err["type"] == "missing":
-            parts.append(f"missing required argument {key!r}")
-        else:
-            parts.append(f"{key}: {err['msg']} (got {err['input']!r})"[:200])
-    return "; ".join(parts)

@@ -50,20 +50,25 @@ def summary_ms(values: list[float]) -> dict:
             "min_ms": round(min(ms), 2), "max_ms": round(max(ms), 2)}
 
 
+def time_one_start(client, cfg, image: str, ws) -> tuple[float, float]:
+    """(start to the first result of ``exec("true")``, close) in seconds for one fresh sandbox on ``ws``."""
+    t0 = time.perf_counter()
+    sb = DockerSandbox(ws, config=cfg.sandbox, image=image, client=client, labels={"loopcoder.purpose": "benchmark"})
+    res = sb.exec("true")
+    t1 = time.perf_counter()
+    sb.close()
+    t2 = time.perf_counter()
+    assert res.exit_code == 0
+    return t1 - t0, t2 - t1
+
+
 def bench_start(client, cfg, image: str, n: int) -> dict:
     starts, removes = [], []
     with tempfile.TemporaryDirectory(prefix="loopcoder-bench-") as ws:
         for _ in range(n):
-            t0 = time.perf_counter()
-            sb = DockerSandbox(ws, config=cfg.sandbox, image=image, client=client,
-                               labels={"loopcoder.purpose": "benchmark"})
-            res = sb.exec("true")
-            t1 = time.perf_counter()
-            sb.close()
-            t2 = time.perf_counter()
-            assert res.exit_code == 0
-            starts.append(t1 - t0)
-            removes.append(t2 - t1)
+            start, close = time_one_start(client, cfg, image, ws)
+            starts.append(start)
+            removes.append(close)
     return {"start_to_first_result": summary_ms(starts), "close": summary_ms(removes)}
 
 

@@ -36,6 +36,7 @@ def worker() -> None:
     from loopcoder.runtime.config import load_runtime_config
     from loopcoder.runtime.docker_sandbox import DockerSandbox
     from loopcoder.runtime.engine import connect_docker
+    from sandbox import time_one_start  # benchmarks/sandbox.py, on whichever loopcoder PYTHONPATH names
 
     warnings.simplefilter("ignore")
     cfg = load_runtime_config()
@@ -50,15 +51,8 @@ def worker() -> None:
         if op == "where":
             ans = {"runtime": os.path.realpath(loopcoder.runtime.__file__)}
         elif op == "start":
-            t0 = time.perf_counter()
-            sb = DockerSandbox(ws, config=cfg.sandbox, image=image, client=client,
-                               labels={"loopcoder.purpose": "benchmark"})
-            res = sb.exec("true")
-            t1 = time.perf_counter()
-            sb.close()
-            t2 = time.perf_counter()
-            assert res.exit_code == 0
-            ans = {"start": t1 - t0, "close": t2 - t1}
+            start, close = time_one_start(client, cfg, image, ws)
+            ans = {"start": start, "close": close}
         elif op == "open":
             warm = DockerSandbox(ws, config=cfg.sandbox, image=image, client=client,
                                  labels={"loopcoder.purpose": "benchmark"})

@@ -254,15 +254,22 @@ class _Detector:
             tables.append((((poetry.get("group") or {}).get(g) or {}).get("dependencies")) or {})
         self.add(convert(tables), "pyproject.toml")
 
-    def setup_cfg(self) -> None:
-        text = self.read("setup.cfg")
+    def read_ini(self, name: str) -> "configparser.ConfigParser | None":
+        """The parsed INI file ``name`` of the repository; None (with a note when unreadable) otherwise."""
+        text = self.read(name)
         if text is None:
-            return
+            return None
         cfg = configparser.ConfigParser(interpolation=None, strict=False)
         try:
             cfg.read_string(text)
         except configparser.Error as exc:
-            self.note(f"setup.cfg: unreadable ({exc.__class__.__name__}); not read")
+            self.note(f"{name}: unreadable ({exc.__class__.__name__}); not read")
+            return None
+        return cfg
+
+    def setup_cfg(self) -> None:
+        cfg = self.read_ini("setup.cfg")
+        if cfg is None:
             return
         found = []
         self.spec.project_name = self.spec.project_name or cfg.get("metadata", "name", fallback=None)
@@ -414,14 +421,8 @@ class _Detector:
             self.note(f"{where}: local path not installed at build time")
 
     def tox(self) -> None:
-        text = self.read("tox.ini")
-        if text is None:
-            return
-        cfg = configparser.ConfigParser(interpolation=None, strict=False)
-        try:
-            cfg.read_string(text)
-        except configparser.Error as exc:
-            self.note(f"tox.ini: unreadable ({exc.__class__.__name__}); not read")
+        cfg = self.read_ini("tox.ini")
+        if cfg is None:
             return
         if not cfg.has_section("testenv"):
             return

@@ -65,7 +65,7 @@ class ToolRegistry:
         try:
             args = tool.args.model_validate(arguments)
         except ValidationError as exc:
-            return ToolResult.failure(name, f"bad arguments for {name}: {_one_line(exc)}")
+            return ToolResult.failure(name, f"bad arguments for {name}: {validation_message(exc)}")
         try:
             out = tool.run(args)
         except ToolError as exc:
@@ -75,7 +75,8 @@ class ToolRegistry:
         return ToolResult(name=name, ok=True, output=out.render(), data=out)
 
 
-def _one_line(exc: ValidationError) -> str:
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic validation error as one line a model can act on (also used by the agent's call parser)."""
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "arguments"

@@ -5,29 +5,8 @@ nothing in these tests replaces the client, the tools, git or the sandbox.
 """
 from __future__ import annotations
 
-import os
 
 import pytest
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@pytest.fixture
-def scripted():
-    """scripted(script, **kwargs) -> a started ScriptedServer, stopped after the test."""
-    from scripted_server import ScriptedServer
-
-    servers = []
-
-    def start(script=None, **kwargs):
-        server = ScriptedServer(script, **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
 
 @pytest.fixture
 def repo(tmp_path):
@@ -37,25 +16,8 @@ def repo(tmp_path):
     return make_demo_repo(tmp_path / "repo")
 
 
-@pytest.fixture(scope="session")
-def docker_client():
-    from loopcoder.runtime.config import load_runtime_config
-    from loopcoder.runtime.engine import connect_docker
-    from loopcoder.runtime.errors import DockerUnavailableError
-    from loopcoder.runtime.images import base_image_exists
-
-    try:
-        client = connect_docker(timeout=60)
-    except DockerUnavailableError as exc:
-        unavailable(str(exc))
-    tag = load_runtime_config().images.base_image
-    if not base_image_exists(client, tag):
-        unavailable(f"sandbox base image {tag} missing; build it with `loopcoder sandbox build-base`")
-    return client
-
-
 @pytest.fixture
-def open_sandbox(docker_client):
+def open_sandbox(docker_ready):
     """open_sandbox(workspace) -> a DockerSandbox on it (closed after the test)."""
     from loopcoder.runtime.config import SandboxConfig, load_runtime_config
     from loopcoder.runtime.docker_sandbox import DockerSandbox
@@ -65,7 +27,7 @@ def open_sandbox(docker_client):
 
     def start(workspace):
         config = SandboxConfig(cpus=1.0, memory="512m", pids_limit=128, default_timeout_s=120)
-        sb = DockerSandbox(workspace, config=config, image=tag, client=docker_client,
+        sb = DockerSandbox(workspace, config=config, image=tag, client=docker_ready,
                            labels={"loopcoder.purpose": "test"})
         opened.append(sb)
         return sb
@@ -73,12 +35,6 @@ def open_sandbox(docker_client):
     yield start
     for sb in opened:
         sb.close()
-
-
-def unavailable(reason: str):
-    if IN_CI:  # same policy as tests/runtime: CI provides Docker, so a missing engine is a failure there
-        pytest.fail(f"{reason} -- CI=true, so Docker tests fail instead of skipping")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

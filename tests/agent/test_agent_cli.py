@@ -53,7 +53,7 @@ def test_replay_of_a_bad_file_is_one_line(capsys, tmp_path):
 
 
 @pytest.mark.docker
-def test_demo_runs_the_embedded_server_on_a_fresh_tiny_checkpoint(capsys, tmp_path, monkeypatch, docker_client):
+def test_demo_runs_the_embedded_server_on_a_fresh_tiny_checkpoint(capsys, tmp_path, monkeypatch, docker_ready):
     monkeypatch.chdir(tmp_path)
     main(["agent", "demo", "--set", "budgets.steps=1", "--set", "model.max_tokens=8", "--output", "run"])
     captured = capsys.readouterr()

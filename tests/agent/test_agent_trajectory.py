@@ -64,7 +64,7 @@ def reached_step(trajectory: Path, step: int) -> bool:
 
 
 @pytest.mark.docker
-def test_kill_9_in_the_middle_of_an_episode_leaves_a_valid_trajectory(scripted, repo, tmp_path, docker_client):
+def test_kill_9_in_the_middle_of_an_episode_leaves_a_valid_trajectory(scripted, repo, tmp_path, docker_ready):
     server = scripted([call("view", {"path": "stats.py"}), call("write_plan", PLAN), call("run_tests", {}),
                        dict(call("submit", {}), delay=120)])
     out = tmp_path / "run"
@@ -92,7 +92,7 @@ def test_kill_9_in_the_middle_of_an_episode_leaves_a_valid_trajectory(scripted, 
 
 
 @pytest.mark.docker
-def test_ctrl_c_ends_the_episode_with_interrupted_and_keeps_the_patch(scripted, repo, tmp_path, docker_client):
+def test_ctrl_c_ends_the_episode_with_interrupted_and_keeps_the_patch(scripted, repo, tmp_path, docker_ready):
     server = scripted([call("write_plan", PLAN),
                        call("str_replace", {"path": "stats.py", "old_str": FIX_OLD, "new_str": FIX_NEW}),
                        dict(call("submit", {}), delay=120)])

@@ -55,11 +55,16 @@ def test_serve_runs_answers_and_stops_on_ctrl_c(tiny_checkpoint):
     (["--model", "m", "--set", "engine.paged=true"], "error: invalid config: engine.paged: unknown key"),
     (["--model", "m", "--port", "70000"], "error: invalid config"),
     (["--model", "m", "--device", "tpu"], "error: invalid config: engine.device:"),
-    (["--model", "m", "--constrain-tool-calls", "always"], "error: invalid config in "),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
     code, err = run_cli(capsys, "serve", *args)
     assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_bad_constrain_tool_calls_names_the_setting(capsys):
+    code, err = run_cli(capsys, "serve", "--model", "m", "--constrain-tool-calls", "always")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: invalid config in ") and "constrain_tool_calls: Input should be 'forced' or 'auto'" in err
 
 
 def test_busy_port_is_one_line(capsys, tiny_checkpoint):

@@ -3,16 +3,10 @@ server (tests/agent/scripted_server.py), Docker for the end-to-end runs, and an 
 GitHub credentials in reach."""
 from __future__ import annotations
 
-import os
 import secrets
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))  # scripted_server.py lives there
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TOKEN_VARS = ("GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN", "GITHUB_SERVER_URL",
               "GH_HOST", "GH_CONFIG_DIR", "XDG_CONFIG_HOME")
 
@@ -50,40 +44,3 @@ def github(tmp_path, token):
         yield gh
 
 
-@pytest.fixture
-def scripted():
-    from scripted_server import ScriptedServer
-
-    servers = []
-
-    def start(script=None, **kwargs):
-        server = ScriptedServer(script, **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def docker_ready():
-    from loopcoder.runtime.config import load_runtime_config
-    from loopcoder.runtime.engine import connect_docker
-    from loopcoder.runtime.errors import DockerUnavailableError
-    from loopcoder.runtime.images import base_image_exists
-
-    try:
-        client = connect_docker(timeout=60)
-    except DockerUnavailableError as exc:
-        _unavailable(str(exc))
-    tag = load_runtime_config().images.base_image
-    if not base_image_exists(client, tag):
-        _unavailable(f"sandbox base image {tag} missing; build it with `loopcoder sandbox build-base`")
-    return client
-
-
-def _unavailable(reason: str):
-    if IN_CI:
-        pytest.fail(f"{reason} -- CI=true, so Docker tests fail instead of skipping")
-    pytest.skip(reason)

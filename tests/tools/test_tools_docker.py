@@ -1,40 +1,20 @@
 """The tools against a real DockerSandbox: host-side edits are seen by commands in the container."""
-import os
-
 import pytest
 
 from loopcoder.tools.config import ToolsConfig
 
 pytestmark = pytest.mark.docker
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def unavailable(reason: str):
-    if IN_CI:  # same policy as tests/runtime: CI provides Docker, so a missing engine is a failure there
-        pytest.fail(f"{reason} -- CI=true, so Docker tests fail instead of skipping")
-    pytest.skip(reason)
-
 
 @pytest.fixture
-def docker_sandbox(tmp_path):
-    from loopcoder.runtime.config import SandboxConfig, load_runtime_config
+def docker_sandbox(tmp_path, docker_client, base_image):
+    from loopcoder.runtime.config import SandboxConfig
     from loopcoder.runtime.docker_sandbox import DockerSandbox
-    from loopcoder.runtime.engine import connect_docker
-    from loopcoder.runtime.errors import DockerUnavailableError
-    from loopcoder.runtime.images import base_image_exists
 
-    try:
-        client = connect_docker(timeout=60)
-    except DockerUnavailableError as exc:
-        unavailable(str(exc))
-    tag = load_runtime_config().images.base_image
-    if not base_image_exists(client, tag):
-        unavailable(f"sandbox base image {tag} missing; build it with `loopcoder sandbox build-base`")
     root = tmp_path / "ws"
     root.mkdir()
     config = SandboxConfig(cpus=1.0, memory="256m", pids_limit=128, output_limit_bytes=20_000, default_timeout_s=60)
-    with DockerSandbox(root, config=config, image=tag, client=client, labels={"loopcoder.purpose": "test"}) as sb:
+    with DockerSandbox(root, config=config, image=base_image, client=docker_client, labels={"loopcoder.purpose": "test"}) as sb:
         yield sb
 
 
