@@ -28,7 +28,8 @@ from .reference import _check_gqa
 
 _interpreter_compat.apply()
 
-MIN_KEYS_PER_SPLIT = 256
+MIN_KEYS_PER_SPLIT = 256  # fewest keys per split (by capacity when choosing splits, by actual length in the kernel)
+PROGRAMS_PER_SM = 2  # split programs per SM the heuristic aims at when the batch alone does not fill the GPU
 
 
 @triton.jit
@@ -41,11 +42,21 @@ def _global_part(q, KC, VC, BT, b, kvh, n_lo, n_hi, page_size, qk_scale,
     m_i = tl.full([BLOCK_M], _NEG, tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    if PAGED:
+        # The block-table entries of a tile are loaded one iteration ahead, into registers carried by the
+        # loop: Triton's pipeliner then sees K/V addresses that depend on no load of their own iteration and
+        # keeps num_stages - 1 K/V tiles in flight. Loaded in the same iteration (a load feeding a load), it
+        # spends a stage on the table and gets one K/V buffer whatever num_stages is: one 64-key tile in
+        # flight per program, ~20 GB/s per program on the H100/H200 (the AOT test checks the buffer count).
+        nxt = n_lo + offs_n
+        pg_next = tl.load(BT + b * s_btb + nxt // page_size, mask=nxt < n_hi, other=0)
     for n0 in range(n_lo, n_hi, BLOCK_N):
         offs = n0 + offs_n
         ok = offs < n_hi
         if PAGED:
-            page = tl.load(BT + b * s_btb + offs // page_size, mask=ok, other=0).to(tl.int64)
+            page = pg_next.to(tl.int64)
+            nxt = offs + BLOCK_N
+            pg_next = tl.load(BT + b * s_btb + nxt // page_size, mask=nxt < n_hi, other=0)
             tok = (offs % page_size).to(tl.int64)
         else:
             page = b.to(tl.int64)
@@ -87,10 +98,33 @@ def _local_part(q, RK, RV, slot, kvh, t, window, row_r, qk_scale,
     return m_i, l_i, acc
 
 
+
+@triton.jit
+def _store_partial(WS_ACC, WS_ML, ws, m_i, l_i, acc, row_ok, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """One part's softmax state (fp32): running max and sum per row, unnormalised output; padded rows skipped."""
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    tl.store(WS_ACC + (ws * BLOCK_M + offs_m)[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=row_ok[:, None])
+    tl.store(WS_ML + (ws * 2) * BLOCK_M + offs_m, m_i, mask=row_ok)
+    tl.store(WS_ML + (ws * 2 + 1) * BLOCK_M + offs_m, l_i, mask=row_ok)
+
+
+@triton.jit
+def _load_partial(WS_ACC, WS_ML, ws, row_ok, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):
+    # .cg: through L2 only; other programs (other SMs) wrote these, so L1 may hold nothing valid
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m_s = tl.load(WS_ML + (ws * 2) * BLOCK_M + offs_m, mask=row_ok, other=_NEG, cache_modifier=".cg")
+    l_s = tl.load(WS_ML + (ws * 2 + 1) * BLOCK_M + offs_m, mask=row_ok, other=1.0, cache_modifier=".cg")
+    a_s = tl.load(WS_ACC + (ws * BLOCK_M + offs_m)[:, None] * HEAD_DIM + offs_d[None, :], mask=row_ok[:, None],
+                  other=0.0, cache_modifier=".cg")
+    return m_s, l_s, a_s
+
+
 @triton.jit
 def _gswa_decode_kernel(
     Q, KC, VC, BT, SEQ, RK, RV, SLOTS, GATE, O, WS_ACC, WS_ML, CNT,
-    qk_scale, window, num_kv_heads, page_size, num_splits,
+    qk_scale, window, num_kv_heads, page_size, num_splits, min_tiles,
     s_qb, s_qr, s_qh,
     s_kb, s_kt, s_kh, s_vb, s_vt, s_vh,
     s_btb,
@@ -120,45 +154,40 @@ def _gswa_decode_kernel(
     if HAS_LOCAL:
         slot = tl.load(SLOTS + b).to(tl.int64)
 
-    # this program's share of the loop-0 context: whole blocks, split evenly by the actual length
+    # this program's share of the loop-0 context: whole tiles, split evenly by the actual length, at least
+    # min_tiles per split; splits past the last key (n_used..num_splits-1) are empty and only count in
     n_blocks = tl.cdiv(seq_len, BLOCK_N)
-    per = tl.cdiv(n_blocks, num_splits)
+    per = tl.maximum(tl.cdiv(n_blocks, num_splits), min_tiles)
+    n_used = tl.cdiv(n_blocks, per)
     n_lo = tl.minimum(sid * per * BLOCK_N, seq_len)
     n_hi = tl.minimum(n_lo + per * BLOCK_N, seq_len)
 
     if SPLIT:
+        n_parts = num_splits
         if HAS_LOCAL:
-            if sid < num_splits:
-                m_i, l_i, acc = _global_part(q, KC, VC, BT, b, kvh, n_lo, n_hi, page_size, qk_scale,
-                                             s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_btb,
-                                             BLOCK_M, BLOCK_N, HEAD_DIM, PAGED, DOT_F32)
-            else:
-                m_i, l_i, acc = _local_part(q, RK, RV, slot, kvh, t, window, row_r, qk_scale,
-                                            s_rks, s_rkr, s_rkw, s_rkh, s_rvs, s_rvr, s_rvw, s_rvh,
-                                            R, BLOCK_M, BLOCK_L, HEAD_DIM, DOT_F32)
             n_parts = num_splits + 1
-        else:
+        ws = (bg * n_parts + sid).to(tl.int64)
+        # publish this program's partial state (rows of real query heads only), then take a ticket
+        if sid < n_used:
             m_i, l_i, acc = _global_part(q, KC, VC, BT, b, kvh, n_lo, n_hi, page_size, qk_scale,
                                          s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_btb,
                                          BLOCK_M, BLOCK_N, HEAD_DIM, PAGED, DOT_F32)
-            n_parts = num_splits
-        # publish the partial state, then take a ticket; the last ticket merges
-        ws = (bg * n_parts + sid).to(tl.int64)
-        tl.store(WS_ACC + (ws * BLOCK_M + offs_m)[:, None] * HEAD_DIM + offs_d[None, :], acc)
-        tl.store(WS_ML + (ws * 2) * BLOCK_M + offs_m, m_i)
-        tl.store(WS_ML + (ws * 2 + 1) * BLOCK_M + offs_m, l_i)
+            _store_partial(WS_ACC, WS_ML, ws, m_i, l_i, acc, row_ok, BLOCK_M, HEAD_DIM)
+        if HAS_LOCAL:
+            if sid == num_splits:  # the ring program
+                m_l, l_l, acc_l = _local_part(q, RK, RV, slot, kvh, t, window, row_r, qk_scale,
+                                              s_rks, s_rkr, s_rkw, s_rkh, s_rvs, s_rvr, s_rvw, s_rvh,
+                                              R, BLOCK_M, BLOCK_L, HEAD_DIM, DOT_F32)
+                _store_partial(WS_ACC, WS_ML, ws, m_l, l_l, acc_l, row_ok, BLOCK_M, HEAD_DIM)
         tl.debug_barrier()
         ticket = tl.atomic_add(CNT + bg, 1)
-        if ticket == n_parts - 1:
+        if ticket == n_parts - 1:  # the last ticket merges the non-empty splits (and the ring) and resets
             m_g = tl.full([BLOCK_M], _NEG, tl.float32)
             l_g = tl.zeros([BLOCK_M], tl.float32)
             acc_g = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-            for s in tl.range(0, num_splits, num_stages=3):  # pipelined: the partials' loads overlap
-                wsi = (bg * n_parts + s).to(tl.int64)
-                m_s = tl.load(WS_ML + (wsi * 2) * BLOCK_M + offs_m, cache_modifier=".cg")
-                l_s = tl.load(WS_ML + (wsi * 2 + 1) * BLOCK_M + offs_m, cache_modifier=".cg")
-                a_s = tl.load(WS_ACC + (wsi * BLOCK_M + offs_m)[:, None] * HEAD_DIM + offs_d[None, :],
-                              cache_modifier=".cg")
+            for s in tl.range(0, n_used, num_stages=3):  # pipelined: the partials' loads overlap
+                m_s, l_s, a_s = _load_partial(WS_ACC, WS_ML, (bg * n_parts + s).to(tl.int64), row_ok,
+                                              BLOCK_M, HEAD_DIM)
                 m_new = tl.maximum(m_g, m_s)
                 c_old = tl.exp2(m_g - m_new)
                 c_new = tl.exp2(m_s - m_new)
@@ -167,10 +196,8 @@ def _gswa_decode_kernel(
                 m_g = m_new
             o = acc_g / l_g[:, None]
             if HAS_LOCAL:
-                wsl = (bg * n_parts + num_splits).to(tl.int64)
-                l_l = tl.load(WS_ML + (wsl * 2 + 1) * BLOCK_M + offs_m, cache_modifier=".cg")
-                a_l = tl.load(WS_ACC + (wsl * BLOCK_M + offs_m)[:, None] * HEAD_DIM + offs_d[None, :],
-                              cache_modifier=".cg")
+                m_l, l_l, a_l = _load_partial(WS_ACC, WS_ML, (bg * n_parts + num_splits).to(tl.int64), row_ok,
+                                              BLOCK_M, HEAD_DIM)
                 o_loc = a_l / tl.where(l_l == 0.0, 1.0, l_l)[:, None]
                 g_ok = row_ok & (row_r >= 1)
                 g = tl.load(GATE + b * s_gb + (row_r - 1) * s_gr + head * s_gh, mask=g_ok, other=1.0)
@@ -219,10 +246,18 @@ def _num_sms(device: torch.device) -> int:
 
 
 def choose_num_splits(batch_kv_heads: int, max_seq_len: int, device: torch.device) -> int:
-    """Splits per (request, KV head): enough programs for ~2 waves, each with >= MIN_KEYS_PER_SPLIT keys."""
-    target = 2 * _num_sms(device)
-    want = triton.cdiv(target, max(batch_kv_heads, 1))
-    return max(1, min(want, max_seq_len // MIN_KEYS_PER_SPLIT))
+    """Context splits per (request, KV head) for a launch of batch_kv_heads (request, KV head) pairs.
+
+    No split once the pairs alone give every SM a program (the batch fills the GPU). Otherwise enough splits
+    for PROGRAMS_PER_SM programs per SM, but no more than max_seq_len / MIN_KEYS_PER_SPLIT. Depends only on
+    the batch and max_seq_len (the engine passes its block table's capacity), so a CUDA graph captured for a
+    batch size keeps one grid; the kernel then spreads each request's actual length over the splits.
+    """
+    sms = _num_sms(device)
+    if batch_kv_heads >= sms:
+        return 1
+    want = triton.cdiv(PROGRAMS_PER_SM * sms, max(batch_kv_heads, 1))
+    return max(1, min(want, triton.cdiv(max_seq_len, MIN_KEYS_PER_SPLIT)))
 
 
 def _interpreting() -> bool:
@@ -231,7 +266,7 @@ def _interpreting() -> bool:
 
 def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate, *,
                        scale=None, num_splits=None, max_seq_len=None, block_n=None, block_l=16, num_warps=None,
-                       num_stages=None, maxnreg=None):
+                       num_stages=None, maxnreg=None, min_keys_per_split=None):
     """Triton path of gswa_decode (CUDA, or CPU under TRITON_INTERPRET=1). Same contract as the reference.
 
     block_table None: contiguous cache [B, S_max, G, D], request b in block b. num_splits (context splits per
@@ -281,6 +316,9 @@ def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_
     gs = tuple(gate.stride()) if has_local else (0, 0, 0)
     window = ring_k.shape[2] if has_local else 1
     dot_f32 = interp and q.dtype == torch.bfloat16
+    bn = block_n or (16 if interp else 64)
+    if min_keys_per_split is None:
+        min_keys_per_split = MIN_KEYS_PER_SPLIT
     kw = {} if interp else {"num_warps": num_warps or 4, "num_stages": num_stages or 3}
     if maxnreg is None and has_local and not interp and bsz * g * n_parts > 3 * _num_sms(q.device):
         # Uncapped, the R>1 kernel needs ~168 registers per thread: 3 programs per SM instead of 4, so a
@@ -292,14 +330,14 @@ def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_
         kw["maxnreg"] = maxnreg  # register cap per thread: trades spills for resident programs per SM
     LAST_LAUNCH["decode"] = _gswa_decode_kernel[(bsz * g, n_parts)](
         q, k_cache, v_cache, bt, seq_lens, rk, rv, slots, gt, o, ws_acc, ws_ml, cnt,
-        scale * LOG2E, window, g, page_size, num_splits,
+        scale * LOG2E, window, g, page_size, num_splits, max(1, triton.cdiv(min_keys_per_split, bn)),
         q.stride(0), q.stride(1), q.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         bt.stride(0),
         *rks, *rvs, *gs,
         o.stride(0), o.stride(1), o.stride(2),
-        R=r, QPG=qpg, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n or (16 if interp else 64), BLOCK_L=block_l,
+        R=r, QPG=qpg, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=bn, BLOCK_L=block_l,
         PAGED=paged, HAS_LOCAL=has_local, SPLIT=split, DOT_F32=dot_f32, **kw,
     )
     return o
