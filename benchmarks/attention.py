@@ -196,31 +196,39 @@ def bench_decode(batch, ctx, errors, bw, sdpa_r2=False):
     return out
 
 
-SWEEP_SHAPES = {(1, 1024): (4, 8, 16, 33), (1, 4096): (8, 16, 24, 33, 48, 66), (1, 32768): (16, 33, 66, 132),
-                (4, 4096): (2, 4, 8, 16), (32, 4096): (1, 2)}
-SWEEP_CONFIGS = ((64, 3), (64, 4), (32, 4))  # (block_n, num_stages), 4 warps
-SWEEP_MIN_KEYS = (64, 256)
+DEFAULT_CFG = (None, None)  # (block_n, num_stages): the kernel's defaults
+# (batch, ctx, R, split counts, min_keys_per_split values, (block_n, num_stages) configs); (64, 2) keeps one
+# K/V tile in flight, the pipelining the kernel had before the block-table prefetch
+SWEEP = (
+    (1, 1024, 1, (4, 8, 16, 33), (32, 64, 128, 256), (DEFAULT_CFG,)),
+    (1, 4096, 1, (8, 16, 24, 33, 48, 66), (64, 256), (DEFAULT_CFG, (64, 3), (32, 5), (64, 2))),
+    (1, 32768, 1, (8, 16, 33, 66, 132), (256,), (DEFAULT_CFG, (64, 3), (32, 5), (64, 2))),
+    (4, 4096, 1, (2, 4, 8, 16), (256,), (DEFAULT_CFG,)),
+    (4, 32768, 1, (4, 8, 16, 33), (256,), (DEFAULT_CFG,)),
+    (32, 4096, 1, (1, 2), (256,), (DEFAULT_CFG, (64, 3))),
+    (64, 4096, 1, (1,), (256,), (DEFAULT_CFG,)),
+    (64, 4096, 2, (1,), (256,), (DEFAULT_CFG,)),
+)
 
 
-def sweep_decode(rows):
-    """R=1 decode over num_splits x (block_n, num_stages) x min_keys_per_split at a few shapes (appends rows)."""
-    for (batch, ctx), split_list in SWEEP_SHAPES.items():
+def sweep_decode(rows, sweep=SWEEP):
+    """Decode over num_splits x min_keys_per_split x (block_n, num_stages) at a few shapes (appends rows)."""
+    for batch, ctx, r, split_list, min_keys, configs in sweep:
         gen = torch.Generator(device=DEV).manual_seed(batch * 7 + ctx)
         caches = paged_caches(batch, ctx, gen)
-        q = torch.randn(batch, 1, H, D, device=DEV, dtype=DT, generator=gen)
-        seq = torch.full((batch,), ctx, device=DEV, dtype=torch.int32)
-        # (64, 2): one K/V buffer, the pipelining of the kernel before the page-table prefetch (docs/kernels.md)
-        for bn, st in SWEEP_CONFIGS + (((64, 2),) if batch == 1 and ctx >= 4096 else ()):
+        q, ring_k, ring_v, slots, gate, seq, q1 = decode_rows(batch, ctx, gen)
+        ring = (ring_k, ring_v, slots, gate) if r == 2 else (None, None, None, None)
+        for bn, st in configs:
             for ns in split_list:
-                for mk in SWEEP_MIN_KEYS:
-                    if mk != SWEEP_MIN_KEYS[0] and ctx // ns >= max(SWEEP_MIN_KEYS):
+                for mk in min_keys:
+                    if mk != min_keys[0] and ctx // ns >= max(min_keys):
                         continue  # every split already has more keys than either minimum: same launch
-                    us = graph_ms(lambda i: gswa_decode_triton(q, *caches[i % len(caches)], seq, None, None, None,
-                                                               None, num_splits=ns, block_n=bn, num_stages=st,
+                    us = graph_ms(lambda i: gswa_decode_triton(q if r == 2 else q1, *caches[i % len(caches)], seq,
+                                                               *ring, num_splits=ns, block_n=bn, num_stages=st,
                                                                min_keys_per_split=mk)) * 1e3
-                    rows.append({"batch": batch, "ctx": ctx, "block_n": bn, "num_stages": st, "num_splits": ns,
-                                 "min_keys_per_split": mk, "r1_us": round(us, 2), **kernel_stats()})
-                    print(f"sweep B={batch:2d} ctx={ctx:5d} bn={bn} stages={st} splits={ns:3d} min_keys={mk}: "
+                    rows.append({"batch": batch, "ctx": ctx, "R": r, "block_n": bn, "num_stages": st,
+                                 "num_splits": ns, "min_keys_per_split": mk, "us": round(us, 2), **kernel_stats()})
+                    print(f"sweep B={batch:2d} ctx={ctx:5d} R={r} bn={bn} stages={st} splits={ns:3d} min_keys={mk}: "
                           f"{us:7.2f} us", flush=True)
         caches.clear()
         torch.cuda.empty_cache()
@@ -328,6 +336,11 @@ def main():
            "shapes": {"heads": H, "kv_heads": G, "head_dim": D, "window": W, "dtype": "bf16", "page": PAGE},
            "decode": [], "prefill": [], "max_abs_err": {}}
     errors = res["max_abs_err"]
+
+    def save():  # after every shape, so a run cut short still leaves what it measured
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=1) + "\n")
+
     if not a.skip_decode:
         bw = res["bandwidth"] = measure_bandwidth()
         print(f"HBM: copy {bw['copy_GBps']:.0f} GB/s (read + write), read-only sum {bw['read_GBps']:.0f} GB/s",
@@ -346,9 +359,11 @@ def main():
                       + f"  regs {row['kernel_r1']['n_regs']}/{row['kernel_r2']['n_regs']}"
                       f" smem {row['kernel_r1']['shared_bytes']}/{row['kernel_r2']['shared_bytes']}", flush=True)
                 torch.cuda.empty_cache()
+                save()
         if a.sweep:
             res["decode_sweep"] = []
             sweep_decode(res["decode_sweep"])
+            save()
     if not a.skip_prefill:
         for batch, seqlen in ([(1, 4096), (1, 16384)] if a.quick else [(1, 4096), (1, 16384), (8, 2048),
                                                                         (1, 32768)]):
@@ -372,8 +387,7 @@ def main():
     for k, v in errors.items():
         print(f"max abs err  {k}: {v:.3e}")
     print("targets:", json.dumps(res["targets"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=1) + "\n")
+    save()
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], path.name).write_text(json.dumps(res, indent=1) + "\n")
     print("wrote", path)

@@ -30,6 +30,10 @@ _interpreter_compat.apply()
 
 MIN_KEYS_PER_SPLIT = 256  # fewest keys per split (by capacity when choosing splits, by actual length in the kernel)
 PROGRAMS_PER_SM = 2  # split programs per SM the heuristic aims at when the batch alone does not fill the GPU
+# Key tile and pipeline depth on the GPU: 3 tiles of 32 keys in flight per program (48 KB), 54 KB of shared
+# memory and <= 128 registers for R = 1 and 2 (ptxas, sm_90), so 4 programs fit per SM whatever R is.
+DEFAULT_BLOCK_N = 32
+DEFAULT_STAGES = 4
 
 
 @triton.jit
@@ -121,7 +125,7 @@ def _load_partial(WS_ACC, WS_ML, ws, row_ok, BLOCK_M: tl.constexpr, HEAD_DIM: tl
     return m_s, l_s, a_s
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits", "min_tiles"])  # one compile for any split count
 def _gswa_decode_kernel(
     Q, KC, VC, BT, SEQ, RK, RV, SLOTS, GATE, O, WS_ACC, WS_ML, CNT,
     qk_scale, window, num_kv_heads, page_size, num_splits, min_tiles,
@@ -185,7 +189,7 @@ def _gswa_decode_kernel(
             m_g = tl.full([BLOCK_M], _NEG, tl.float32)
             l_g = tl.zeros([BLOCK_M], tl.float32)
             acc_g = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-            for s in tl.range(0, n_used, num_stages=3):  # pipelined: the partials' loads overlap
+            for s in tl.range(0, n_used, num_stages=4):  # pipelined: three partials in flight
                 m_s, l_s, a_s = _load_partial(WS_ACC, WS_ML, (bg * n_parts + s).to(tl.int64), row_ok,
                                               BLOCK_M, HEAD_DIM)
                 m_new = tl.maximum(m_g, m_s)
@@ -316,16 +320,10 @@ def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_
     gs = tuple(gate.stride()) if has_local else (0, 0, 0)
     window = ring_k.shape[2] if has_local else 1
     dot_f32 = interp and q.dtype == torch.bfloat16
-    bn = block_n or (16 if interp else 64)
+    bn = block_n or (16 if interp else DEFAULT_BLOCK_N)
     if min_keys_per_split is None:
         min_keys_per_split = MIN_KEYS_PER_SPLIT
-    kw = {} if interp else {"num_warps": num_warps or 4, "num_stages": num_stages or 3}
-    if maxnreg is None and has_local and not interp and bsz * g * n_parts > 3 * _num_sms(q.device):
-        # Uncapped, the R>1 kernel needs ~168 registers per thread: 3 programs per SM instead of 4, so a
-        # grid of more than 3 x SMs programs runs in extra waves (R=2/R=1 was 1.20-1.27 at batch 64).
-        # Capped at 128 (the R=1 figure), the same grid is 1.01-1.04x R=1
-        # (benchmarks/results/attention-h100-b64-sweep.json). Smaller grids keep the uncapped kernel.
-        maxnreg = 128
+    kw = {} if interp else {"num_warps": num_warps or 4, "num_stages": num_stages or DEFAULT_STAGES}
     if maxnreg and not interp:
         kw["maxnreg"] = maxnreg  # register cap per thread: trades spills for resident programs per SM
     LAST_LAUNCH["decode"] = _gswa_decode_kernel[(bsz * g, n_parts)](
