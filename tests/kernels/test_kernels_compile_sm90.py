@@ -5,6 +5,7 @@ compiles both kernels ahead of time for CUDA 9.0 (the device machine's GPU) down
 runs in a fresh process: this folder's conftest switches Triton to its interpreter, which cannot compile.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -14,11 +15,12 @@ VARIANTS = {
     "prefill-gswa": ("prefill", dict(QPG=5, HEAD_DIM=128, BLOCK_M=128, BLOCK_N=64, HAS_LOCAL=True, DOT_F32=False), 8),
     "prefill-loop0": ("prefill", dict(QPG=5, HEAD_DIM=128, BLOCK_M=128, BLOCK_N=64, HAS_LOCAL=False, DOT_F32=False),
                       8),
-    "decode-r2": ("decode", dict(R=2, QPG=5, HEAD_DIM=128, BLOCK_M=16, BLOCK_N=64, BLOCK_L=16, PAGED=True,
+    "decode-r2": ("decode", dict(R=2, QPG=5, HEAD_DIM=128, BLOCK_M=16, BLOCK_N=32, BLOCK_L=16, PAGED=True,
                                  HAS_LOCAL=True, SPLIT=True, DOT_F32=False), 4),
-    "decode-r1": ("decode", dict(R=1, QPG=5, HEAD_DIM=128, BLOCK_M=16, BLOCK_N=64, BLOCK_L=16, PAGED=True,
+    "decode-r1": ("decode", dict(R=1, QPG=5, HEAD_DIM=128, BLOCK_M=16, BLOCK_N=32, BLOCK_L=16, PAGED=True,
                                  HAS_LOCAL=False, SPLIT=True, DOT_F32=False), 4),
 }
+DECODE_STAGES = 4  # triton_decode.DEFAULT_STAGES (BLOCK_N above: DEFAULT_BLOCK_N)
 
 
 def compile_for_sm90(variant: str) -> None:
@@ -35,10 +37,21 @@ def compile_for_sm90(variant: str) -> None:
              **dict.fromkeys(["CU_Q", "CU_K", "CU_KL", "BT", "SEQ", "SLOTS", "CNT"], "*i32"),
              **dict.fromkeys(["WS_ACC", "WS_ML"], "*fp32"), "qk_scale": "fp32"}
     sig = {n: "constexpr" if n in constexprs else kinds.get(n, "i32") for n in kernel.arg_names}
-    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 3})
+    # what a real launch specialises: pointers and most integers (strides, page size) divisible by 16
+    odd = {"qk_scale", "window", "num_kv_heads", "num_splits", "min_tiles", "max_seqlen_q", "max_seqlen_k"}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names)
+             if n not in constexprs and n not in odd}
+    stages = DECODE_STAGES if which == "decode" else 3
+    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
     assert ".target sm_90" in compiled.asm["ptx"]
     assert len(compiled.asm["cubin"]) > 10_000
+    if which == "decode":
+        # the loop-0 K/V loop keeps num_stages - 1 tiles in flight: that many shared-memory buffers for K (and
+        # V); a load feeding the K/V address in the same iteration would collapse this to 1 (docs/kernels.md)
+        tile = f"x{constexprs['BLOCK_N']}x{constexprs['HEAD_DIM']}xbf16"
+        bufs = {int(n) for n in re.findall(r"memdesc<(\d+)" + tile, compiled.asm["ttgir"])}
+        assert bufs == {stages - 1}, bufs
     print(f"{variant}: {len(compiled.asm['cubin'])} bytes of sm_90 cubin")
 
 
