@@ -30,10 +30,15 @@ _interpreter_compat.apply()
 
 MIN_KEYS_PER_SPLIT = 256  # fewest keys per split (by capacity when choosing splits, by actual length in the kernel)
 PROGRAMS_PER_SM = 2  # split programs per SM the heuristic aims at when the batch alone does not fill the GPU
-# Key tile and pipeline depth on the GPU: 3 tiles of 32 keys in flight per program (48 KB), 54 KB of shared
-# memory and <= 128 registers for R = 1 and 2 (ptxas, sm_90), so 4 programs fit per SM whatever R is.
-DEFAULT_BLOCK_N = 32
-DEFAULT_STAGES = 4
+# Key tile and pipeline depth on the GPU, by grid size (attention-h200-splitkv-run1.json, decode_sweep):
+# - up to 3 programs per SM: 64-key tiles, 3 stages (2 tiles = 64 KB in flight per program; 72 KB of shared
+#   memory and ~166 registers, so 3 programs fit per SM). Measured faster than 32-key tiles at B=1 4K
+#   (16.1 vs 17.1 us), B=1 32K (50.3 vs 55.6) and B=32 4K (127 vs 151).
+# - larger grids: 32-key tiles, 4 stages (3 tiles = 48 KB in flight; 54 KB and <= 128 registers for R = 1
+#   and 2, so 4 programs fit per SM): B=64 4K R=1 250 us, R=2 264 us (ratio 1.05).
+WIDE_GRID_PER_SM = 3
+NARROW_CFG = (64, 3)  # (block_n, num_stages)
+WIDE_CFG = (32, 4)
 
 
 @triton.jit
@@ -189,7 +194,7 @@ def _gswa_decode_kernel(
             m_g = tl.full([BLOCK_M], _NEG, tl.float32)
             l_g = tl.zeros([BLOCK_M], tl.float32)
             acc_g = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-            for s in tl.range(0, n_used, num_stages=4):  # pipelined: three partials in flight
+            for s in tl.range(0, n_used, num_stages=6):  # pipelined: five partials in flight
                 m_s, l_s, a_s = _load_partial(WS_ACC, WS_ML, (bg * n_parts + s).to(tl.int64), row_ok,
                                               BLOCK_M, HEAD_DIM)
                 m_new = tl.maximum(m_g, m_s)
@@ -307,6 +312,9 @@ def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_
         num_splits = choose_num_splits(bsz * g, max_seq_len or capacity, q.device)
     split = num_splits > 1
     n_parts = num_splits + (1 if (split and has_local) else 0)
+    # tile and pipeline depth from the grid (so from the batch and the capacity only: CUDA-graph safe)
+    cfg_bn, cfg_stages = WIDE_CFG if bsz * g * n_parts > WIDE_GRID_PER_SM * _num_sms(q.device) else NARROW_CFG
+    bn = block_n or (16 if interp else cfg_bn)
     if split:
         ws_acc = torch.empty(bsz * g * n_parts * block_m * d, dtype=torch.float32, device=q.device)
         ws_ml = torch.empty(bsz * g * n_parts * 2 * block_m, dtype=torch.float32, device=q.device)
@@ -320,10 +328,9 @@ def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_
     gs = tuple(gate.stride()) if has_local else (0, 0, 0)
     window = ring_k.shape[2] if has_local else 1
     dot_f32 = interp and q.dtype == torch.bfloat16
-    bn = block_n or (16 if interp else DEFAULT_BLOCK_N)
     if min_keys_per_split is None:
         min_keys_per_split = MIN_KEYS_PER_SPLIT
-    kw = {} if interp else {"num_warps": num_warps or 4, "num_stages": num_stages or DEFAULT_STAGES}
+    kw = {} if interp else {"num_warps": num_warps or 4, "num_stages": num_stages or cfg_stages}
     if maxnreg and not interp:
         kw["maxnreg"] = maxnreg  # register cap per thread: trades spills for resident programs per SM
     LAST_LAUNCH["decode"] = _gswa_decode_kernel[(bsz * g, n_parts)](

@@ -216,7 +216,7 @@ def test_prefill_kernel_head_dim_64_bf16_gqa_5():
 def test_decode_kernel_matches_reference(dtype, r, splits, paged):
     # lengths: a first token (t=0), a ring not yet full (t < W), a long one spanning many pages
     x = make_decode_inputs(dtype, r, [1, 4, 37], paged=paged, seed=r * 10 + splits)
-    out = K.gswa_decode_triton(**x, num_splits=splits)
+    out = K.gswa_decode_triton(**x, num_splits=splits, min_keys_per_split=1)
     ref = K.gswa_decode_reference(**x)
     assert out.dtype == dtype and out.shape == x["q"].shape
     assert rel_err(out, ref) < TOL[dtype]
@@ -226,13 +226,54 @@ def test_decode_kernel_matches_reference(dtype, r, splits, paged):
 def test_decode_kernel_r1_accepts_no_ring_and_repeats_exactly():
     """R=1 needs no ring; a split launch resets its counters, so a second launch gives the same bits."""
     x = make_decode_inputs(torch.float32, 1, [23, 9], seed=11)
-    a = K.gswa_decode_triton(**x, num_splits=3)
-    b = K.gswa_decode_triton(**x, num_splits=3)
+    a = K.gswa_decode_triton(**x, num_splits=3, min_keys_per_split=1)
+    b = K.gswa_decode_triton(**x, num_splits=3, min_keys_per_split=1)
     assert torch.equal(a, b)
     from loopcoder.model_server.kernels import triton_decode
 
     assert int(triton_decode._counters[a.device].abs().sum()) == 0
     assert rel_err(a, K.gswa_decode_reference(**x)) < 1e-5
+
+
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    """torch.empty fills floating tensors with NaN: an output element or merged partial nothing wrote shows."""
+    real = torch.empty
+
+    def empty(*args, **kwargs):
+        t = real(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", empty)
+
+
+@needs_interp
+@pytest.mark.parametrize("r", [1, 2])
+@pytest.mark.parametrize("splits,min_keys", [(2, 1), (5, 1), (16, 1), (5, 40), (64, 1)])
+def test_decode_split_kv_with_empty_splits_and_short_contexts(r, splits, min_keys, poisoned_empty):
+    """Split-KV against the reference: contexts shorter than one key tile (1, 3 keys; the interpreter's tile is
+    16), exactly one tile, one tile + 1, many tiles; pages of 4 tokens in shuffled order; split counts that
+    leave most splits empty (16 and 64 splits of <= 4 tiles), and a minimum of 40 keys (3 tiles) per split."""
+    x = make_decode_inputs(torch.float32, r, [1, 3, 16, 17, 50], page=4, seed=20 + r * 7 + splits)
+    assert not torch.equal(x["block_table"].flatten().sort().values, x["block_table"].flatten())  # out of order
+    out = K.gswa_decode_triton(**x, num_splits=splits, min_keys_per_split=min_keys)
+    assert not out.isnan().any()
+    assert rel_err(out, K.gswa_decode_reference(**x)) < TOL[torch.float32]
+
+
+def test_split_heuristic_splits_only_batches_that_leave_sms_idle():
+    """choose_num_splits: a function of (request x KV head pairs, capacity, SM count) only, so one captured
+    CUDA graph keeps one grid; no split once the pairs alone fill the SMs; no split shorter than the minimum."""
+    from loopcoder.model_server.kernels import triton_decode as td
+
+    cpu = torch.device("cpu")
+    sms = td._num_sms(cpu)  # 8 off the GPU
+    assert td.choose_num_splits(sms, 1 << 20, cpu) == 1
+    assert td.choose_num_splits(4 * sms, 1 << 20, cpu) == 1
+    assert td.choose_num_splits(1, 1 << 20, cpu) == td.PROGRAMS_PER_SM * sms
+    assert td.choose_num_splits(2, 1 << 20, cpu) == td.PROGRAMS_PER_SM * sms // 2
+    assert td.choose_num_splits(1, 3 * td.MIN_KEYS_PER_SPLIT, cpu) == 3
+    assert td.choose_num_splits(1, 10, cpu) == 1
 
 
 @needs_interp
@@ -243,7 +284,7 @@ def test_decode_contiguous_accepts_hf_layout_view():
     hf_v = x["v_cache"].transpose(1, 2).contiguous()
     args = (x["q"], hf_k.transpose(1, 2), hf_v.transpose(1, 2), x["seq_lens"], x["ring_k"], x["ring_v"],
             x["ring_slots"], x["gate"])
-    out = K.gswa_decode_contiguous_triton(*args, num_splits=2)
+    out = K.gswa_decode_contiguous_triton(*args, num_splits=2, min_keys_per_split=1)
     assert rel_err(out, K.gswa_decode_contiguous_reference(*args)) < 1e-5
 
 
@@ -264,7 +305,7 @@ def test_decode_kernel_equals_prefill_kernel_on_the_last_token():
     qd = torch.stack([q[-1], q[-1]])[None]
     dec = K.gswa_decode_contiguous_triton(qd, k0[None], v0[None], torch.tensor([lk], dtype=torch.int32), ring_k,
                                           ring_v, torch.tensor([0], dtype=torch.int32), gate[-1][None, None],
-                                          num_splits=2)
+                                          num_splits=2, min_keys_per_split=1)
     assert rel_err(dec[0, 1], pre[-1]) < TOL[torch.bfloat16]
 
 
@@ -292,7 +333,7 @@ def test_decode_kernel_reads_sglangs_pool_as_pages_of_one_token(r):
     x = make_decode_inputs(torch.float32, r, [1, 4, 37], paged=True, page=1, seed=7 + r)
     assert x["k_cache"].shape[1] == 1
     x["block_table"] = torch.cat([x["block_table"], torch.zeros(3, 20, dtype=torch.int32)], dim=1)  # max_ctx wide
-    out = K.gswa_decode_triton(**x, num_splits=2)
+    out = K.gswa_decode_triton(**x, num_splits=2, min_keys_per_split=1)
     ref = K.gswa_decode_reference(**x)
     assert rel_err(out, ref) < TOL[torch.float32]
 

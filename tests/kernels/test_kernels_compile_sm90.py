@@ -15,12 +15,15 @@ VARIANTS = {
     "prefill-gswa": ("prefill", dict(QPG=5, HEAD_DIM=128, BLOCK_M=128, BLOCK_N=64, HAS_LOCAL=True, DOT_F32=False), 8),
     "prefill-loop0": ("prefill", dict(QPG=5, HEAD_DIM=128, BLOCK_M=128, BLOCK_N=64, HAS_LOCAL=False, DOT_F32=False),
                       8),
-    "decode-r2": ("decode", dict(R=2, QPG=5, HEAD_DIM=128, BLOCK_M=16, BLOCK_N=32, BLOCK_L=16, PAGED=True,
+    # triton_decode's two launch configurations: NARROW_CFG (64-key tiles, 3 stages), WIDE_CFG (32, 4)
+    "decode-r2": ("decode", dict(R=2, QPG=5, HEAD_DIM=128, BLOCK_M=16, BLOCK_N=64, BLOCK_L=16, PAGED=True,
                                  HAS_LOCAL=True, SPLIT=True, DOT_F32=False), 4),
-    "decode-r1": ("decode", dict(R=1, QPG=5, HEAD_DIM=128, BLOCK_M=16, BLOCK_N=32, BLOCK_L=16, PAGED=True,
+    "decode-r1": ("decode", dict(R=1, QPG=5, HEAD_DIM=128, BLOCK_M=16, BLOCK_N=64, BLOCK_L=16, PAGED=True,
                                  HAS_LOCAL=False, SPLIT=True, DOT_F32=False), 4),
+    "decode-r2-wide": ("decode", dict(R=2, QPG=5, HEAD_DIM=128, BLOCK_M=16, BLOCK_N=32, BLOCK_L=16, PAGED=True,
+                                      HAS_LOCAL=True, SPLIT=False, DOT_F32=False), 4),
 }
-DECODE_STAGES = 4  # triton_decode.DEFAULT_STAGES (BLOCK_N above: DEFAULT_BLOCK_N)
+DECODE_STAGES = {64: 3, 32: 4}  # by BLOCK_N, as triton_decode.NARROW_CFG / WIDE_CFG
 
 
 def compile_for_sm90(variant: str) -> None:
@@ -41,7 +44,7 @@ def compile_for_sm90(variant: str) -> None:
     odd = {"qk_scale", "window", "num_kv_heads", "num_splits", "min_tiles", "max_seqlen_q", "max_seqlen_k"}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names)
              if n not in constexprs and n not in odd}
-    stages = DECODE_STAGES if which == "decode" else 3
+    stages = DECODE_STAGES[constexprs["BLOCK_N"]] if which == "decode" else 3
     compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
     assert ".target sm_90" in compiled.asm["ptx"]
@@ -53,6 +56,13 @@ def compile_for_sm90(variant: str) -> None:
         bufs = {int(n) for n in re.findall(r"memdesc<(\d+)" + tile, compiled.asm["ttgir"])}
         assert bufs == {stages - 1}, bufs
     print(f"{variant}: {len(compiled.asm['cubin'])} bytes of sm_90 cubin")
+
+
+def test_decode_variants_are_the_launch_configurations():
+    pytest.importorskip("triton")
+    from loopcoder.model_server.kernels import triton_decode
+
+    assert DECODE_STAGES == dict([triton_decode.NARROW_CFG, triton_decode.WIDE_CFG])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
