@@ -75,7 +75,8 @@ def max_err(out, ref):
 def kernel_stats():
     k = LAST_LAUNCH.get("decode")
     return {"n_regs": getattr(k, "n_regs", None), "n_spills": getattr(k, "n_spills", None),
-            "shared_bytes": getattr(getattr(k, "metadata", None), "shared", None)}
+            "shared_bytes": getattr(getattr(k, "metadata", None), "shared", None),
+            "launch": dict(LAST_LAUNCH.get("decode_cfg", {}))}
 
 
 def decode_rows(batch, ctx, gen):
@@ -197,17 +198,17 @@ def bench_decode(batch, ctx, errors, bw, sdpa_r2=False):
 
 
 DEFAULT_CFG = (None, None)  # (block_n, num_stages): the kernel's defaults
-# (batch, ctx, R, split counts, min_keys_per_split values, (block_n, num_stages) configs); (64, 2) keeps one
-# K/V tile in flight, the pipelining the kernel had before the block-table prefetch
+# (batch, ctx, R, split counts, min_keys_per_split values, (block_n, num_stages) configs). The first sweep
+# (attention-h200-splitkv-run1.json) also had (64, 2): one K/V tile in flight, the pipelining the kernel had
+# before the block-table prefetch.
 SWEEP = (
-    (1, 1024, 1, (4, 8, 16, 33), (32, 64, 128, 256), (DEFAULT_CFG,)),
-    (1, 4096, 1, (8, 16, 24, 33, 48, 66), (64, 256), (DEFAULT_CFG, (64, 3), (32, 5), (64, 2))),
-    (1, 32768, 1, (8, 16, 33, 66, 132), (256,), (DEFAULT_CFG, (64, 3), (32, 5), (64, 2))),
-    (4, 4096, 1, (2, 4, 8, 16), (256,), (DEFAULT_CFG,)),
-    (4, 32768, 1, (4, 8, 16, 33), (256,), (DEFAULT_CFG,)),
-    (32, 4096, 1, (1, 2), (256,), (DEFAULT_CFG, (64, 3))),
-    (64, 4096, 1, (1,), (256,), (DEFAULT_CFG,)),
-    (64, 4096, 2, (1,), (256,), (DEFAULT_CFG,)),
+    (1, 4096, 1, (8, 16, 33), (64, 256), (DEFAULT_CFG,)),
+    (1, 32768, 1, (16, 33, 49), (256,), (DEFAULT_CFG,)),
+    (4, 4096, 1, (4, 9, 12), (256,), (DEFAULT_CFG,)),
+    (4, 32768, 1, (6, 9, 12, 16), (256,), (DEFAULT_CFG,)),
+    (32, 4096, 1, (1,), (256,), (DEFAULT_CFG, (32, 4))),
+    (64, 4096, 1, (1,), (256,), (DEFAULT_CFG, (64, 3))),
+    (64, 4096, 2, (1,), (256,), (DEFAULT_CFG, (64, 3))),
 )
 
 

@@ -233,7 +233,7 @@ def _gswa_decode_kernel(
 
 
 _counters: dict[torch.device, torch.Tensor] = {}
-LAST_LAUNCH: dict[str, object] = {}  # the last compiled kernel launched (benchmarks read registers/spills)
+LAST_LAUNCH: dict[str, object] = {}  # the last compiled kernel and its launch settings (benchmarks read them)
 _sm_count: dict[int, int] = {}
 
 
@@ -333,6 +333,8 @@ def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_
     kw = {} if interp else {"num_warps": num_warps or 4, "num_stages": num_stages or cfg_stages}
     if maxnreg and not interp:
         kw["maxnreg"] = maxnreg  # register cap per thread: trades spills for resident programs per SM
+    LAST_LAUNCH["decode_cfg"] = {"num_splits": num_splits, "block_n": bn, "min_keys_per_split": min_keys_per_split,
+                                 **kw}
     LAST_LAUNCH["decode"] = _gswa_decode_kernel[(bsz * g, n_parts)](
         q, k_cache, v_cache, bt, seq_lens, rk, rv, slots, gt, o, ws_acc, ws_ml, cnt,
         scale * LOG2E, window, g, page_size, num_splits, max(1, triton.cdiv(min_keys_per_split, bn)),

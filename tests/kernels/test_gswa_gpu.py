@@ -77,9 +77,10 @@ def test_decode_paged_up_to_32k(r, dtype):
     lens = [32768, 1, 40, 65, 4096, 12345, 30000, 777]
     x = decode_inputs(len(lens), r, lens, dtype, seed=r)
     ref = K.gswa_decode_reference(**x)
-    for splits in (None, 1, 7):
-        out = K.gswa_decode_triton(**x, num_splits=splits)
-        assert report(f"decode R={r} {dtype} splits={splits}", out, ref) < TOL[dtype]
+    # default; none; 7; 64 splits of >= 32 keys (most splits of the short requests empty)
+    for splits, min_keys in ((None, None), (1, None), (7, None), (64, 32)):
+        out = K.gswa_decode_triton(**x, num_splits=splits, min_keys_per_split=min_keys)
+        assert report(f"decode R={r} {dtype} splits={splits} min_keys={min_keys}", out, ref) < TOL[dtype]
 
 
 def test_decode_split_merge_is_race_free_and_deterministic():
@@ -90,6 +91,35 @@ def test_decode_split_merge_is_race_free_and_deterministic():
     for _ in range(50):
         assert torch.equal(K.gswa_decode_triton(**x, num_splits=16), first)
     assert report("decode R=2 split 16", first, K.gswa_decode_reference(**x)) < TOL[torch.bfloat16]
+
+
+def test_decode_split_kv_inside_a_cuda_graph_follows_the_context_length():
+    """The engine's use: one graph captured per batch size over a block table of full capacity, replayed as
+    contexts grow. The grid (splits from the capacity) is fixed; each replay spreads the actual lengths over
+    the splits. Replays after changing seq_lens in place equal eager launches, R = 1 and 2."""
+    b, cap = 2, 8192
+    for r in (1, 2):
+        x = decode_inputs(b, r, [cap, cap], torch.bfloat16, seed=30 + r)
+        K.gswa_decode(**x)  # first call outside capture (counter buffer, compile)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out_g = K.gswa_decode(**x)
+        for lens in ([1, 5], [33, 64], [65, 4000], [8192, 3], [700, 8191]):
+            x["seq_lens"].copy_(torch.tensor(lens, dtype=torch.int32))
+            graph.replay()
+            torch.cuda.synchronize()
+            eager = K.gswa_decode(**x)
+            assert torch.equal(out_g, eager), (r, lens)
+            assert report(f"decode graph R={r} lens={lens}", out_g, K.gswa_decode_reference(**x)) < TOL[torch.bfloat16]
+
+
+def test_decode_wide_grid_configuration():
+    """64 requests x 8 KV heads: more programs than 3 per SM, so the 32-key / 4-stage launch (WIDE_CFG)."""
+    lens = [int(n) for n in torch.randint(1, 3000, (64,), generator=torch.Generator().manual_seed(3))]
+    for r in (1, 2):
+        x = decode_inputs(len(lens), r, lens, torch.bfloat16, seed=40 + r)
+        out = K.gswa_decode(**x)
+        assert report(f"decode B=64 R={r}", out, K.gswa_decode_reference(**x)) < TOL[torch.bfloat16]
 
 
 def test_decode_contiguous_hf_layout_and_cuda_graph():
