@@ -5,11 +5,13 @@ the group's H/G query heads of all R loop rows into one tile of BLOCK_M >= R*H/G
 is loaded once and used by every row (one tensor-core dot per tile, whatever R is). Rows r>=1 also attend to
 their ring of the last W positions and are mixed with the gate.
 
-Grid: (B * G, parts). Long contexts are split over `num_splits` programs (flash-decoding); with R>1 one extra
-program per (request, KV head) does the local ring attention in parallel. Each program writes its partial
-softmax state (max, sum, unnormalised output) to a workspace, then takes a ticket from a per-(request, KV head)
-counter; the program that draws the last ticket merges the partials, applies the gate and writes the output,
-and resets the counter for the next launch. So the whole step is one launch, with no second reduce kernel.
+Grid: (B * G, parts). Long contexts are split over `num_splits` programs (flash-decoding; each takes an equal
+share of the request's actual length, at least min_keys_per_split keys, so trailing splits may be empty); with
+R>1 one extra program per (request, KV head) does the local ring attention in parallel, and only the global
+branch is split. Each non-empty program writes its partial softmax state (max, sum, unnormalised output) to a
+workspace, then takes a ticket from a per-(request, KV head) counter; the program that draws the last ticket
+merges the non-empty partials, applies the gate and writes the output, and resets the counter for the next
+launch. So the whole step is one launch, with no second reduce kernel.
 The counters live in a cached per-device buffer: launches that share it must be stream-ordered (one stream,
 or graph replays on one stream), and the first call on a device must not happen inside CUDA graph capture.
 
@@ -30,12 +32,13 @@ _interpreter_compat.apply()
 
 MIN_KEYS_PER_SPLIT = 256  # fewest keys per split (by capacity when choosing splits, by actual length in the kernel)
 PROGRAMS_PER_SM = 2  # split programs per SM the heuristic aims at when the batch alone does not fill the GPU
-# Key tile and pipeline depth on the GPU, by grid size (attention-h200-splitkv-run1.json, decode_sweep):
+# Key tile and pipeline depth on the GPU, by grid size (H200 sweeps, benchmarks/results/attention-h200-splitkv
+# -run1.json and attention-h200-splitkv.json, "decode_sweep"):
 # - up to 3 programs per SM: 64-key tiles, 3 stages (2 tiles = 64 KB in flight per program; 72 KB of shared
-#   memory and ~166 registers, so 3 programs fit per SM). Measured faster than 32-key tiles at B=1 4K
-#   (16.1 vs 17.1 us), B=1 32K (50.3 vs 55.6) and B=32 4K (127 vs 151).
+#   memory and ~166 registers, so 3 programs fit per SM). Faster than 32-key tiles / 4 stages at B=1 4K
+#   (16.3 vs 17.2 us), B=1 32K (50.3 vs 55.6), B=32 4K (130 vs 151).
 # - larger grids: 32-key tiles, 4 stages (3 tiles = 48 KB in flight; 54 KB and <= 128 registers for R = 1
-#   and 2, so 4 programs fit per SM): B=64 4K R=1 250 us, R=2 264 us (ratio 1.05).
+#   and 2, so 4 programs fit per SM): B=64 4K R=1 255 us, R=2 271 us, against 330 / 358 with 64 / 3.
 WIDE_GRID_PER_SM = 3
 NARROW_CFG = (64, 3)  # (block_n, num_stages)
 WIDE_CFG = (32, 4)
@@ -258,7 +261,7 @@ def choose_num_splits(batch_kv_heads: int, max_seq_len: int, device: torch.devic
     """Context splits per (request, KV head) for a launch of batch_kv_heads (request, KV head) pairs.
 
     No split once the pairs alone give every SM a program (the batch fills the GPU). Otherwise enough splits
-    for PROGRAMS_PER_SM programs per SM, but no more than max_seq_len / MIN_KEYS_PER_SPLIT. Depends only on
+    for PROGRAMS_PER_SM programs per SM, at most cdiv(max_seq_len, MIN_KEYS_PER_SPLIT). Depends only on
     the batch and max_seq_len (the engine passes its block table's capacity), so a CUDA graph captured for a
     batch size keeps one grid; the kernel then spreads each request's actual length over the splits.
     """
@@ -279,8 +282,9 @@ def gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_
     """Triton path of gswa_decode (CUDA, or CPU under TRITON_INTERPRET=1). Same contract as the reference.
 
     block_table None: contiguous cache [B, S_max, G, D], request b in block b. num_splits (context splits per
-    request and KV head) defaults to a heuristic from the SM count and max_seq_len (default: the cache's
-    capacity); it never changes the result beyond rounding.
+    request and KV head) defaults to choose_num_splits (SM count, batch, max_seq_len; max_seq_len defaults to
+    the cache's capacity); block_n / num_stages default by grid size (NARROW_CFG, WIDE_CFG); none of these
+    changes the result beyond rounding.
     """
     _check_gqa(q, k_cache)
     bsz, r, h, d = q.shape
