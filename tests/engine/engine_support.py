@@ -46,11 +46,11 @@ class LogitRecordingEngine(LLMEngine):
         super().__init__(*args, **kwargs)
         self.logits: dict[tuple[str, int], torch.Tensor] = {}
 
-    def _append(self, logits, seqs, events):
+    def _sample(self, logits, seqs, decode=False):
         for row, seq in zip(logits, seqs):
-            # the row predicts the token after the sequence's last one
-            self.logits[(seq.request_id, seq.num_tokens - 1)] = row.detach().clone()
-        return super()._append(logits, seqs, events)
+            # the row predicts the token after the sequence's newest one (read or still on the device)
+            self.logits[(seq.request_id, seq.next_position)] = row.detach().clone()
+        return super()._sample(logits, seqs, decode)
 
 
 def make_engine(path, num_loops=None, engine_cls=LLMEngine, **overrides):
