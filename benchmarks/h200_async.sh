@@ -4,6 +4,6 @@
 # run), then the engine's GPU tests. Run from this checkout's root: bash benchmarks/h200_async.sh OUT
 out=${1:?OUT}
 source benchmarks/device_setup.sh
-timeout 240 python3 benchmarks/engine.py --steps 40 --out "$out/engine-h200-async.json" 2>&1 | grep -v "Warning\|warn("
-timeout 120 python3 -m pytest -m gpu tests/engine -q -p no:cacheprovider > "$out/gpu-tests-async.log" 2>&1
+timeout 200 python3 benchmarks/engine.py --steps 40 --out "$out/engine-h200-async.json" 2>&1 | grep -v "Warning\|warn("
+timeout 100 python3 -m pytest -m gpu tests/engine -q -p no:cacheprovider > "$out/gpu-tests-async.log" 2>&1
 tail -15 "$out/gpu-tests-async.log"
