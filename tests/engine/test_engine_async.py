@@ -26,11 +26,12 @@ def mixing(tmp_path_factory):
     return mixing_checkpoint(tmp_path_factory.mktemp("mix"), "tiny", seed=5)
 
 
-def drive(engine, plan, abort_on=None):
-    """plan: [(arrival step, prompt, params, request id, fork ids)]; abort_on: {request id: token}: abort the
-    request when an event brings that token (what the server does at a stop string). Returns {request id:
-    (tokens, finish reason, (prompt_tokens, completion_tokens, cached_tokens) of the last event)}."""
-    abort_on = abort_on or {}
+def drive(engine, plan, abort_after=None):
+    """plan: [(arrival step, prompt, params, request id, fork ids)]; abort_after: {request id: n}: abort the
+    request once its events brought n tokens (what the server does at a stop string, which it finds in the
+    events). Returns {request id: (tokens, finish reason, (prompt_tokens, completion_tokens, cached_tokens)
+    of the last event)}."""
+    abort_after = abort_after or {}
     out = {}
     pending = sorted(plan, key=lambda p: p[0])
     step = 0
@@ -45,7 +46,7 @@ def drive(engine, plan, abort_on=None):
             rec[0] += ev.token_ids
             if ev.finished:
                 rec[1], rec[2] = ev.finish_reason, (ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
-            elif abort_on.get(ev.request_id) in ev.token_ids:
+            elif len(rec[0]) >= abort_after.get(ev.request_id, float("inf")):
                 engine.abort(ev.request_id)
         step += 1
         assert step < 2000, "the engine did not finish"
@@ -61,8 +62,8 @@ def probe(path, num_loops, lengths, n=30):
 
 def workload(path, num_loops):
     """Eight requests: mixed prompt lengths and max_tokens, arrivals while others decode, stop ids and an
-    EOS id that occur mid-answer, seeded sampling, a request aborted at a token (a stop string), and n = 3
-    seeded forks."""
+    EOS id that occur mid-answer, seeded sampling, a request aborted after 5 tokens (as at a stop string),
+    and n = 3 seeded forks."""
     lengths = [5, 40, 13, 1, 27, 9, 60, 3]
     ps = prompts(lengths, seed=11)
     seen = probe(path, num_loops, lengths)
@@ -77,18 +78,18 @@ def workload(path, num_loops):
         (9, ps[6], SamplingParams(max_tokens=12, temperature=0.8, seed=3), "fork", ["fork-1", "fork-2"]),
         (16, ps[7], SamplingParams(max_tokens=9, **greedy), "late", []),
     ]
-    return plan, {"abort-at": seen[5][4]}, seen[3][8]
+    return plan, {"abort-at": 5}, seen[3][8]
 
 
 def run_both(path, num_loops=None, static=False, **overrides):
-    plan, abort_on, eos = workload(path, num_loops)
+    plan, abort_after, eos = workload(path, num_loops)
     results, engines = [], []
     for mode in (False, True):
         engine, _ = make_engine(path, num_loops, async_scheduling=mode, max_model_len=160, **overrides)
         engine.eos_ids = frozenset({eos})
         if static:
             engine.runner.use_static_inputs([1, 2, 4])
-        results.append(drive(engine, plan, abort_on))
+        results.append(drive(engine, plan, abort_after))
         engines.append(engine)
     return results, engines
 
@@ -105,7 +106,7 @@ def test_async_equals_sync_token_for_token(plt_checkpoint, num_loops, overrides,
     assert fast == sync
     finishes = {rid: r[1] for rid, r in sync.items()}
     assert finishes["short"] == "length" and finishes["stop-id"] == "stop" and finishes["eos"] == "stop"
-    assert finishes["abort-at"] == "abort" and len({tuple(sync[r][0]) for r in ("fork", "fork-1", "fork-2")}) == 3
+    assert finishes["abort-at"] == "abort" and len(sync["abort-at"][0]) == 5 and len({tuple(sync[r][0]) for r in ("fork", "fork-1", "fork-2")}) == 3
     a, s = async_engine.stats(), sync_engine.stats()
     assert a.generation_tokens_total == s.generation_tokens_total == sum(r[2][1] for r in sync.values())
     assert a.requests_finished_total == s.requests_finished_total and a.kv_blocks_used == 0
