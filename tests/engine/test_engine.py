@@ -7,19 +7,9 @@ import torch
 
 from loopcoder.model_server.engine import (AsyncLLMEngine, EngineConfig, EngineOverloaded, LLMEngine,
                                            RequestTooLong, SamplingParams)
-from loopcoder.model_server.plt.checkpoint import init_checkpoint, load_checkpoint
+from loopcoder.model_server.plt.checkpoint import load_checkpoint
 
 GREEDY = SamplingParams(max_tokens=10, temperature=0, ignore_eos=True)
-
-
-@pytest.fixture(scope="module")
-def plt_checkpoint(tmp_path_factory):
-    return init_checkpoint(tmp_path_factory.mktemp("plt"), "tiny", seed=3)
-
-
-@pytest.fixture(scope="module")
-def v1_checkpoint(tmp_path_factory):
-    return init_checkpoint(tmp_path_factory.mktemp("v1"), "iquest-v1-tiny", seed=4)
 
 
 def make_engine(path, num_loops=None, **overrides):
@@ -163,8 +153,9 @@ def test_abort_frees_blocks_and_slot(plt_checkpoint):
     assert (engine.stats().requests_aborted_total, engine.stats().requests_finished_total) == (1, 0)
 
 
-def test_async_engine_streams_concurrent_requests_and_aborts_on_early_exit(plt_checkpoint):
-    engine, model = make_engine(plt_checkpoint)
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_async_engine_streams_concurrent_requests_and_aborts_on_early_exit(plt_checkpoint, async_scheduling):
+    engine, model = make_engine(plt_checkpoint, async_scheduling=async_scheduling)
     batch = prompts([6, 18, 9, 25, 3, 11], seed=8)
 
     async def main():

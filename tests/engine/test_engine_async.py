@@ -6,51 +6,14 @@ import pytest
 import torch
 
 from loopcoder.model_server.engine import SamplingParams
-from loopcoder.model_server.plt.checkpoint import init_checkpoint
 
-from engine_support import LogitRecordingEngine, make_engine, mixing_checkpoint, prompts, reference_logits
-
-
-@pytest.fixture(scope="module")
-def plt_checkpoint(tmp_path_factory):
-    return init_checkpoint(tmp_path_factory.mktemp("plt"), "tiny", seed=3)
-
-
-@pytest.fixture(scope="module")
-def v1_checkpoint(tmp_path_factory):
-    return init_checkpoint(tmp_path_factory.mktemp("v1"), "iquest-v1-tiny", seed=4)
+from engine_support import (LogitRecordingEngine, make_engine, mixing_checkpoint, prompts, reference_logits,
+                            run_plan)
 
 
 @pytest.fixture(scope="module")
 def mixing(tmp_path_factory):
     return mixing_checkpoint(tmp_path_factory.mktemp("mix"), "tiny", seed=5)
-
-
-def drive(engine, plan, abort_after=None):
-    """plan: [(arrival step, prompt, params, request id, fork ids)]; abort_after: {request id: n}: abort the
-    request once its events brought n tokens (what the server does at a stop string, which it finds in the
-    events). Returns {request id: (tokens, finish reason, (prompt_tokens, completion_tokens, cached_tokens)
-    of the last event)}."""
-    abort_after = abort_after or {}
-    out = {}
-    pending = sorted(plan, key=lambda p: p[0])
-    step = 0
-    while pending or engine.has_work():
-        while pending and pending[0][0] <= step:
-            _, prompt, params, rid, forks = pending.pop(0)
-            engine.submit(prompt, params, rid, fork_ids=forks)
-            for r in [rid, *forks]:
-                out[r] = [[], None, None]
-        for ev in engine.step():
-            rec = out[ev.request_id]
-            rec[0] += ev.token_ids
-            if ev.finished:
-                rec[1], rec[2] = ev.finish_reason, (ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
-            elif len(rec[0]) >= abort_after.get(ev.request_id, float("inf")):
-                engine.abort(ev.request_id)
-        step += 1
-        assert step < 2000, "the engine did not finish"
-    return {rid: (tokens, finish, usage) for rid, (tokens, finish, usage) in out.items()}
 
 
 def probe(path, num_loops, lengths, n=30):
@@ -89,7 +52,7 @@ def run_both(path, num_loops=None, static=False, **overrides):
         engine.eos_ids = frozenset({eos})
         if static:
             engine.runner.use_static_inputs([1, 2, 4])
-        results.append(drive(engine, plan, abort_after))
+        results.append(run_plan(engine, plan, abort_after))
         engines.append(engine)
     return results, engines
 

@@ -69,7 +69,7 @@ def test_async_scheduling_equals_sync_with_cuda_graphs(model):
     after 7 tokens (as at a stop string), arriving at different steps. One graph size, so every step runs
     the same GEMM shapes whichever requests are in it (the async engine's batch still holds a request that
     stopped, until its token is read)."""
-    from test_engine_async import drive
+    from engine_support import run_plan
 
     batch = prompts()
     seen = engine(model, graph_batch_sizes=[8], async_scheduling=False).generate(batch, GREEDY)
@@ -84,7 +84,7 @@ def test_async_scheduling_equals_sync_with_cuda_graphs(model):
     outs, engines = [], []
     for mode in (False, True):
         e = engine(model, graph_batch_sizes=[8], async_scheduling=mode)
-        outs.append(drive(e, plan, abort_after={"r3": 7}))
+        outs.append(run_plan(e, plan, abort_after={"r3": 7}))
         engines.append(e)
     assert outs[0] == outs[1]
     assert outs[0]["r3"][1] == "abort" and len(outs[0]["r3"][0]) == 7 and len(outs[0]["r2"][0]) == 9
