@@ -2,6 +2,8 @@
 engine: the same tokens, finish reasons and usage, request by request, over mixed workloads. On CPU nothing
 overlaps, but the same code runs: tokens read one step late, inputs fed from the device, speculative tokens
 of finished requests discarded."""
+import functools
+
 import pytest
 import torch
 
@@ -16,10 +18,11 @@ def mixing(tmp_path_factory):
     return mixing_checkpoint(tmp_path_factory.mktemp("mix"), "tiny", seed=5)
 
 
+@functools.lru_cache(maxsize=None)
 def probe(path, num_loops, lengths, n=30):
-    """Greedy continuations, to pick stop ids that really occur mid-answer."""
+    """Greedy continuations, to pick stop ids that really occur mid-answer (once per checkpoint and R)."""
     engine, _ = make_engine(path, num_loops, async_scheduling=False, max_model_len=160)
-    return engine.generate(prompts(lengths, seed=11),
+    return engine.generate(prompts(list(lengths), seed=11),
                            SamplingParams(max_tokens=n, temperature=0, ignore_eos=True))
 
 
@@ -29,7 +32,7 @@ def workload(path, num_loops):
     and n = 3 seeded forks."""
     lengths = [5, 40, 13, 1, 27, 9, 60, 3]
     ps = prompts(lengths, seed=11)
-    seen = probe(path, num_loops, lengths)
+    seen = probe(path, num_loops, tuple(lengths))
     greedy = dict(temperature=0, ignore_eos=True)
     plan = [
         (0, ps[0], SamplingParams(max_tokens=3, **greedy), "short", []),
