@@ -30,7 +30,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from engine import build_model, make_engine  # noqa: E402  (benchmarks/engine.py)
+from engine import build_model, graph_gpu_ms, make_engine  # noqa: E402  (benchmarks/engine.py)
 
 KINDS = [  # first match wins; lower-case substrings of kernel names
     ("gemm", ("gemm", "gemv", "nvjet", "cutlass", "sm90_xmma", "cublas", "splitk")),
@@ -79,22 +79,6 @@ def eager_profile(runner, inputs, steps: int = 3) -> dict:
         "by_kind": {k: {"ms": round(v[0], 4), "count": round(v[1])} for k, v in sorted(by_kind.items())},
         "top": [{"name": n[:90], "ms": round(v[0], 4), "count": round(v[1])} for n, v in top],
     }
-
-
-def graph_gpu_ms(runner, batch: int, replays: int = 20) -> float | None:
-    size = next((n for n in sorted(runner.graphs) if n >= batch), None)
-    if size is None:
-        return None
-    graph = runner.graphs[size][0]
-    for _ in range(3):
-        graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(replays):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / replays
 
 
 def _union_ms(intervals) -> float:
@@ -146,9 +130,8 @@ def step_profile(engine, steps: int) -> dict:
 
     originals = [(engine.scheduler, "schedule", timed(engine.scheduler, "schedule", "schedule")),
                  (engine.runner, "decode", timed(engine.runner, "decode", "decode_launch")),
-                 (le, "sample", timed(le, "sample", "sample_incl_token_read"))]
-    if hasattr(engine.runner, "feed_tokens"):
-        originals.append((engine.runner, "feed_tokens", timed(engine.runner, "feed_tokens", "feed_tokens")))
+                 (le, "sample_on_device", timed(le, "sample_on_device", "sample")),
+                 (engine, "_resolve", timed(engine, "_resolve", "token_read_and_bookkeeping"))]
     n, total = 10, 0.0
     try:
         for _ in range(n):
@@ -203,8 +186,9 @@ def main() -> None:
     model = build_model(args.layers)
     results = {}
     for loops in (1, 2):
+        # synchronous steps: this profiles the parts of one step (benchmarks/engine.py measures async)
         engine = make_engine(model, loops, "fused", max_num_seqs=64, max_model_len=args.context + 512,
-                             graph_sizes=[1, 32, 64])
+                             graph_sizes=[1, 32, 64], async_scheduling=False)
         for batch in (1, 32):
             key = f"R{loops}.b{batch}"
             results[key] = r = case(engine, batch, args.context, args.steps)

@@ -81,6 +81,9 @@ def serve_command(
         "--gpu-memory-utilization; default on cpu: max batch x full context."),
     prefix_caching: Optional[bool] = typer.Option(
         None, "--prefix-caching/--no-prefix-caching", help="Reuse the KV of shared prompt prefixes (default on)."),
+    async_scheduling: Optional[bool] = typer.Option(
+        None, "--async-scheduling/--no-async-scheduling", help="Launch the next decode step before reading the "
+        "last one's tokens (default on with cuda, off on cpu; docs/engine.md)."),
     served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
                                                     help="Model name clients use (default: checkpoint dir name)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require Authorization: Bearer KEY on /v1/*."),
@@ -103,6 +106,7 @@ def serve_command(
              "engine.dtype": dtype, "engine.num_loops": num_loops, "engine.max_num_seqs": max_batch,
              "engine.max_model_len": max_model_len, "engine.gpu_memory_utilization": gpu_memory_utilization,
              "engine.num_kv_blocks": kv_cache_blocks, "engine.enable_prefix_caching": prefix_caching,
+             "engine.async_scheduling": async_scheduling,
              "served_model_name": served_model_name, "api_key": api_key,
              "constrain_tool_calls": constrain_tool_calls, "backend": engine, "tp_size": tp_size,
              "sglang_python": sglang_python}
@@ -144,7 +148,8 @@ def serve_command(
     cache = inner.blocks.num_blocks * inner.cfg.block_size
     console.print(f"serving {engine.model_name!r} at http://{bound_host}:{bound_port}/v1 "
                   f"(max batch {inner.cfg.max_num_seqs}, context {engine.max_model_len}, KV cache {cache} tokens, "
-                  f"prefix caching {'on' if inner.cfg.enable_prefix_caching else 'off'}); warming up; Ctrl-C stops")
+                  f"prefix caching {'on' if inner.cfg.enable_prefix_caching else 'off'}, async scheduling "
+                  f"{'on' if inner.async_scheduling else 'off'}); warming up; Ctrl-C stops")
     if inner.memory_plan is not None:
         console.print(inner.memory_plan.summary())
     if not _is_loopback(cfg.host) and not cfg.api_key:
@@ -173,7 +178,10 @@ def _serve_sglang(cfg: ServeConfig, print_command: bool, add_config_code: bool) 
     # the plugin with its radix cache off) and are not passed on; the KV sizing settings may only keep
     # their defaults (SGLang sizes its pool with its own --mem-fraction-static).
     for key, value in settings.items():
-        if key in ("gpu_memory_utilization", "num_kv_blocks"):
+        if key == "async_scheduling":
+            if value is not None:  # SGLang overlaps its own scheduling (its overlap scheduler)
+                raise ConfigError("engine.async_scheduling is a native-engine setting; --engine sglang does not take it")
+        elif key in ("gpu_memory_utilization", "num_kv_blocks"):
             if value != _NATIVE_SIZING_DEFAULTS[key]:
                 raise ConfigError(f"engine.{key} is a native-engine setting; with --engine sglang size the KV "
                                   "pool with SGLang's own --mem-fraction-static (docs/sglang.md)")

@@ -32,5 +32,8 @@ class EngineConfig(BaseModel):
         "recomputed over a bounded tail of the hit)")
     decode_mode: Literal["fused", "sequential"] = Field(
         "fused", description="fused: all loops of a token in one pass; sequential: one pass per loop (baseline)")
+    async_scheduling: bool | None = Field(
+        None, description="launch decode step n+1 before the host reads step n's tokens and do the per-request "
+        "bookkeeping one step late (overlaps the host with the GPU); None: on with cuda, off on cpu")
     cuda_graphs: bool = Field(True, description="capture decode steps as CUDA graphs (cuda only)")
     graph_batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 48, 64])

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import torch
@@ -24,12 +25,24 @@ from .grammar import GrammarCompiler
 from .config import EngineConfig
 from .memory import MemoryPlan, default_max_model_len, kv_block_bytes, plan_kv_blocks, prefill_gather_bytes, recompute_tail
 from .model_runner import ModelRunner
-from .sampler import Sampled, sample
+from .sampler import sample, sample_on_device
 from .scheduler import PrefillChunk, Scheduler
 from .sequence import Sequence, Status
 from .types import EngineOverloaded, EngineStats, RequestTooLong, SamplingParams, TokenEvent
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Sampled:
+    """Tokens sampled on the device for ``seqs`` and on their way to the host: ``host`` (pinned on CUDA) is
+    filled by a non-blocking copy that ``event`` marks done; the host reads it in ``_resolve``."""
+    seqs: list[Sequence]
+    chosen: torch.Tensor  # [B] on the device
+    host: torch.Tensor  # [B] on the host
+    event: torch.cuda.Event | None
+    logprobs: list
+    decode: bool  # a decode step (its input positions are counted as computed when it is read)
 
 
 class LLMEngine:
@@ -71,6 +84,15 @@ class LLMEngine:
         self._lock = threading.Lock()  # guards inbox and aborts (the only state other threads touch)
         self._requests: dict[str, Sequence] = {}
         self.counters = collections.Counter()
+        # Async scheduling (docs/engine.md): the decode step whose tokens the host has not read yet, and
+        # the last decode step launched (its tokens on the device feed the next step's inputs).
+        self.async_scheduling = (cfg.async_scheduling if cfg.async_scheduling is not None
+                                 else self.runner.device.type == "cuda")
+        self._inflight: _Sampled | None = None
+        self._last_decode: _Sampled | None = None
+        self._host_buffers: list[torch.Tensor] = []  # two, used in turn (one read while one is filled)
+        self._events = [torch.cuda.Event(), torch.cuda.Event()] if self.runner.device.type == "cuda" else None
+        self._turn = 0
         self.decode_seconds = 0.0  # wall time of decode steps (step() from start to sampled tokens)
         self.ready = False  # warm_up() done (the server's /health waits for it)
         self.warmup_seconds: float | None = None
@@ -225,11 +247,19 @@ class LLMEngine:
 
     def has_work(self) -> bool:
         with self._lock:
-            return bool(self._inbox or self._aborts or self.scheduler.has_work())
+            return bool(self._inbox or self._aborts or self.scheduler.has_work() or self._inflight is not None)
 
     # -- one step ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self) -> list[TokenEvent]:
+        """Run one step; returns the token events it produced.
+
+        With async scheduling, a decode step's tokens are read by the next step() call: it first launches
+        the following decode step for the same requests (inputs fed on the device from the unread tokens,
+        their next KV block taken one step ahead), then reads the previous step's tokens while that runs
+        and does their bookkeeping (stop ids, max_tokens, events). A request found finished there has its
+        token of the step already launched discarded (``_resolve``). A step that needs the host between
+        the two (``_overlap_batch``) reads the tokens first and runs synchronously."""
         started = time.perf_counter()
         events: list[TokenEvent] = []
         with self._lock:
@@ -244,6 +274,16 @@ class LLMEngine:
             seq = self._requests.get(rid)
             if seq is not None and seq.status is not Status.FINISHED:
                 self._finish(seq, "abort", events)
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            batch = self._overlap_batch(inflight.seqs)
+            if batch is not None:  # launch the next step before reading the previous one's tokens
+                self._inflight = self._launch_decode(batch)
+                self.counters["overlapped_steps"] += 1
+            self._resolve(inflight, events)
+            if batch is not None:
+                self._count_decode(started)
+                return events
         schedule = self.scheduler.schedule()
         if schedule.prefill:
             for chunk in schedule.prefill:
@@ -263,18 +303,112 @@ class LLMEngine:
             if seqs:
                 self._append(logits[torch.tensor(rows, device=logits.device)], seqs, events)
         elif schedule.decode:
-            logits = self.runner.decode(schedule.decode)
-            for seq in schedule.decode:
-                seq.num_computed += 1
-                self.blocks.register(seq)
-            sampled = self._append(logits, schedule.decode, events)
-            # the next decode step's input ids stay on the device (model_runner.decode)
-            self.runner.feed_tokens(sampled.chosen, sampled.tokens)
-            # the engine's own decode speed (the sampled tokens were read, so this includes the device)
-            self.counters["decode_steps"] += 1
-            self.decode_seconds += time.perf_counter() - started
+            launched = self._launch_decode(schedule.decode)
+            if self.async_scheduling and self._overlappable(schedule.decode):
+                self._inflight = launched  # read by the next step()
+            else:
+                self._resolve(launched, events)
+            self._count_decode(started)
+            return events
         self.counters["steps"] += 1
         return events
+
+    def _count_decode(self, started: float) -> None:
+        # the engine's own decode speed: wall time of the step() calls that launched a decode step
+        self.counters["decode_steps"] += 1
+        self.counters["steps"] += 1
+        self.decode_seconds += time.perf_counter() - started
+
+    @staticmethod
+    def _overlappable(seqs: list[Sequence]) -> bool:
+        """Whether the next decode step of ``seqs`` may be launched before the host reads this one's tokens:
+        not when a request's next sampling reads host state those tokens change (a grammar matcher, the
+        penalties' token counts) or asks for logprobs (read with its tokens)."""
+        return not any(s.grammar is not None or s.params.penalized or s.params.logprobs is not None for s in seqs)
+
+    def _overlap_batch(self, seqs: list[Sequence]) -> list[Sequence] | None:
+        """The requests of the in-flight decode step ``seqs`` whose next step is launched before its
+        tokens are read, or None when this step must be synchronous: async scheduling off, a prefill chunk
+        (a new request, a fork, a preempted request) ready to run, a request that needs the host between
+        steps (``_overlappable``), or no KV block for a request's next position (preemption is decided on
+        read tokens). Requests that step finishes for certain (max_tokens, max_model_len) or that were
+        aborted are left out; the others get the block of their next position now."""
+        if not self.async_scheduling or not self._overlappable(seqs) or self.scheduler.prefill_ready():
+            return None
+        batch = [s for s in seqs if s.status is Status.RUNNING
+                 and len(s.output_ids) + s.num_pending < s.params.max_tokens
+                 and s.num_tokens + s.num_pending < self.cfg.max_model_len]
+        if not batch:
+            return None
+        # the next step writes position next_position: its block must exist (one step ahead)
+        need = sum(self.blocks.blocks_needed(s, s.next_position + 1) for s in batch)
+        if need > self.blocks.num_free:
+            return None
+        for s in batch:
+            self.blocks.grow(s, s.next_position + 1)
+        return batch
+
+    def _launch_decode(self, seqs: list[Sequence]) -> _Sampled:
+        """Queue a decode step for ``seqs`` and its sampling; nothing here waits for the device. Input ids
+        come from the last decode step's tokens on the device where the host may not have them."""
+        ids, last = None, self._last_decode
+        if last is not None:
+            if len(last.seqs) == len(seqs) and all(a is b for a, b in zip(last.seqs, seqs)):
+                ids = last.chosen
+            elif any(s.num_pending for s in seqs):  # a subset of the last batch, tokens not read yet
+                row = {id(s): i for i, s in enumerate(last.seqs)}
+                index = torch.tensor([row[id(s)] for s in seqs])
+                if index.device != last.chosen.device:
+                    index = index.pin_memory().to(last.chosen.device, non_blocking=True)
+                ids = last.chosen[index]
+        logits = self.runner.decode(seqs, ids)
+        self._last_decode = launched = self._sample(logits, seqs, decode=True)
+        for seq in seqs:
+            seq.num_pending += 1
+        return launched
+
+    def _sample(self, logits: torch.Tensor, seqs: list[Sequence], decode: bool = False) -> _Sampled:
+        """Sample on the device and start copying the tokens to the host (non-blocking, pinned)."""
+        # The bitmask is filled on the host while a CUDA decode step may still be running.
+        bitmask = self.grammars.fill_bitmask([s.grammar for s in seqs])
+        chosen, logprobs = sample_on_device(logits, seqs, self.generator, bitmask)
+        n = len(seqs)
+        self._turn ^= 1
+        if len(self._host_buffers) < 2 or self._host_buffers[self._turn].numel() < n:
+            size = max(n, self.cfg.max_num_seqs)
+            pin = chosen.device.type == "cuda"
+            self._host_buffers = [torch.empty(size, dtype=torch.int64, pin_memory=pin) for _ in range(2)]
+        host = self._host_buffers[self._turn][:n]
+        host.copy_(chosen, non_blocking=True)
+        event = None
+        if self._events is not None:
+            event = self._events[self._turn]
+            event.record()
+        return _Sampled(seqs, chosen, host, event, logprobs, decode)
+
+    def _resolve(self, sampled: _Sampled, events: list[TokenEvent]) -> None:
+        """Read sampled tokens (waiting for their copy only) and do each request's bookkeeping. A decode
+        step's token of a request that is no longer running (it finished, or was aborted, at the step
+        before, whose tokens were read after this one was launched) is discarded: never emitted, never
+        counted; its K/V, ring and carry writes went to a position past the request's end, in blocks and
+        a slot it no longer holds, which their next owner writes before it reads (docs/engine.md)."""
+        if sampled.event is not None:
+            sampled.event.synchronize()
+        tokens = sampled.host.tolist()
+        seqs, logprobs = sampled.seqs, sampled.logprobs
+        if sampled.decode:
+            keep = []
+            for i, seq in enumerate(seqs):
+                seq.num_pending -= 1
+                if seq.status is Status.RUNNING:
+                    keep.append(i)
+                else:
+                    self.counters["discarded_tokens"] += 1
+            seqs, tokens, logprobs = ([x[i] for i in keep] for x in (seqs, tokens, logprobs))
+            for seq in seqs:
+                seq.num_computed += 1  # the step's input position is in the cache now
+                self.blocks.register(seq)
+        self._accept(seqs, tokens, logprobs, events)
 
     def _fork(self, parent: Sequence) -> list[Sequence]:
         """Parent's prompt is in the cache: its forks start from a copy (or wait and recompute it)."""
@@ -286,11 +420,13 @@ class LLMEngine:
                 self.runner.copy_cache(parent.slot, child.slot, blocks)
         return forks
 
-    def _append(self, logits: torch.Tensor, seqs: list[Sequence], events: list[TokenEvent]) -> Sampled:
-        # The bitmask is filled on the host while a CUDA decode step may still be running.
-        bitmask = self.grammars.fill_bitmask([s.grammar for s in seqs])
-        sampled = sample(logits, seqs, self.generator, bitmask)
-        for seq, token, logprob in zip(seqs, sampled.tokens, sampled.logprobs):
+    def _append(self, logits: torch.Tensor, seqs: list[Sequence], events: list[TokenEvent]) -> None:
+        """Sample one token per row of ``logits`` for ``seqs`` and take it at once (prefill rows)."""
+        self._resolve(self._sample(logits, seqs), events)
+
+    def _accept(self, seqs: list[Sequence], tokens: list[int], logprobs: list, events: list[TokenEvent]) -> None:
+        """Each request's new token: output, stop ids, grammar, max_tokens and max_model_len, events."""
+        for seq, token, logprob in zip(seqs, tokens, logprobs):
             seq.output_ids.append(token)
             if logprob is not None:
                 seq.output_logprobs.append(logprob)
@@ -304,7 +440,6 @@ class LLMEngine:
                 self._finish(seq, "length", events)
             else:
                 events.append(self._event(seq))
-        return sampled
 
     def _finish(self, seq: Sequence, reason: str, events: list[TokenEvent]) -> None:
         self.scheduler.finish(seq, reason)
@@ -332,6 +467,7 @@ class LLMEngine:
         with self._lock:
             pending, self._inbox = list(self._inbox), collections.deque()
         pending += [child for seq in pending for child in seq.forks]
+        self._inflight = self._last_decode = None  # their requests finish here; their tokens are dropped
         for seq in pending + list(self._requests.values()):
             if seq.status is not Status.FINISHED:
                 self._finish(seq, reason, events)

@@ -83,8 +83,8 @@ class ModelRunner:
         self._static: dict[str, torch.Tensor] = {}
         self._static_sizes: list[int] = []
         self._resident: _Resident | None = None  # what the graphs' static inputs hold (decode())
-        self._fed: list[int] | None = None  # tokens feed_tokens() put into the static ids
         self.resident_steps = 0  # decode steps that advanced the resident inputs instead of uploading
+        self.table_entries_uploaded = 0  # block-table entries sent to the device for decode steps
         self.qkv_weight, self.qkv_bias, self.gate_up_weight = self._fuse_projections()
 
     def resize_kv(self, num_blocks: int) -> None:
@@ -254,32 +254,53 @@ class ModelRunner:
         return self._logits(h[0, last])
 
     # -- decode -----------------------------------------------------------------------------------------
-    def _decode_inputs(self, seqs: list[Sequence]):
-        # Built on the host and sent in two copies: at batch 1 a decode step is a few milliseconds and
-        # every separate host-to-device copy shows.
-        meta = torch.tensor([[s.last_token for s in seqs], [s.num_tokens - 1 for s in seqs],
-                             [s.slot for s in seqs]]).to(self.device, non_blocking=True)
-        tables = torch.full((len(seqs), self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32)
+    def _pinned(self, values, dtype=torch.int64) -> torch.Tensor:
+        """Host values on the device without waiting for the work queued there (pinned, non-blocking)."""
+        host = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
+        if self.device.type != "cuda":
+            return host
+        return host.pin_memory().to(self.device, non_blocking=True)
+
+    def _decode_inputs(self, seqs: list[Sequence], ids: torch.Tensor | None = None):
+        """Inputs of an eager decode step (a batch beyond the captured graphs): ids (from ``ids`` on the
+        device, else the sequences' last tokens), positions, slots and block tables. The tables keep the
+        full width (the decode kernel picks its context split from it) but only the columns the batch uses
+        are sent."""
+        meta = [[s.next_position for s in seqs], [s.slot for s in seqs]]
+        if ids is None:
+            meta.append([s.last_token for s in seqs])
+        meta = self._pinned(meta)
+        width = max(1, max(len(s.block_table) for s in seqs))
+        dense = torch.full((len(seqs), width), self.dummy_block, dtype=torch.int32)
         for i, s in enumerate(seqs):
-            tables[i, : len(s.block_table)] = torch.tensor(s.block_table, dtype=torch.int32)
-        return meta[0], meta[1], meta[2], tables.to(self.device, non_blocking=True)
+            dense[i, : len(s.block_table)] = torch.tensor(s.block_table, dtype=torch.int32)
+        tables = torch.full((len(seqs), self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32,
+                            device=self.device)
+        tables[:, :width] = self._pinned(dense)
+        self.table_entries_uploaded += dense.numel()
+        return meta[2] if ids is None else ids, meta[0], meta[1], tables
 
     @torch.no_grad()
-    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        """One new token for each sequence; returns last-loop logits [B, V].
+    def decode(self, seqs: list[Sequence], ids: torch.Tensor | None = None) -> torch.Tensor:
+        """One new token for each sequence, at its ``next_position``; returns last-loop logits [B, V].
+
+        ``ids``: the input tokens already on the device, [B] in the order of ``seqs`` (the previous decode
+        step's sampled tokens: with async scheduling the host has not read them yet); None: the sequences'
+        last tokens, from the host.
 
         With CUDA graphs the inputs stay on the device between steps: when the batch is the one of the
-        previous decode step, one position further, and its tokens are the ones ``feed_tokens`` put into
-        the graph's input buffer, only the position counter (one add) and any new block-table entries
-        are written; otherwise the inputs are uploaded in full."""
+        previous decode step, one position further, and ``ids`` is given, only the ids (one device copy),
+        the position counter (one add) and any new block-table entries are written; otherwise the inputs
+        are uploaded, the block tables by what changed (``_upload``)."""
         batch = len(seqs)
         size = next((n for n in self._static_sizes if n >= batch), None)
         if size is None:
             self._resident = None
-            return self._decode_step(*self._decode_inputs(seqs))
-        if not self._advance_resident(seqs):
-            self._upload(seqs, size)
-        self._fed = None
+            return self._decode_step(*self._decode_inputs(seqs, ids))
+        if ids is None or not self._advance_resident(seqs):
+            self._upload(seqs, size, ids)
+        else:
+            self._static["ids"][:batch].copy_(ids)
         if size in self.graphs:
             graph, logits = self.graphs[size]
             graph.replay()
@@ -292,7 +313,7 @@ class ModelRunner:
         """Keep decode inputs in static buffers for batches up to max(sizes) (padded to the next size).
         capture_graphs() does this for its graphs; on CPU it runs the same bookkeeping eagerly."""
         self._static_sizes = sizes = sorted({min(n, self.cfg.max_num_seqs) for n in sizes})
-        self._resident = self._fed = None
+        self._resident = None
         if not sizes:
             return
         top, dev = sizes[-1], self.device
@@ -302,29 +323,69 @@ class ModelRunner:
             "slots": torch.full((top,), self.dummy_slot, dtype=torch.long, device=dev),
             "tables": torch.full((top, self.max_blocks_per_seq), self.dummy_block, dtype=torch.int32, device=dev),
         }
-        self._resident = self._fed = None
 
-    def _upload(self, seqs: list[Sequence], size: int) -> None:
-        batch, st = len(seqs), self._static
-        ids, pos, slots, tables = self._decode_inputs(seqs)
-        st["ids"][:batch], st["pos"][:batch], st["slots"][:batch], st["tables"][:batch] = ids, pos, slots, tables
+    def _upload(self, seqs: list[Sequence], size: int, ids: torch.Tensor | None) -> None:
+        """Write a new batch into the static inputs. Ids, positions and slots go up whole (3 x B values);
+        block-table rows are not rebuilt max_blocks_per_seq wide: a request that was already resident keeps
+        its row (moved on the device if its row index changed) plus the entries appended since, and only a
+        request new to the batch sends its table, as wide as it is. Entries beyond a request's own table
+        are never read (the kernels read the blocks of positions < its length), so they are left as they are."""
+        batch, st, res = len(seqs), self._static, self._resident
+        meta = [[s.next_position for s in seqs], [s.slot for s in seqs]]
+        if ids is None:
+            meta.append([s.last_token for s in seqs])
+        meta = self._pinned(meta)
+        st["pos"][:batch], st["slots"][:batch] = meta[0], meta[1]
+        st["ids"][:batch] = meta[2] if ids is None else ids
+        row_of = {id(s): j for j, s in enumerate(res.seqs)} if res is not None else {}
+        moves, entries, fresh = [], [], []
+        for i, s in enumerate(seqs):
+            table, j = s.block_table, row_of.get(id(s))
+            if j is not None and table is res.tables[j] and len(table) >= res.lengths[j] and (
+                    res.lengths[j] == 0 or table[res.lengths[j] - 1] == res.last[j]):
+                if j != i:
+                    moves.append((i, j, res.lengths[j]))
+                entries += [(i, c, table[c]) for c in range(res.lengths[j], len(table))]
+            elif table:
+                fresh.append(i)
+        tables = st["tables"]
+        if moves:  # rows of requests already resident, gathered on the device (no upload)
+            width = max(n for _, _, n in moves)
+            index = self._pinned([[i for i, _, _ in moves], [j for _, j, _ in moves]])
+            tables[index[0], :width] = tables[index[1], :width]  # the gather copies before it writes
+        if fresh:  # whole tables of requests new to the batch: one dense upload [len(fresh), widest]
+            width = max(len(seqs[i].block_table) for i in fresh)
+            dense = torch.full((len(fresh), width), self.dummy_block, dtype=torch.int32)
+            for n, i in enumerate(fresh):
+                dense[n, : len(seqs[i].block_table)] = torch.tensor(seqs[i].block_table, dtype=torch.int32)
+            rows = self._pinned(fresh)
+            tables[rows, :width] = self._pinned(dense)
+            self.table_entries_uploaded += dense.numel()
+        if entries:
+            self._write_entries(entries)
+        # padding rows (after the moves: a row below may be a moved row's source): position 0 of the
+        # scratch slot and block; a row of length 1 reads only its first table entry
         st["ids"][batch:size] = 0
         st["pos"][batch:size] = 0
         st["slots"][batch:size] = self.dummy_slot
-        st["tables"][batch:size] = self.dummy_block
-        self._resident = _Resident(list(seqs), [s.num_tokens - 1 for s in seqs],
+        tables[batch:size, 0] = self.dummy_block
+        self._resident = _Resident(list(seqs), [s.next_position for s in seqs],
                                    [s.block_table for s in seqs], [len(s.block_table) for s in seqs],
                                    [s.block_table[-1] if s.block_table else None for s in seqs],
                                    [s.slot for s in seqs])
 
+    def _write_entries(self, entries: list[tuple[int, int, int]]) -> None:
+        """Block-table entries (row, column, block) into the static tables: one upload, one scatter."""
+        rows, cols, vals = self._pinned(entries).T
+        self._static["tables"][rows, cols] = vals.to(torch.int32)
+        self.table_entries_uploaded += len(entries)
+
     def _advance_resident(self, seqs: list[Sequence]) -> bool:
         """Move the device-resident inputs one position on, if they still describe ``seqs``."""
-        res, fed = self._resident, self._fed
-        if res is None or fed is None or len(seqs) != len(res.seqs):
+        res = self._resident
+        if res is None or len(seqs) != len(res.seqs) or any(a is not b for a, b in zip(seqs, res.seqs)):
             return False
-        if any(a is not b for a, b in zip(seqs, res.seqs)) or [s.last_token for s in seqs] != fed:
-            return False
-        if any(s.num_tokens - 2 != p for s, p in zip(seqs, res.pos)) or [s.slot for s in seqs] != res.slots:
+        if any(s.next_position - 1 != p for s, p in zip(seqs, res.pos)) or [s.slot for s in seqs] != res.slots:
             return False
         new_entries = []
         for i, s in enumerate(seqs):
@@ -334,24 +395,14 @@ class ModelRunner:
                 return False
             if len(table) > n:
                 new_entries += [(i, j, table[j]) for j in range(n, len(table))]
-        st = self._static
-        st["pos"][: len(seqs)] += 1
+        self._static["pos"][: len(seqs)] += 1
         if new_entries:
-            rows, cols, vals = torch.tensor(new_entries, dtype=torch.int64).T.to(self.device, non_blocking=True)
-            st["tables"][rows, cols] = vals.to(torch.int32)
+            self._write_entries(new_entries)
             for i, s in enumerate(seqs):
                 res.lengths[i], res.last[i] = len(s.block_table), s.block_table[-1]
         res.pos = [p + 1 for p in res.pos]
         self.resident_steps += 1
         return True
-
-    def feed_tokens(self, chosen: torch.Tensor, tokens: list[int]) -> None:
-        """The tokens just sampled for the last decode batch ([B] on the device, and the same on the
-        host): they are the next step's input ids, copied on the device (no host round trip)."""
-        if self._resident is None or len(tokens) != len(self._resident.seqs):
-            return
-        self._static["ids"][: len(tokens)].copy_(chosen, non_blocking=True)
-        self._fed = list(tokens)
 
     def _decode_step(self, ids, pos, slots, tables):
         if self.cfg.decode_mode == "fused" and self.spec.clp and self.spec.num_loops > 1:
@@ -501,5 +552,5 @@ class ModelRunner:
                 logits = self._decode_step(*args)
             pool = graph.pool()
             self.graphs[size] = (graph, logits)
-        self._resident = self._fed = None
+        self._resident = None
         torch.cuda.synchronize()

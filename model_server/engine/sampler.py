@@ -30,14 +30,31 @@ def sample(logits: torch.Tensor, seqs: list[Sequence], default_generator: torch.
 
     ``bitmask`` [B, ceil(V/32)] int32: allowed tokens per row (grammar.py), or None.
     """
+    chosen, logprobs = sample_on_device(logits, seqs, default_generator, bitmask)
+    return Sampled(chosen.tolist(), logprobs, chosen)
+
+
+def sample_on_device(logits: torch.Tensor, seqs: list[Sequence], default_generator: torch.Generator,
+                     bitmask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[TokenLogprob | None]]:
+    """``sample`` without reading the tokens: ([B] chosen ids on the logits' device, logprobs). Nothing here
+    waits for the device (host values go up through pinned memory without blocking), so a CUDA caller can
+    queue this behind a running forward; only logprobs, when a row asks for them, are read back at once."""
     raw = logits
     logits = _apply_logit_bias(logits, seqs)
     logits = _apply_penalties(logits, seqs)
     if bitmask is not None:
         logits = apply_token_bitmask(logits, bitmask)
     chosen = _choose(logits, seqs, default_generator)
-    tokens = chosen.tolist()
-    return Sampled(tokens, _logprobs(raw, chosen, seqs), chosen)
+    return chosen, _logprobs(raw, chosen, seqs)
+
+
+def _upload(values, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A small host list on ``device`` without waiting for the work queued there (a plain torch.tensor(...,
+    device=cuda) copies from pageable memory and synchronises the stream)."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def _apply_logit_bias(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
@@ -50,9 +67,8 @@ def _apply_logit_bias(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tenso
     if not rows:
         return logits
     dev = logits.device
-    index = torch.tensor([rows, cols], device=dev)
-    return logits.index_put((index[0], index[1]), torch.tensor(vals, device=dev, dtype=logits.dtype),
-                            accumulate=True)
+    index = _upload([rows, cols], dev)
+    return logits.index_put((index[0], index[1]), _upload(vals, dev, logits.dtype), accumulate=True)
 
 
 def _apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
@@ -92,11 +108,11 @@ def _choose(logits: torch.Tensor, seqs: list[Sequence], default_generator: torch
     if all(t == 0 for t in temps):
         return greedy
     dev = logits.device
-    t = torch.tensor([max(x, 1e-5) for x in temps], device=dev)[:, None]
+    t = _upload([max(x, 1e-5) for x in temps], dev)[:, None]
     scaled = logits / t
     vocab = logits.shape[-1]
-    ks = torch.tensor([s.params.top_k if 0 < s.params.top_k < vocab else vocab for s in seqs], device=dev)
-    ps = torch.tensor([s.params.top_p for s in seqs], device=dev)[:, None]
+    ks = _upload([s.params.top_k if 0 < s.params.top_k < vocab else vocab for s in seqs], dev)
+    ps = _upload([s.params.top_p for s in seqs], dev)[:, None]
     sorted_logits, order = scaled.sort(-1, descending=True)
     rank = torch.arange(vocab, device=dev)[None]
     drop = rank >= ks[:, None]
@@ -108,13 +124,13 @@ def _choose(logits: torch.Tensor, seqs: list[Sequence], default_generator: torch
     # from its own generator, so its tokens do not depend on what else is in the batch.
     shared = [i for i, s in enumerate(seqs) if s.params.temperature > 0 and s.generator is None]
     if shared:
-        index = torch.tensor(shared, device=dev)
+        index = _upload(shared, dev)
         picks = torch.multinomial(probs[index], 1, generator=default_generator)
         chosen[index] = order[index].gather(1, picks)[:, 0]
     for i, seq in enumerate(seqs):
         if seq.params.temperature > 0 and seq.generator is not None:
             pick = torch.multinomial(probs[i], 1, generator=seq.generator)
-            chosen[i] = order[i, pick[0]]
+            chosen[i] = order[i].gather(0, pick)[0]  # not order[i, pick[0]]: a tensor index is read on the host
     return chosen
 
 

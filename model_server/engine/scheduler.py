@@ -103,15 +103,24 @@ class Scheduler:
             context += chunk.start + chunk.length
         return chunks
 
-    def _admit(self, seq: Sequence, budget: int) -> PrefillChunk | None:
-        """A waiting request's first chunk, taking its cached prefix, or None if its blocks do not fit."""
+    def _admission(self, seq: Sequence, budget: int) -> tuple[list[int], int, int] | None:
+        """(cached blocks hit, first position to compute, chunk length) of a waiting request's first chunk,
+        or None if its blocks do not fit; changes nothing."""
         bs = self.blocks.block_size
         hit = self.blocks.match(seq)
-        cached = len(hit) * bs
-        start = max(0, cached - self.recompute_tail) if hit else 0
+        start = max(0, len(hit) * bs - self.recompute_tail) if hit else 0
         length = min(seq.prefill_target - start, budget)
         if max(0, -(-(start + length) // bs) - len(hit)) > self.blocks.free_after_taking(hit):
             return None
+        return hit, start, length
+
+    def _admit(self, seq: Sequence, budget: int) -> PrefillChunk | None:
+        """A waiting request's first chunk, taking its cached prefix, or None if its blocks do not fit."""
+        admission = self._admission(seq, budget)
+        if admission is None:
+            return None
+        hit, start, length = admission
+        cached = len(hit) * self.blocks.block_size
         self.waiting.remove(seq)
         self.blocks.take_slot(seq)
         self.blocks.take_cached(seq, hit)
@@ -124,6 +133,16 @@ class Scheduler:
         seq.status = Status.RUNNING
         self.running.append(seq)
         return PrefillChunk(seq, start, length, write_from=cached, fresh=start > 0)
+
+    def prefill_ready(self) -> bool:
+        """Whether schedule() would run a prefill step now (changes nothing): a running request has prompt
+        left, or the first waiting one can be admitted. (A running request whose next chunk lacks blocks
+        also answers True: the caller then schedules synchronously, which decides.)"""
+        if any(s.in_prefill for s in self.running):
+            return True
+        if not self.waiting or len(self.running) >= self.max_num_seqs or not self.blocks.has_slot():
+            return False
+        return self._admission(self.waiting[0], self.max_num_batched_tokens) is not None
 
     def _schedule_decode(self) -> list[Sequence]:
         batch = [s for s in self.running if not s.in_prefill]

@@ -44,6 +44,9 @@ class Sequence:
     cached_tokens: int = 0
     num_hashed: int = 0  # leading blocks of block_table already looked up or entered in the cache
     hash_parent: int = 0  # key id of block num_hashed - 1 (0: none)
+    # Decode steps launched whose sampled token the host has not read yet (async scheduling, llm_engine.py):
+    # their tokens exist only on the device, so they are not in output_ids (nor counted in num_computed).
+    num_pending: int = 0
 
     @property
     def token_ids(self) -> list[int]:
@@ -65,6 +68,11 @@ class Sequence:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def next_position(self) -> int:
+        """Position of the next decode step's input token (the newest token, read or still pending)."""
+        return self.num_tokens - 1 + self.num_pending
 
     @property
     def prefill_target(self) -> int:

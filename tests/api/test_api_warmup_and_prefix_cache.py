@@ -103,8 +103,10 @@ def test_serve_settings_reach_the_engine_config(expected, tiny_checkpoint):
     from loopcoder.scenarios.serve_cli import ServeConfig, engine_config
 
     cfg = load_config(ServeConfig, None, [f"engine.model={tiny_checkpoint}", "engine.gpu_memory_utilization=0.5",
-                                          "engine.num_kv_blocks=77", f"engine.enable_prefix_caching={str(expected).lower()}"],
+                                          "engine.num_kv_blocks=77", f"engine.enable_prefix_caching={str(expected).lower()}",
+                                          f"engine.async_scheduling={str(expected).lower()}"],
                       default="serve")
     engine_cfg = engine_config(cfg.engine)
     assert engine_cfg.gpu_memory_utilization == 0.5 and engine_cfg.num_kv_blocks == 77
     assert engine_cfg.enable_prefix_caching is expected and engine_cfg.max_model_len is None
+    assert engine_cfg.async_scheduling is expected

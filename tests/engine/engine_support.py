@@ -46,11 +46,11 @@ class LogitRecordingEngine(LLMEngine):
         super().__init__(*args, **kwargs)
         self.logits: dict[tuple[str, int], torch.Tensor] = {}
 
-    def _append(self, logits, seqs, events):
+    def _sample(self, logits, seqs, decode=False):
         for row, seq in zip(logits, seqs):
-            # the row predicts the token after the sequence's last one
-            self.logits[(seq.request_id, seq.num_tokens - 1)] = row.detach().clone()
-        return super()._append(logits, seqs, events)
+            # the row predicts the token after the sequence's newest one (read or still on the device)
+            self.logits[(seq.request_id, seq.next_position)] = row.detach().clone()
+        return super()._sample(logits, seqs, decode)
 
 
 def make_engine(path, num_loops=None, engine_cls=LLMEngine, **overrides):
@@ -74,3 +74,30 @@ def reference_logits(model, tokens: list[int], num_loops=None) -> torch.Tensor:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return model(torch.tensor([tokens]), use_cache=False, **kwargs).logits[0].float()
+
+
+def run_plan(engine, plan, abort_after=None):
+    """plan: [(arrival step, prompt, params, request id, fork ids)]; abort_after: {request id: n}: abort the
+    request once its events brought n tokens (what the server does at a stop string, which it finds in the
+    events). Returns {request id: (tokens, finish reason, (prompt_tokens, completion_tokens, cached_tokens)
+    of the last event)}."""
+    abort_after = abort_after or {}
+    out = {}
+    pending = sorted(plan, key=lambda p: p[0])
+    step = 0
+    while pending or engine.has_work():
+        while pending and pending[0][0] <= step:
+            _, prompt, params, rid, forks = pending.pop(0)
+            engine.submit(prompt, params, rid, fork_ids=forks)
+            for r in [rid, *forks]:
+                out[r] = [[], None, None]
+        for ev in engine.step():
+            rec = out[ev.request_id]
+            rec[0] += ev.token_ids
+            if ev.finished:
+                rec[1], rec[2] = ev.finish_reason, (ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
+            elif len(rec[0]) >= abort_after.get(ev.request_id, float("inf")):
+                engine.abort(ev.request_id)
+        step += 1
+        assert step < 10_000, "the engine did not finish"
+    return {rid: (tokens, finish, usage) for rid, (tokens, finish, usage) in out.items()}

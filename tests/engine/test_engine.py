@@ -7,19 +7,9 @@ import torch
 
 from loopcoder.model_server.engine import (AsyncLLMEngine, EngineConfig, EngineOverloaded, LLMEngine,
                                            RequestTooLong, SamplingParams)
-from loopcoder.model_server.plt.checkpoint import init_checkpoint, load_checkpoint
+from loopcoder.model_server.plt.checkpoint import load_checkpoint
 
 GREEDY = SamplingParams(max_tokens=10, temperature=0, ignore_eos=True)
-
-
-@pytest.fixture(scope="module")
-def plt_checkpoint(tmp_path_factory):
-    return init_checkpoint(tmp_path_factory.mktemp("plt"), "tiny", seed=3)
-
-
-@pytest.fixture(scope="module")
-def v1_checkpoint(tmp_path_factory):
-    return init_checkpoint(tmp_path_factory.mktemp("v1"), "iquest-v1-tiny", seed=4)
 
 
 def make_engine(path, num_loops=None, **overrides):
@@ -163,8 +153,9 @@ def test_abort_frees_blocks_and_slot(plt_checkpoint):
     assert (engine.stats().requests_aborted_total, engine.stats().requests_finished_total) == (1, 0)
 
 
-def test_async_engine_streams_concurrent_requests_and_aborts_on_early_exit(plt_checkpoint):
-    engine, model = make_engine(plt_checkpoint)
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_async_engine_streams_concurrent_requests_and_aborts_on_early_exit(plt_checkpoint, async_scheduling):
+    engine, model = make_engine(plt_checkpoint, async_scheduling=async_scheduling)
     batch = prompts([6, 18, 9, 25, 3, 11], seed=8)
 
     async def main():
@@ -210,3 +201,19 @@ def test_device_resident_decode_inputs_equal_generate(plt_checkpoint, num_loops,
     outs = engine.generate(batch, params, arrivals=[0, 0, 3, 4, 9])
     assert outs == [reference(model, p, 14) for p in batch]
     assert engine.runner.resident_steps > 10  # most decode steps advanced the inputs in place
+
+
+def test_decode_block_tables_are_sent_by_what_changed(plt_checkpoint):
+    """Decode block tables are max_blocks_per_seq wide on the device (1,024 here) but only what a batch
+    needs goes up: a request new to the batch sends its own table, a request that stays keeps its row
+    (moved on the device when requests before it finish) and sends only appended entries."""
+    engine, model = make_engine(plt_checkpoint, max_model_len=4096, num_kv_blocks=200)
+    engine.runner.use_static_inputs([1, 2, 4])
+    assert engine.runner.max_blocks_per_seq == 1024
+    batch = prompts([5, 40, 13, 1, 27], seed=7)
+    lengths = [14, 5, 9, 14, 3]  # requests finish at different steps: the rows behind them move up
+    params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in lengths]
+    outs = engine.generate(batch, params, arrivals=[0, 0, 3, 4, 9])
+    assert outs == [reference(model, p, n) for p, n in zip(batch, lengths)]
+    blocks = sum(-(-(len(p) + n) // engine.cfg.block_size) for p, n in zip(batch, lengths))
+    assert 0 < engine.runner.table_entries_uploaded <= 2 * blocks  # full-width rows would be >= 1,024 each

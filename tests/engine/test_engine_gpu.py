@@ -60,3 +60,37 @@ def test_sequential_mode_matches_fused_mode(model):
     sequential = engine(model, decode_mode="sequential").generate(batch, GREEDY)
     same = sum(a == b for x, y in zip(fused, sequential) for a, b in zip(x, y))
     assert same / sum(map(len, fused)) > 0.95
+
+
+def test_async_scheduling_equals_sync_with_cuda_graphs(model):
+    """Async scheduling on the CUDA-graph path (step n+1 replayed before step n's tokens are read, ids fed
+    on the device): the same tokens, finish reasons and usage as the synchronous engine for greedy requests
+    (one with a stop id that occurs mid-answer, when its answer has one), seeded sampled ones and one aborted
+    after 7 tokens (as at a stop string), arriving at different steps. One graph size, so every step runs
+    the same GEMM shapes whichever requests are in it (the async engine's batch still holds a request that
+    stopped, until its token is read)."""
+    from engine_support import run_plan
+
+    batch = prompts()
+    seen = engine(model, graph_batch_sizes=[8], async_scheduling=False).generate(batch, GREEDY)
+    stop = next((t for i, t in enumerate(seen[0]) if i >= 5 and t not in seen[0][:i]), None)
+    greedy = dict(temperature=0, ignore_eos=True)
+    params = [SamplingParams(max_tokens=24, stop_token_ids=[stop] if stop is not None else [], **greedy),
+              SamplingParams(max_tokens=20, temperature=0.8, seed=5),
+              SamplingParams(max_tokens=9, **greedy),
+              SamplingParams(max_tokens=24, **greedy),
+              SamplingParams(max_tokens=16, temperature=1.0, top_p=0.9, seed=9, ignore_eos=True)]
+    plan = [(step, p, sp, f"r{i}", []) for i, (step, p, sp) in enumerate(zip([0, 0, 2, 5, 9], batch, params))]
+    outs, engines = [], []
+    for mode in (False, True):
+        e = engine(model, graph_batch_sizes=[8], async_scheduling=mode)
+        outs.append(run_plan(e, plan, abort_after={"r3": 7}))
+        engines.append(e)
+    assert outs[0] == outs[1]
+    assert outs[0]["r3"][1] == "abort" and len(outs[0]["r3"][0]) == 7 and len(outs[0]["r2"][0]) == 9
+    assert stop is None or (outs[0]["r0"][1] == "stop" and outs[0]["r0"][0][-1] == stop)
+    sync, fast = engines
+    assert fast.counters["overlapped_steps"] > fast.counters["decode_steps"] // 2 and fast.counters["discarded_tokens"] >= 1
+    assert fast.runner.resident_steps > 0 and sync.counters["overlapped_steps"] == 0
+    assert fast.stats().generation_tokens_total == sync.stats().generation_tokens_total == sum(
+        len(r[0]) for r in outs[0].values())

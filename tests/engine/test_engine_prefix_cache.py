@@ -5,7 +5,7 @@ was really used the way it names (hits, skipped tokens, evictions, preemptions, 
 import pytest
 import torch
 
-from engine_support import LogitRecordingEngine, make_engine, mixing_checkpoint, prompts
+from engine_support import LogitRecordingEngine, make_engine, mixing_checkpoint, prompts, run_plan
 from loopcoder.model_server.engine import SamplingParams
 from loopcoder.model_server.engine.memory import recompute_tail
 
@@ -32,17 +32,7 @@ def engines(path, num_loops=None, **overrides):
 
 def drive(engine, submissions):
     """submissions: (step, prompt, params, request_id, fork_ids); returns {request_id: tokens}."""
-    out = {rid: [] for _, _, _, rid, forks in submissions for rid in [rid, *forks]}
-    pending = sorted(submissions, key=lambda s: s[0])
-    step = 0
-    while pending or engine.has_work():
-        while pending and pending[0][0] <= step:
-            _, p, params, rid, forks = pending.pop(0)
-            engine.submit(p, params, rid, fork_ids=forks)
-        for ev in engine.step():
-            out[ev.request_id] += ev.token_ids
-        step += 1
-    return out
+    return {rid: tokens for rid, (tokens, _, _) in run_plan(engine, submissions).items()}
 
 
 def agent_turns(engine, first, extras, params=GREEDY):
