@@ -192,9 +192,11 @@ class PackageSandbox:
 
 class Synthesizer:
     def __init__(self, recipe: Recipe, out: Path, work: Path, cache: Path, seed: int = 0, max_fail: int = 10,
-                 per_function: int = 2, max_test_seconds: float = 20.0, progress: Progress | None = None) -> None:
+                 per_function: int = 2, max_test_seconds: float = 20.0, min_timeout_s: float = 30.0,
+                 progress: Progress | None = None) -> None:
         self.recipe, self.out, self.work, self.cache = recipe, Path(out), Path(work), Path(cache)
         self.seed, self.max_fail, self.per_function, self.max_test_seconds = seed, max_fail, per_function, max_test_seconds
+        self.min_timeout_s = min_timeout_s
         self.say = progress or (lambda line: None)
         self._lock = threading.Lock()
 
@@ -312,7 +314,7 @@ class Synthesizer:
         started = time.monotonic()
         try:
             target.write_text(m.apply(original.decode("utf-8")), encoding="utf-8")
-            limit = max(30.0, 4 * budget + 15)
+            limit = max(self.min_timeout_s, 4 * budget + 5)
             out, timed_out, _ = sandbox.pytest(" ".join(test_files), limit)
         finally:
             target.write_bytes(original)
