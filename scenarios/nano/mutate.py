@@ -96,26 +96,39 @@ class _Offsets:
 
 def mutations(source: str, kinds: tuple[str, ...] = KINDS) -> list[Mutation]:
     """Every valid mutation of ``source`` inside its functions (none for a file that does not parse)."""
+    base = dump_ast(source)
+    return [m for m in candidates(source, kinds) if is_valid(source, m, base)]
+
+
+def candidates(source: str, kinds: tuple[str, ...] = KINDS) -> list[Mutation]:
+    """Mutations found in ``source``, not yet checked with `is_valid` (which parses the mutated file:
+    check only the ones you use, a large module has thousands)."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return []
     finder = _Finder(source, tree)
     finder.visit(tree)
-    base = ast.dump(tree)
     out, seen = [], set()
     for m in finder.found:
         if m.kind not in kinds or (m.start, m.end, m.new) in seen or m.old == m.new:
             continue
-        try:
-            mutated = ast.parse(m.apply(source))
-        except (SyntaxError, ValueError):
-            continue
-        if ast.dump(mutated) == base:
-            continue
         seen.add((m.start, m.end, m.new))
         out.append(m)
     return out
+
+
+def is_valid(source: str, m: Mutation, base_dump: str | None = None) -> bool:
+    """The mutated source parses and its AST differs from the original's (``base_dump``: `dump_ast(source)`)."""
+    mutated = dump_ast(m.apply(source))
+    return mutated is not None and mutated != (base_dump if base_dump is not None else dump_ast(source))
+
+
+def dump_ast(source: str) -> str | None:
+    try:
+        return ast.dump(ast.parse(source))
+    except (SyntaxError, ValueError):
+        return None
 
 
 class _Finder(ast.NodeVisitor):

@@ -69,7 +69,7 @@ def evidence(section: list[str], test_file: str) -> dict:
             "location": location}
 
 
-def test_excerpt(tree: Path, location: tuple[str, int] | None, max_lines: int = 8) -> list[str]:
+def failing_excerpt(tree: Path, location: tuple[str, int] | None, max_lines: int = 8) -> list[str]:
     """The failing test's source up to the statement at ``location`` (at most ``max_lines``, dedented);
     empty when the file or the test cannot be found."""
     if not location:
@@ -175,7 +175,7 @@ def statement(seed: str, package: str, version: str, module: str, function: str,
     exc = ev["exception"] if ev["exception"] not in (None, "AssertionError") else None
     title = rng.choice(EXC_TITLES).format(api=api, exc=exc) if exc else rng.choice(TITLES).format(api=api)
     parts = [title, "", rng.choice(INTROS).format(api=api, package=package, version=version)]
-    excerpt = test_excerpt(tree, ev.get("location")) if tree is not None else []
+    excerpt = failing_excerpt(tree, ev.get("location")) if tree is not None else []
     repro = excerpt or ev["statements"]
     if repro:
         parts += ["", rng.choice(REPRO), "", "```python", *repro, "```"]

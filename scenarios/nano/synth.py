@@ -35,7 +35,7 @@ from typing import Callable
 
 import yaml
 
-from loopcoder.scenarios.nano.mutate import KINDS, Mutation, mutations
+from loopcoder.scenarios.nano.mutate import KINDS, Mutation, candidates, dump_ast, is_valid
 from loopcoder.scenarios.nano.problem import failure_sections, module_name, statement
 from loopcoder.scenarios.swebench.dataset import repo_key
 from loopcoder.scenarios.swebench.errors import DatasetError
@@ -244,7 +244,7 @@ class Synthesizer:
             if not path.is_file() or is_test_path(src):
                 continue
             text = path.read_text(encoding="utf-8")
-            for m in mutations(text):
+            for m in candidates(text):  # checked with is_valid when tried (a big module has thousands)
                 tests = covered[src].get(m.lineno)
                 if not tests:
                     continue
@@ -270,6 +270,7 @@ class Synthesizer:
         dedupe = {(r["file"], r["mutation"]["function"], tuple(r["FAIL_TO_PASS"])) for r in kept}
         attempts = len(done)
         passing = set(base["passing"])
+        dumps: dict[str, str | None] = {}
         sandbox = None
         try:
             for src, m, test_files in self.candidates(pkg, tree, base):
@@ -280,6 +281,11 @@ class Synthesizer:
                     continue
                 budget = sum(base["seconds"].get(t, 1.0) for t in test_files)
                 if budget > self.max_test_seconds:
+                    continue
+                text = (tree / src).read_text(encoding="utf-8")
+                if src not in dumps:
+                    dumps[src] = dump_ast(text)
+                if not is_valid(text, m, dumps[src]):
                     continue
                 if sandbox is None:
                     sandbox = sandbox_factory()
@@ -335,7 +341,8 @@ class Synthesizer:
 
     # 4. instances
 
-    def instance(self, pkg: PackageRecipe, tree: Path, rec: dict) -> dict:
+    def instance(self, pkg: PackageRecipe, tree: Path, rec: dict) -> dict | None:
+        """The instance of a kept mutant (None when another file of the tree holds the clean function)."""
         m = Mutation(**rec["mutation"])
         src = rec["file"]
         digest = hashlib.sha256(f"{pkg.repo}\0{pkg.version}\0{rec['id']}".encode()).hexdigest()[:10]
@@ -345,6 +352,10 @@ class Synthesizer:
         if cached.is_file() and bundle.is_file():
             return json.loads(cached.read_text())
         original = (tree / src).read_text(encoding="utf-8")
+        copy = clean_copy_elsewhere(tree, src, original, m)
+        if copy:
+            self.say(f"{iid}: skipped: {copy} holds the clean function")
+            return None
         with tempfile.TemporaryDirectory(prefix="nano-inst-") as tmp:
             repo = Path(tmp) / "repo"
             repo.mkdir()
@@ -408,7 +419,7 @@ class Synthesizer:
             if sb is not None:
                 sb.close()
         kept = [r for r in results if r["status"] == "kept"]
-        insts = [self.instance(pkg, tree, r) for r in kept]
+        insts = [i for i in (self.instance(pkg, tree, r) for r in kept) if i is not None]
         _atomic_write(self.work / pkg.name / "timing.json", json.dumps(
             {"seconds_this_run": round(time.monotonic() - started, 1),
              "validation_seconds": round(sum(r["seconds"] for r in results), 1), "validated": len(results),
@@ -482,6 +493,24 @@ class Synthesizer:
             _atomic_write(self.out / "manifest.json", json.dumps(manifest, indent=2))
             _atomic_write(self.out / "STATUS.md", status_text(manifest))
             return manifest
+
+
+def clean_copy_elsewhere(tree: Path, src: str, original: str, m: Mutation) -> str | None:
+    """A file of ``tree`` other than ``src`` that holds the clean function's source (a ``build/lib`` copy in
+    an sdist, say): the agent could read the fix there. None when there is none."""
+    body = "".join(original.splitlines(keepends=True)[m.func_lineno - 1:m.func_end_lineno]).strip()
+    if len(body.splitlines()) < 2:
+        body = original[max(0, m.start - 80):m.end + 80].strip()
+    for path in tree.rglob("*"):
+        rel = path.relative_to(tree).as_posix()
+        if rel == src or not path.is_file() or path.stat().st_size > 5_000_000:
+            continue
+        try:
+            if body in path.read_text(encoding="utf-8", errors="ignore"):
+                return rel
+        except OSError:
+            continue
+    return None
 
 
 def status_text(manifest: dict) -> str:
