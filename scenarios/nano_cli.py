@@ -38,3 +38,19 @@ def synth_command(
                   f"in {out}; {v['validated']} mutants validated in {v['seconds']} s", markup=False)
     if manifest["errors"]:
         raise typer.Exit(1)
+
+
+@nano_app.command("subset")
+def subset_command(
+    source: Path = typer.Option(Path("nanodata"), "--from", help="A dataset folder written by `nano synth`."),
+    dest: Path = typer.Option(Path("scenarios/nano/data"), "--to", help="Where the subset goes."),
+    count: int = typer.Option(8, "--count", "-n", min=1, help="Instances."),
+    max_bundle_kb: int = typer.Option(200, "--max-bundle-kb", min=1, help="Largest bundle taken."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Copy a few held-out instances (and their bundles) into a small dataset, e.g. the bundled one."""
+    from loopcoder.scenarios.nano.synth import write_subset
+
+    rows = write_subset(source, dest, count, max_bundle_kb * 1000, seed)
+    console.print(f"{len(rows)} held-out instances ({', '.join(sorted({r['nano']['package'] for r in rows}))}) "
+                  f"in {dest}", markup=False)

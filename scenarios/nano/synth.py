@@ -548,3 +548,33 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_subset(src: Path, dest: Path, count: int = 8, max_bundle_bytes: int = 200_000, seed: int = 0) -> list[dict]:
+    """Copy ``count`` held-out instances of ``src`` (a synthesized dataset) with their bundles into ``dest``:
+    taken from the held-out packages in turn, only bundles up to ``max_bundle_bytes``, seeded order."""
+    src, dest = Path(src), Path(dest)
+    rows = [json.loads(line) for line in (src / "heldout.jsonl").read_text().splitlines() if line.strip()]
+    by_pkg: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if (src / "repos" / f"{row['instance_id']}.bundle").stat().st_size <= max_bundle_bytes:
+            by_pkg[row["nano"]["package"]].append(row)
+    rng = random.Random(seed)
+    for items in by_pkg.values():
+        items.sort(key=lambda r: r["instance_id"])
+        rng.shuffle(items)
+    chosen, pkgs = [], sorted(by_pkg)
+    while len(chosen) < count and any(by_pkg[p] for p in pkgs):
+        for p in pkgs:
+            if by_pkg[p] and len(chosen) < count:
+                chosen.append(by_pkg[p].pop())
+    if not chosen:
+        raise DatasetError(f"no held-out instance in {src} has a bundle of at most {max_bundle_bytes} bytes")
+    (dest / "repos").mkdir(parents=True, exist_ok=True)
+    for old in (dest / "repos").glob("*.bundle"):
+        old.unlink()
+    chosen.sort(key=lambda r: r["instance_id"])
+    for row in chosen:
+        shutil.copyfile(src / "repos" / f"{row['instance_id']}.bundle", dest / "repos" / f"{row['instance_id']}.bundle")
+    _atomic_write(dest / "heldout.jsonl", "".join(json.dumps(r) + "\n" for r in chosen))
+    return chosen
