@@ -164,15 +164,8 @@ class _Finder(ast.NodeVisitor):
     def _segment(self, a: int, b: int) -> str:
         return self.src[a:b]
 
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        for d in node.decorator_list:
-            self.visit(d)
-        self.stack.append(node)
-        for stmt in node.body:
-            self.visit(stmt)
-        self.stack.pop()
-
     def visit_FunctionDef(self, node) -> None:
+        """Functions and classes: decorators in the outer scope, the body inside (qualified names)."""
         for d in node.decorator_list:
             self.visit(d)
         self.stack.append(node)
@@ -180,7 +173,7 @@ class _Finder(ast.NodeVisitor):
             self.visit(stmt)
         self.stack.pop()
 
-    visit_AsyncFunctionDef = visit_FunctionDef
+    visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
         self.visit(node.body)
