@@ -89,12 +89,22 @@ def failing_excerpt(tree: Path, location: tuple[str, int] | None, max_lines: int
              and n.lineno <= lineno <= (n.end_lineno or n.lineno)]
     # the innermost simple statement holding the line (a compound one only when there is none)
     inner = [n for n in stmts if not isinstance(n, (ast.With, ast.For, ast.While, ast.If, ast.Try))] or stmts
-    end = min((n.end_lineno for n in inner), default=lineno)
+    if not inner:
+        return []
+    target = min(inner, key=lambda n: n.end_lineno - n.lineno)
+    if target.end_lineno - target.lineno + 1 > 3 * max_lines:
+        return []
+    # whole statements before it in the same block, as many as fit in max_lines
+    block = next((getattr(n, f) for n in ast.walk(func) for f in ("body", "orelse", "finalbody")
+                  if isinstance(getattr(n, f, None), list) and target in getattr(n, f)), [target])
+    start = target.lineno
+    for prev in reversed(block[:block.index(target)]):
+        if target.end_lineno - prev.lineno + 1 > max_lines or (
+                isinstance(prev, ast.Expr) and isinstance(prev.value, ast.Constant)):
+            break
+        start = prev.lineno
     lines = source.splitlines()
-    start = max(func.body[0].lineno, end - max_lines + 1)
-    if func.body and isinstance(func.body[0], ast.Expr) and isinstance(getattr(func.body[0], "value", None), ast.Constant):
-        start = max(start, func.body[0].end_lineno + 1)
-    chunk = lines[start - 1:end]
+    chunk = lines[start - 1:target.end_lineno]
     return textwrap.dedent("\n".join(chunk)).strip("\n").splitlines()
 
 

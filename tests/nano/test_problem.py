@@ -39,6 +39,17 @@ TEST_FILE = textwrap.dedent('''\
         """Docstring."""
         values = [1, 2, 3]
         assert mean([1, 2, 3]) == 2
+
+    def test_long():
+        a = 1
+        b = 2
+        assert clamp(a, b, 3) == [
+            1,
+            2,
+            3,
+            4,
+            5,
+        ]
 ''')
 
 
@@ -57,6 +68,10 @@ def test_excerpt_is_the_test_up_to_the_failing_statement(tmp_path):
     (tmp_path / "tests" / "test_calc.py").write_text(TEST_FILE)
     assert failing_excerpt(tmp_path, ("tests/test_calc.py", 9)) == ["values = [1, 2, 3]", "assert mean([1, 2, 3]) == 2"]
     assert failing_excerpt(tmp_path, ("tests/missing.py", 9)) == []
+    # whole statements only: the multi-line assert with what fits before it (max_lines), never half of one
+    assert failing_excerpt(tmp_path, ("tests/test_calc.py", 14)) == ["b = 2", "assert clamp(a, b, 3) == [", "    1,",
+                                                                       "    2,", "    3,", "    4,", "    5,", "]"]
+    assert failing_excerpt(tmp_path, ("tests/test_calc.py", 14), max_lines=3)[0] == "assert clamp(a, b, 3) == ["
 
 
 def test_names():
