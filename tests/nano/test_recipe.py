@@ -65,3 +65,15 @@ def test_a_clean_copy_of_the_function_elsewhere_in_the_tree_is_found(tmp_path):
     (tmp_path / "build" / "lib" / "pkg").mkdir(parents=True)
     (tmp_path / "build" / "lib" / "pkg" / "geo.py").write_text("# copy\n" + src)
     assert clean_copy_elsewhere(tmp_path, "pkg/geo.py", src, m) == "build/lib/pkg/geo.py"
+
+
+def test_cli_refuses_an_unknown_package_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("loopcoder")
+    proc = subprocess.run([str(script), "nano", "synth", "--out", str(tmp_path), "-p", "nope"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown package(s) nope; the recipe has addict")
