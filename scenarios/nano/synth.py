@@ -61,6 +61,8 @@ class PackageRecipe:
     drop: list[str] = field(default_factory=list)
     target: int = 17
     max_attempts: int = 70
+    max_test_seconds: float | None = None  # traced baseline seconds of the test files one mutant may run
+
 
     @property
     def key(self) -> str:
@@ -95,7 +97,8 @@ def load_recipe(path: Path | None = None) -> Recipe:
         packages[name] = PackageRecipe(name=name, repo=entry["repo"], version=str(entry["version"]),
                                        split=entry["split"], drop=list(entry.get("drop") or []),
                                        target=int(entry.get("target", defaults.get("target", 17))),
-                                       max_attempts=int(entry.get("max_attempts", defaults.get("max_attempts", 70))))
+                                       max_attempts=int(entry.get("max_attempts", defaults.get("max_attempts", 70))),
+                                       max_test_seconds=entry.get("max_test_seconds"))
     repos = Counter(p.repo for p in packages.values())
     if any(n > 1 for n in repos.values()):
         raise DatasetError(f"recipe {path}: a repository appears twice: {[r for r, n in repos.items() if n > 1]}")
@@ -281,7 +284,7 @@ class Synthesizer:
                 if rid in seen or per_func[(src, m.function)] >= self.per_function:
                     continue
                 budget = sum(base["seconds"].get(t, 1.0) for t in test_files)
-                if budget > self.max_test_seconds:
+                if budget > (pkg.max_test_seconds or self.max_test_seconds):
                     continue
                 text = (tree / src).read_text(encoding="utf-8")
                 if src not in dumps:
@@ -364,7 +367,11 @@ class Synthesizer:
             copy_tree(tree, repo, [".nano-complete"])
             (repo / src).write_text(m.apply(original), encoding="utf-8")
             base = commit_all(repo, f"{pkg.name} {pkg.version}\n\nImported from the {pkg.name}=={pkg.version} sdist "
-                                    f"on PyPI.", AUTHOR, self.recipe.date)
+                                    f"on PyPI.", AUTHOR, self.recipe.date, force=True)
+            committed = len(git(repo, "ls-files").splitlines())
+            shipped = sum(1 for p in tree.rglob("*") if p.is_file() and p.name != ".nano-complete")
+            if committed != shipped:
+                raise DatasetError(f"{iid}: the base commit holds {committed} files, the tree {shipped}")
             (repo / src).write_text(original, encoding="utf-8")
             gold = git(repo, "diff", "--no-color", "--no-ext-diff", "HEAD", "--", src)
             git(repo, "checkout", "-q", "--", src)

@@ -138,7 +138,7 @@ def directives_from_tests(inst: dict, style: str | None = "paths") -> list[str]:
 
     files = [t.split("::", 1)[0] for field in ("FAIL_TO_PASS", "PASS_TO_PASS") for t in tests_of(inst, field)
              if "::" in t]
-    files = [f for f in dict.fromkeys(files) if f.endswith(".py")]
+    files = list(dict.fromkeys(files))  # as pytest named them: README.md::README.md is a doctest file
     if style == "django":
         return [re.sub(r"\.py$", "", f.removeprefix("tests/")).replace("/", ".") for f in files]
     return files

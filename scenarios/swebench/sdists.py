@@ -78,10 +78,12 @@ def git(cwd: Path | None, *args: str, env: dict | None = None, input: str | None
                           capture_output=True, text=True, input=input).stdout
 
 
-def commit_all(git_dir: Path, message: str, author: tuple[str, str], date: str) -> str:
-    """Stage everything in ``git_dir``'s work tree and commit it with a fixed author and date; the commit id."""
+def commit_all(git_dir: Path, message: str, author: tuple[str, str], date: str, force: bool = False) -> str:
+    """Stage everything in ``git_dir``'s work tree and commit it with a fixed author and date; the commit id.
+    ``force``: also files the tree's own ``.gitignore`` ignores (an sdist can ship a generated
+    ``version.py`` its repository ignores)."""
     env = {"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1], "GIT_COMMITTER_NAME": author[0],
            "GIT_COMMITTER_EMAIL": author[1], "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
-    git(git_dir, "add", "-A")
+    git(git_dir, "add", "-A", *(["--force"] if force else []))
     git(git_dir, "commit", "-q", "--no-gpg-sign", "--allow-empty", "-m", message, env=env)
     return git(git_dir, "rev-parse", "HEAD").strip()

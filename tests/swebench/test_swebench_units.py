@@ -133,13 +133,14 @@ def test_environment_of_a_classic_instance(mini):
 def test_an_empty_test_patch_runs_the_test_files_the_test_ids_name(mini):
     inst = {**next(i for i in mini if i["instance_id"] == "Python-Markdown__markdown-1634"), "test_patch": "",
             "FAIL_TO_PASS": json.dumps(["tests/test_b.py::test_x"]),
-            "PASS_TO_PASS": json.dumps(["tests/test_a.py::T::test_y", "tests/test_b.py::test_z[1]"])}
+            "PASS_TO_PASS": json.dumps(["tests/test_a.py::T::test_y", "tests/test_b.py::test_z[1]",
+                                        "README.md::README.md"])}
     env = resolve_environment(inst, SwebenchConfig())
-    assert env.test_directives == ["tests/test_b.py", "tests/test_a.py"] and env.test_files == []
+    assert env.test_directives == ["tests/test_b.py", "tests/test_a.py", "README.md"] and env.test_files == []
     for host_applies in (False, True):
         script = env.eval_script(host_applies_test_patch=host_applies)
         assert "git apply" not in script and "git checkout" not in script
-        assert script.splitlines()[-2].endswith("-p no:cacheprovider tests/test_b.py tests/test_a.py")
+        assert script.splitlines()[-2].endswith("-p no:cacheprovider tests/test_b.py tests/test_a.py README.md")
     spec = make_test_spec(env.swebench_instance(inst, False))
     assert spec.FAIL_TO_PASS == ["tests/test_b.py::test_x"]
 
