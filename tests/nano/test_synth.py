@@ -86,6 +86,9 @@ def make_tree(root: Path) -> Path:
     (tree / "tinycalc" / "__init__.py").write_text(SOURCE)
     (tree / "tests" / "test_calc.py").write_text(TESTS)
     (tree / "tests" / "test_other.py").write_text(OTHER)
+    # an sdist can ship files its own .gitignore names (a generated version.py): the base commit holds them
+    (tree / ".gitignore").write_text("*.txt\n")
+    (tree / "tinycalc" / "data.txt").write_text("shipped\n")
     (tree / ".nano-complete").write_text("")  # Synthesizer.tree(): already prepared, nothing to download
     return tree
 
@@ -197,6 +200,7 @@ def test_the_clean_code_is_unreachable_from_the_agents_checkout(synthesized, tmp
         for blob in blobs:
             assert clean_function not in _git(dest, "cat-file", "-p", blob)
         assert (dest / "tinycalc" / "__init__.py").read_text() != SOURCE
+        assert (dest / "tinycalc" / "data.txt").read_text() == "shipped\n"
         assert check_repository(inst, out / "repos").startswith("ok")
         # the bundle itself holds nothing else either
         heads = _git(out, "bundle", "list-heads", str(out / "repos" / f"{inst['instance_id']}.bundle"))
