@@ -15,13 +15,9 @@ FAIL_TO_PASS test is required. Writes ``mini.jsonl`` in the classic SWE-bench fi
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
-import os
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -29,6 +25,9 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))  # noqa: E402 -- run as a script from a checkout
+from loopcoder.scenarios.swebench.sdists import commit_all, copy_tree, download, extract, git  # noqa: E402
+
 AUTHOR = ("LoopCoder mini-dataset builder", "mini-dataset@loopcoder.invalid")
 
 
@@ -88,38 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def download(package: str, version: str, dest: Path) -> Path:
-    found = _find_sdist(package, version, dest)
-    if found:
-        return found
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d",
-                    str(dest), f"{package}=={version}"], check=True)
-    found = _find_sdist(package, version, dest)
-    if not found:
-        raise SystemExit(f"pip download {package}=={version} produced no sdist in {dest}")
-    return found
-
-
-def _find_sdist(package: str, version: str, dest: Path) -> Path | None:
-    names = {package.lower(), package.lower().replace("-", "_")}
-    for p in dest.glob("*.tar.gz"):
-        stem = p.name[: -len(".tar.gz")]
-        name, _, ver = stem.rpartition("-")
-        if name.lower() in names and ver == str(version):
-            return p
-    return None
-
-
-def extract(sdist: Path, dest: Path) -> Path:
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    with tarfile.open(sdist) as tar:
-        tar.extractall(dest, filter="data")
-    (top,) = list(dest.iterdir())
-    return top
-
-
 def import_history(git_dir: Path, rc: dict, trees: dict, drop: list[str]) -> str:
     git_dir.mkdir(parents=True)
     git(git_dir, "init", "-q", "-b", "main")
@@ -128,27 +95,9 @@ def import_history(git_dir: Path, rc: dict, trees: dict, drop: list[str]) -> str
             if entry.name != ".git":
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         copy_tree(trees[h["version"]], git_dir, drop)
-        git(git_dir, "add", "-A")
-        env = {"GIT_AUTHOR_NAME": AUTHOR[0], "GIT_AUTHOR_EMAIL": AUTHOR[1], "GIT_COMMITTER_NAME": AUTHOR[0],
-               "GIT_COMMITTER_EMAIL": AUTHOR[1], "GIT_AUTHOR_DATE": h["date"], "GIT_COMMITTER_DATE": h["date"]}
-        git(git_dir, "commit", "-q", "--no-gpg-sign", "-m",
-            f"{rc['package']} {h['version']}\n\nImported from the {rc['package']}=={h['version']} sdist on PyPI.", env=env)
+        commit_all(git_dir, f"{rc['package']} {h['version']}\n\nImported from the {rc['package']}=={h['version']} sdist on PyPI.",
+                   AUTHOR, h["date"])
     return git(git_dir, "rev-parse", "HEAD").strip()
-
-
-def copy_tree(src: Path, dst: Path, drop: list[str]) -> None:
-    for path in sorted(src.rglob("*")):
-        rel = path.relative_to(src).as_posix()
-        if any(fnmatch.fnmatch(part, d) for d in drop for part in rel.split("/")) or any(
-                rel == d or rel.startswith(d + "/") for d in drop):
-            continue
-        target = dst / rel
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        elif path.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-            os.chmod(target, 0o755 if os.access(path, os.X_OK) else 0o644)
 
 
 def check_faithful(iid: str, kind: str, patch: str, fixed_tree: Path) -> None:
@@ -200,12 +149,6 @@ def harvest_tests(row: dict, repos_dir: Path) -> tuple[list[str], list[str]]:
     if not f2p:
         raise SystemExit(f"{row['instance_id']}: no test fails before the gold patch and passes after it")
     return f2p, p2p
-
-
-def git(cwd: Path, *args: str, env: dict | None = None) -> str:
-    full = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, **(env or {}))
-    return subprocess.run(["git", "-c", "safe.directory=*", *args], cwd=cwd, env=full, check=True,
-                          capture_output=True, text=True).stdout
 
 
 if __name__ == "__main__":
