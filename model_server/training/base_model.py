@@ -132,6 +132,81 @@ def read_gguf(path: str | Path) -> GGUFModel:
                      list(_field(reader, "tokenizer.ggml.merges")))
 
 
+def write_gguf(path: str | Path, model: GGUFModel) -> Path:
+    """Write ``model`` as a float32 Llama GGUF, q/k permuted as llama.cpp does (``read_gguf`` reads it back).
+
+    For tests and measurements: a small or random model that takes the same import path as the real one.
+    """
+    import gguf
+
+    c = model.config
+    names = {v: k for k, v in _LAYER_NAMES.items()}
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(c["num_hidden_layers"])
+    w.add_context_length(c["max_position_embeddings"])
+    w.add_embedding_length(c["hidden_size"])
+    w.add_feed_forward_length(c["intermediate_size"])
+    w.add_head_count(c["num_attention_heads"])
+    w.add_head_count_kv(c["num_key_value_heads"])
+    w.add_layer_norm_rms_eps(c["rms_norm_eps"])
+    w.add_rope_freq_base(c["rope_theta"])
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(model.tokens)
+    w.add_token_types(model.token_types)
+    w.add_token_merges(model.merges)
+    for name, tensor in model.weights.items():
+        array = tensor.float().numpy()
+        if name == "model.embed_tokens.weight":
+            w.add_tensor("token_embd.weight", array)
+        elif name == "model.norm.weight":
+            w.add_tensor("output_norm.weight", array)
+        elif name == "lm_head.weight":
+            w.add_tensor("output.weight", array)
+        else:
+            _, _, layer, *rest = name.split(".")
+            kind = names[".".join(rest[:-1])]
+            if kind == "attn_q":  # the inverse of _unpermute
+                array = _permute(array, c["num_attention_heads"])
+            elif kind == "attn_k":
+                array = _permute(array, c["num_key_value_heads"])
+            w.add_tensor(f"blk.{layer}.{kind}.weight", array)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)
+
+
+def _permute(w: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's q/k row permutation (convert_hf_to_gguf.py); ``_unpermute`` undoes it."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def random_model(config: dict, tokens: list[str], token_types: list[int], merges: list[str],
+                 seed: int = 0, std: float = 0.08) -> GGUFModel:
+    """A Llama of shape ``config`` with random weights (tied embeddings) and the given vocabulary."""
+    gen = torch.Generator().manual_seed(seed)
+    c = config
+    d, h, kv, inter = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["intermediate_size"]
+    hd = d // h
+
+    def rnd(*shape, scale=std):
+        return torch.randn(*shape, generator=gen) * scale
+
+    weights = {"model.embed_tokens.weight": rnd(len(tokens), d, scale=0.5), "model.norm.weight": 1 + rnd(d, scale=0.1)}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        weights.update({
+            p + "input_layernorm.weight": 1 + rnd(d, scale=0.1), p + "post_attention_layernorm.weight": 1 + rnd(d, scale=0.1),
+            p + "self_attn.q_proj.weight": rnd(h * hd, d), p + "self_attn.k_proj.weight": rnd(kv * hd, d),
+            p + "self_attn.v_proj.weight": rnd(kv * hd, d), p + "self_attn.o_proj.weight": rnd(d, h * hd),
+            p + "mlp.gate_proj.weight": rnd(inter, d), p + "mlp.up_proj.weight": rnd(inter, d),
+            p + "mlp.down_proj.weight": rnd(d, inter),
+        })
+    full = {**c, "vocab_size": len(tokens), "head_dim": hd, "tie_word_embeddings": True}
+    return GGUFModel(full, weights, list(tokens), list(token_types), list(merges))
+
+
 def write_tokenizer(model: GGUFModel, out: Path) -> None:
     """tokenizer.json from the GGUF's vocabulary and merges; the project's tokenizer_config and template."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers

@@ -370,8 +370,11 @@ def plot_losses(log: Path, png: Path) -> None:
     rows = [json.loads(line) for line in log.read_text().splitlines() if line]
     if not rows:
         return
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # a bare GPU host: the log has every number, the PNG can be drawn elsewhere
+        print(f"{png.name} not written: matplotlib is not installed (the numbers are in {log.name})")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -4,62 +4,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from loopcoder.model_server.plt.tokenizer import ASSET_DIR, SPECIAL_TOKENS
+from loopcoder.model_server.training.base_model import random_model, write_gguf
 
-HIDDEN, HEADS, KV_HEADS, INTER, LAYERS = 64, 4, 2, 128, 2
-
-
-def _permute(w: np.ndarray, heads: int) -> np.ndarray:
-    """llama.cpp's convert_hf_to_gguf.py q/k permutation (what the importer undoes)."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=2048)
 
 
 def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama GGUF (float32 tensors, tied embeddings) with the shipped 4,096-token tokenizer."""
-    import gguf
-
+    """A 2-layer Llama GGUF (random float32 weights, tied embeddings) with the shipped 4,096-token tokenizer."""
     tok = json.loads((ASSET_DIR / "tokenizer.json").read_text())
-    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
-    tokens = [t for t, _ in vocab]
+    tokens = [t for t, _ in sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])]
     merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
-    rng = np.random.default_rng(seed)
-
-    def rnd(*shape, std=0.08):
-        return (rng.standard_normal(shape) * std).astype(np.float32)
-
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(LAYERS)
-    w.add_context_length(2048)
-    w.add_embedding_length(HIDDEN)
-    w.add_feed_forward_length(INTER)
-    w.add_head_count(HEADS)
-    w.add_head_count_kv(KV_HEADS)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_freq_base(10000.0)
-    w.add_tokenizer_model("gpt2")
-    w.add_token_list(tokens)
-    w.add_token_types([3 if t in SPECIAL_TOKENS else 1 for t in tokens])
-    w.add_token_merges(merges)
-    head_dim = HIDDEN // HEADS
-    w.add_tensor("token_embd.weight", rnd(len(tokens), HIDDEN, std=0.5))
-    w.add_tensor("output_norm.weight", 1 + rnd(HIDDEN, std=0.1))
-    for i in range(LAYERS):
-        w.add_tensor(f"blk.{i}.attn_norm.weight", 1 + rnd(HIDDEN, std=0.1))
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", 1 + rnd(HIDDEN, std=0.1))
-        w.add_tensor(f"blk.{i}.attn_q.weight", _permute(rnd(HEADS * head_dim, HIDDEN), HEADS))
-        w.add_tensor(f"blk.{i}.attn_k.weight", _permute(rnd(KV_HEADS * head_dim, HIDDEN), KV_HEADS))
-        w.add_tensor(f"blk.{i}.attn_v.weight", rnd(KV_HEADS * head_dim, HIDDEN))
-        w.add_tensor(f"blk.{i}.attn_output.weight", rnd(HIDDEN, HEADS * head_dim))
-        w.add_tensor(f"blk.{i}.ffn_gate.weight", rnd(INTER, HIDDEN))
-        w.add_tensor(f"blk.{i}.ffn_up.weight", rnd(INTER, HIDDEN))
-        w.add_tensor(f"blk.{i}.ffn_down.weight", rnd(HIDDEN, INTER))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    types = [3 if t in SPECIAL_TOKENS else 1 for t in tokens]
+    return write_gguf(path, random_model(TINY, tokens, types, merges, seed=seed))
 
 
 TOOLS = [{"type": "function", "function": {"name": "view", "description": "Show a file.",

@@ -20,6 +20,23 @@ def test_unpermute_inverts_llama_cpp_permutation():
     assert not np.array_equal(permuted, w)
 
 
+def test_write_gguf_and_read_gguf_round_trip(tmp_path):
+    from nano_support import write_tiny_gguf
+
+    path = write_tiny_gguf(tmp_path / "t.gguf", seed=3)
+    first = bm.read_gguf(path)
+    again = bm.read_gguf(bm.write_gguf(tmp_path / "again.gguf", first))
+    assert first.config == again.config and first.tokens == again.tokens and first.merges == again.merges
+    assert all(torch.equal(first.weights[k], again.weights[k]) for k in first.weights)
+    # the file holds q permuted as llama.cpp writes it: reading unpermutes
+    import gguf
+
+    raw = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    q = np.array(raw["blk.0.attn_q.weight"].data)
+    assert not np.array_equal(q, first.weights["model.layers.0.self_attn.q_proj.weight"].numpy())
+    assert np.array_equal(bm._unpermute(q, 4), first.weights["model.layers.0.self_attn.q_proj.weight"].numpy())
+
+
 def test_not_a_gguf_is_one_line_error(tmp_path):
     bad = tmp_path / "x.gguf"
     bad.write_bytes(b"not a gguf at all")
