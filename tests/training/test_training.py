@@ -75,26 +75,45 @@ def run_to_end(out, max_minutes=None):
             return result
 
 
-def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(tiny_gguf, tmp_path):
-    cfg = config(tiny_gguf, save_every=100)
+def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(tiny_gguf, tmp_path, monkeypatch, capsys):
+    from loopcoder.model_server.training.__main__ import main as runner
+
+    cfg = config(tiny_gguf, steps=4, save_every=100)
     for name in ("whole", "pieces"):
-        trainer.prepare_run(tmp_path / name, cfg, samples(6))
+        trainer.prepare_run(tmp_path / name, cfg, samples(4))
     whole = trainer.train(tmp_path / "whole")
-    assert whole.finished and whole.step == 6
-    # max_minutes=0: every call stops (and saves) after one step; the next call resumes
-    calls = 0
-    while not trainer.train(tmp_path / "pieces", max_minutes=0).finished:
-        calls += 1
-    assert calls == 5
+    assert whole.finished and whole.step == 4
+    # max_minutes=0: every call stops (and saves) after one step; the next one resumes. The state is written
+    # in parts (small here), and the calls alternate between the library and the GPU-host runner.
+    monkeypatch.setattr(trainer, "STATE_PART_BYTES", 64 * 1024)
+    assert not trainer.train(tmp_path / "pieces", max_minutes=0).finished
+    assert len(list((tmp_path / "pieces" / "state").glob("part-*"))) > 1
+    assert runner([str(tmp_path / "pieces"), "--max-minutes", "0", "--gguf", str(tiny_gguf)]) == 0
+    assert "stopped (--max-minutes)" in capsys.readouterr().out
+    assert not trainer.train(tmp_path / "pieces", max_minutes=0).finished
+    assert trainer.train(tmp_path / "pieces", max_minutes=0).finished
     log = lambda name: [{k: v for k, v in json.loads(line).items() if k not in ("elapsed_s", "tokens_per_s")}
                         for line in (tmp_path / name / "loss.jsonl").read_text().splitlines()]
-    assert log("whole") == log("pieces") and len(log("whole")) == 6
+    assert log("whole") == log("pieces") and len(log("whole")) == 4
     a, b = (load_file(str(tmp_path / n / "delta" / "delta.safetensors")) for n in ("whole", "pieces"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "whole" / "loss.png").stat().st_size > 1000
     # training moved the loop parts, not only the adapters
     assert float(a["loop_scales.hidden"]) != 0.0
     assert not torch.equal(a["model.layers.0.self_attn.plt_gate.bias"], torch.full((4,), 5.0))
+
+
+def test_a_corrupt_state_or_another_base_stops_the_run(tiny_gguf, tmp_path):
+    run = tmp_path / "run"
+    trainer.prepare_run(run, config(tiny_gguf, steps=3), samples(2))
+    trainer.train(run, max_minutes=0)
+    part = next((run / "state").glob("part-*"))
+    part.write_bytes(part.read_bytes()[:-1])
+    with pytest.raises(trainer.TrainError, match="incomplete or corrupt"):
+        trainer.train(run)
+    other = write_tiny_gguf(tmp_path / "other.gguf", seed=1)
+    with pytest.raises(trainer.TrainError, match="not the GGUF this run started with"):
+        trainer.train(run, gguf=other)
 
 
 def test_a_run_directory_is_not_overwritten(tiny_gguf, tmp_path):
