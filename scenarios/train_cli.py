@@ -131,7 +131,7 @@ def train_command(
                                   device=device or "cpu", gguf=str(gguf) if gguf else None,
                                   sources=[str(p) for p in data])
         trainer.prepare_run(out, cfg, samples)
-        console.print(f"run directory {out}: config.json, samples.jsonl ({len(samples)} samples)")
+        console.print(f"run directory {out}: config.json, samples.jsonl.gz ({len(samples)} samples)")
         if prepare_only:
             return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

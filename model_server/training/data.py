@@ -43,9 +43,13 @@ class Encoded:
 
 
 def read_samples(path: str | Path) -> list[dict]:
-    """The samples of one JSONL file; a bad line is a SampleError naming it."""
+    """The samples of one JSONL file (gzipped when its name ends in .gz); a bad line is a SampleError naming it."""
+    import gzip
+
+    path = Path(path)
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text(encoding="utf-8")
     out = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

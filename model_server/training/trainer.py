@@ -8,7 +8,7 @@ float32 on CPU.
 
 Reproducible: the data order of epoch e is a permutation drawn from ``seed`` and e, batches are packed
 from it deterministically, and the adapters are initialised from ``seed``. A run directory holds
-``config.json`` (every setting), ``samples.jsonl`` (the data), ``loss.jsonl`` (one line per step),
+``config.json`` (every setting), ``samples.jsonl.gz`` (the data), ``loss.jsonl`` (one line per step),
 ``loss.png``, ``state/`` (trainable tensors, optimizer, scheduler, RNG states, the step reached; in parts
 of at most 15 MiB, the largest file a GPU host hands back) and, at the end, ``delta/`` (what
 ``build-default`` applies). ``state/`` is written every ``save_every`` steps and when ``max_minutes`` runs out; ``resume`` continues from it and, on the same device, gives the
@@ -17,6 +17,7 @@ same numbers as a run that was never stopped.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import io
 import json
@@ -37,7 +38,7 @@ from . import lora
 from .base_model import build_base_model, gguf_path, sha256_file, write_tokenizer
 from .data import Encoded, SampleError, encode_sample, read_samples
 
-CONFIG, SAMPLES, LOSS_LOG, LOSS_PNG, STATE, DELTA = ("config.json", "samples.jsonl", "loss.jsonl", "loss.png",
+CONFIG, SAMPLES, LOSS_LOG, LOSS_PNG, STATE, DELTA = ("config.json", "samples.jsonl.gz", "loss.jsonl", "loss.png",
                                                      "state", "delta")
 # The run state is written in parts of at most this size: a GPU host hands back files of up to 16 MiB.
 STATE_PART_BYTES = 15 * 2**20
@@ -267,15 +268,17 @@ class RunResult:
 
 
 def prepare_run(out: Path, cfg: TrainConfig, samples: list[dict]) -> None:
-    """A new run directory: config.json and samples.jsonl (refuses a directory that holds a run)."""
+    """A new run directory: config.json and samples.jsonl.gz (refuses a directory that holds a run)."""
     if (out / CONFIG).exists():
         raise TrainError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
     gguf = Path(cfg.gguf) if cfg.gguf else gguf_path()
     cfg = cfg.model_copy(update={"gguf": str(gguf) if cfg.gguf else None, "gguf_sha256": sha256_file(gguf)})
-    with open(out / SAMPLES, "w", encoding="utf-8") as f:
+    # gzip (about 10x smaller: request histories repeat themselves) keeps big data sets under the
+    # device tool's 64 MiB; mtime 0 keeps the file the same for the same samples.
+    with open(out / SAMPLES, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
         for s in samples:
-            f.write(json.dumps(s, ensure_ascii=False) + "\n")
+            f.write((json.dumps(s, ensure_ascii=False) + "\n").encode())
     (out / CONFIG).write_text(json.dumps(cfg.model_dump(), indent=2) + "\n")
 
 

@@ -45,7 +45,9 @@ def test_train_build_default_and_serve(trajectory_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "stopped at step 1 of 3" in out and "--resume" in out
     assert "episodes left out (stopped: steps)" in out
-    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    from loopcoder.model_server.training.data import read_samples
+
+    samples = read_samples(run / "samples.jsonl.gz")
     assert len(samples) == 5 and samples[0]["request"]["chat_template_kwargs"] == {"enable_thinking": True}
     main(["train", "--out", str(run), "--resume"])
     assert "finished: step 3 of 3" in capsys.readouterr().out
