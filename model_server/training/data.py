@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..api.errors import BadRequest
 from ..api.output_parsers import ChatOutputParser
-from ..api.prompts import render_chat
+from ..api.prompts import forced_prefill, render_chat, template_messages
 from ..api.protocol import ChatCompletionRequest
 from ..errors import ModelError
 
@@ -70,8 +70,9 @@ def answer_text(tokenizer, request: ChatCompletionRequest, prompt_text: str, ans
     thinking = request.thinking()
     if thinking is not None:
         base_kwargs["enable_thinking"] = thinking
-    tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
-    messages = [m.model_dump(exclude_none=True) for m in request.messages]
+    offer_tools, _ = forced_prefill(request)  # as render_chat decides it (tool_choice "none": no tools)
+    tools = [t.model_dump(exclude_none=True) for t in request.tools] if offer_tools else None
+    messages = template_messages(request)
     message = {"role": "assistant", "content": answer.get("content")}
     if answer.get("tool_calls"):
         message["tool_calls"] = answer["tool_calls"]

@@ -11,8 +11,10 @@ from it deterministically, and the adapters are initialised from ``seed``. A run
 ``config.json`` (every setting), ``samples.jsonl.gz`` (the data), ``loss.jsonl`` (one line per step),
 ``loss.png``, ``state/`` (trainable tensors, optimizer, scheduler, RNG states, the step reached; in parts
 of at most 15 MiB, the largest file a GPU host hands back) and, at the end, ``delta/`` (what
-``build-default`` applies). ``state/`` is written every ``save_every`` steps and when ``max_minutes`` runs out; ``resume`` continues from it and, on the same device, gives the
-same numbers as a run that was never stopped.
+``build-default`` applies). ``state/`` is written every ``save_every`` steps and when ``max_minutes``
+runs out; a resumed run continues from it with everything a step depends on: on CPU its numbers equal
+those of a run that was never stopped, bit for bit (tested); on CUDA up to the GPU kernels' own
+non-determinism.
 """
 from __future__ import annotations
 
