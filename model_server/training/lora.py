@@ -1,8 +1,8 @@
 """Low-rank adapters (LoRA, Hu et al. 2021) on the attention and MLP projections, written out in full.
 
 ``LoRALinear`` wraps a frozen ``nn.Linear``: y = W x + (alpha / r) * B (A x). A starts small and random,
-B at zero, so a fresh adapter changes nothing. ``merge_lora`` folds B A into W and puts the plain
-Linear back: the merged model has the original parameter names and no adapter code.
+B at zero, so a fresh adapter changes nothing. ``merge_into_state`` folds (alpha / r) B A into W in a
+plain state dict: the merged model has the original parameter names and no adapter code.
 """
 from __future__ import annotations
 
@@ -28,10 +28,6 @@ class LoRALinear(nn.Module):
         delta = (x.to(self.lora_A.dtype) @ self.lora_A.t()) @ self.lora_B.t()
         return self.base(x) + (self.scale * delta).to(x.dtype)
 
-    def merged_weight(self) -> torch.Tensor:
-        w = self.base.weight
-        return (w.float() + self.scale * (self.lora_B @ self.lora_A)).to(w.dtype)
-
 
 def add_lora(model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...] = TARGETS) -> list[str]:
     """Wrap every Linear named in ``targets`` (by its last name part) in a LoRALinear; returns their names."""
@@ -46,32 +42,6 @@ def add_lora(model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...]
     if not wrapped:
         raise ValueError(f"no Linear named {', '.join(targets)} to adapt")
     return wrapped
-
-
-def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
-
-
-def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``<module>.lora_A`` / ``<module>.lora_B`` of every adapter (module names as in the plain model)."""
-    out = {}
-    for name, m in lora_modules(model).items():
-        out[f"{name}.lora_A"] = m.lora_A.detach()
-        out[f"{name}.lora_B"] = m.lora_B.detach()
-    return out
-
-
-def merge_lora(model: nn.Module) -> int:
-    """Fold every adapter into its base weight and unwrap it; returns how many were merged."""
-    count = 0
-    for name, m in list(lora_modules(model).items()):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        with torch.no_grad():
-            m.base.weight.copy_(m.merged_weight())
-        setattr(parent, child, m.base)
-        count += 1
-    return count
 
 
 def merge_into_state(state: dict[str, torch.Tensor], adapters: dict[str, torch.Tensor], scale: float) -> None:
