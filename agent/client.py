@@ -73,6 +73,20 @@ def is_context_overflow(status: int, message: str) -> bool:
     return status == 400 and bool(_OVERFLOW.search(message))
 
 
+def chat_body(name: str, settings: ModelSettings, messages: list[dict], tools: list[dict],
+              thinking: Optional[bool], max_tokens: int) -> dict[str, Any]:
+    """The JSON body of one chat request, as the agent sends it."""
+    body: dict[str, Any] = dict(model=name, messages=messages, max_tokens=max_tokens,
+                                temperature=settings.temperature)
+    if tools:
+        body["tools"] = tools
+    if settings.seed is not None:
+        body["seed"] = settings.seed
+    if thinking is not None:
+        body["chat_template_kwargs"] = {"enable_thinking": thinking}
+    return body
+
+
 class ModelClient:
     """A ``Model`` over HTTP. The model name, when not configured, is the first one ``/v1/models`` lists."""
 
@@ -113,14 +127,7 @@ class ModelClient:
              max_tokens: int) -> ModelResponse:
         from openai.types.chat import ChatCompletion
 
-        body: dict[str, Any] = dict(model=self.name, messages=messages, max_tokens=max_tokens,
-                                    temperature=self.settings.temperature)
-        if tools:
-            body["tools"] = tools
-        if self.settings.seed is not None:
-            body["seed"] = self.settings.seed
-        if thinking is not None:
-            body["chat_template_kwargs"] = {"enable_thinking": thinking}
+        body = chat_body(self.name, self.settings, messages, tools, thinking, max_tokens)
         start = time.monotonic()
         # client.post (the SDK's documented way to send a body as is) rather than chat.completions.create:
         # create() walks every message and schema against its typed dicts, ~50-100 ms per call on a long

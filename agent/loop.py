@@ -29,6 +29,40 @@ NO_CALL = ("no tool call found{cut}; answer with exactly one tool call, such as:
            '<tool_call>\n{{"name": "view", "arguments": {{"path": "."}}}}\n</tool_call>')
 
 
+def phase_registries(tools: ToolRegistry, book: PlanBook) -> dict[str, ToolRegistry]:
+    """The tools of each phase: the planner's read-only ones + write_plan, the executor's all + update_plan."""
+    write_plan, update_plan = book.tools()
+    read_only = tools.subset(n for n, t in tools.tools.items() if t.read_only)
+    return {"planner": ToolRegistry([*read_only.tools.values(), write_plan]),
+            "executor": ToolRegistry([*tools.tools.values(), update_plan]),
+            "single": tools}
+
+
+def sent_schemas(registry: ToolRegistry, config: AgentConfig) -> list[dict]:
+    """The tool schemas as the requests send them (compacted unless configured otherwise)."""
+    tools = registry.schemas()
+    if config.context.compact_tool_schemas:
+        tools = [compact_schema(t) for t in tools]
+    return tools
+
+
+def assistant_message(parsed: ParsedAnswer, reasoning: Optional[str] = None) -> dict:
+    """An answer as it goes back into the history: readable calls as native tool calls, the rest as text."""
+    text = parsed.text
+    for call in parsed.calls:
+        if call.unreadable and call.source == "native":
+            text += f"\n<tool_call>\n{call.raw}\n</tool_call>"
+    message: dict = {"role": "assistant", "content": text.strip() or None}
+    calls = [c.openai() for c in parsed.calls if not c.unreadable]
+    if calls:
+        message["tool_calls"] = calls
+    elif message["content"] is None:
+        message["content"] = ""
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    return message
+
+
 @dataclass
 class Outcome:
     """How a phase (or the episode) ended: a stop reason, or planned/replan between phases."""
@@ -92,13 +126,8 @@ class Agent:
         self.max_model_len = model.max_model_len()
         self.consecutive_errors = 0
         model.on_retry = self._on_retry
-        tools = toolbox.registry
-        write_plan, update_plan = self.book.tools()
-        read_only = tools.subset(n for n, t in tools.tools.items() if t.read_only)
-        self.registries = {"planner": ToolRegistry([*read_only.tools.values(), write_plan]),
-                           "executor": ToolRegistry([*tools.tools.values(), update_plan]),
-                           "single": tools}
-        self.all_tools = [*tools.names, "write_plan", "update_plan"]
+        self.registries = phase_registries(toolbox.registry, self.book)
+        self.all_tools = [*toolbox.registry.names, "write_plan", "update_plan"]
 
     # -- phases -----------------------------------------------------------------------------------
     def run(self, task: str) -> Outcome:
@@ -132,9 +161,7 @@ class Agent:
     def new_phase(self, name: str, first_message: str, reason: str = "start") -> Phase:
         registry = self.registries[name]
         settings = self.config.planner if name == "planner" else self.config.executor
-        tools = registry.schemas()
-        if self.config.context.compact_tool_schemas:
-            tools = [compact_schema(t) for t in tools]
+        tools = sent_schemas(registry, self.config)
         context = ContextWindow(self.config.context, self.max_model_len,
                                 lambda lines: self.prompts.render("summary", lines=lines))
         phase = Phase(name, registry, tools, settings.thinking, context, [],
@@ -281,20 +308,7 @@ class Agent:
                                      tokens_before=before, tokens_after=ctx.estimate(phase.messages, phase.tools)))
 
     def assistant_message(self, answer: ModelResponse, parsed: ParsedAnswer) -> dict:
-        """The answer as it goes back into the history: readable calls as native tool calls, the rest as text."""
-        text = parsed.text
-        for call in parsed.calls:
-            if call.unreadable and call.source == "native":
-                text += f"\n<tool_call>\n{call.raw}\n</tool_call>"
-        message: dict = {"role": "assistant", "content": text.strip() or None}
-        calls = [c.openai() for c in parsed.calls if not c.unreadable]
-        if calls:
-            message["tool_calls"] = calls
-        elif message["content"] is None:
-            message["content"] = ""
-        if self.config.keep_reasoning and answer.reasoning:
-            message["reasoning_content"] = answer.reasoning
-        return message
+        return assistant_message(parsed, answer.reasoning if self.config.keep_reasoning else None)
 
     def record_request(self, phase: Phase, max_tokens: int) -> None:
         self.traj.write(ModelRequest(step=self.budget.steps, phase=phase.name, new_messages=phase.fresh,

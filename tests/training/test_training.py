@@ -1,0 +1,169 @@
+"""Training on a tiny GGUF: samples rendered as the server renders them, resume equals an uninterrupted run,
+the built checkpoint equals the trained model, and bad deltas are one-line errors."""
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from loopcoder.model_server.api.prompts import render_chat
+from loopcoder.model_server.api.protocol import ChatCompletionRequest
+from loopcoder.model_server.training import trainer
+from loopcoder.model_server.training.base_model import read_gguf, write_tokenizer
+from loopcoder.model_server.training.data import SampleError, encode_sample
+from loopcoder.model_server.training.delta import DeltaError, build_default, read_delta
+
+from nano_support import samples, write_tiny_gguf
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_gguf, tmp_path_factory):
+    from loopcoder.model_server.plt.tokenizer import load_tokenizer
+
+    out = tmp_path_factory.mktemp("tok")
+    write_tokenizer(read_gguf(tiny_gguf), out)
+    return load_tokenizer(out)
+
+
+def config(gguf, **changes):
+    fields = dict(loops=2, steps=6, lr=1e-2, lora_rank=4, batch_tokens=800, gguf=str(gguf), save_every=100,
+                  warmup_steps=1)
+    return trainer.TrainConfig(**{**fields, **changes})
+
+
+def test_prompt_tokens_are_the_servers_and_the_loss_covers_the_answer_only(tokenizer):
+    sample = samples(1)[0]
+    enc = encode_sample(tokenizer, sample)
+    served = render_chat(tokenizer, ChatCompletionRequest.model_validate(sample["request"]))
+    assert enc.prompt_ids == served.token_ids
+    answer = tokenizer.decode(enc.answer_ids)
+    assert answer == ("f0 is off by one.\n</think>\n\nLooking.<tool_call>\n"
+                      '{"name": "view", "arguments": {"path": "m0.py"}}\n</tool_call><|im_end|>')
+    ids, valid, targets = trainer.collate([enc], 0, "cpu")
+    picked = targets[0] != -100
+    assert picked.sum() == len(enc.answer_ids) and targets[0][picked].tolist() == enc.answer_ids
+    assert picked.nonzero()[0].item() == len(enc.prompt_ids) - 1  # the last prompt token predicts the first answer token
+
+
+def test_answer_without_thinking_starts_after_the_empty_think_block(tokenizer):
+    sample = samples(2)[1]
+    enc = encode_sample(tokenizer, sample)
+    assert tokenizer.decode(enc.prompt_ids).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert tokenizer.decode(enc.answer_ids).startswith("<tool_call>\n")
+
+
+def test_a_request_the_server_refuses_is_not_a_sample(tokenizer):
+    bad = samples(1)[0]
+    bad["request"]["tool_choice"] = {"type": "function", "function": {"name": "nope"}}
+    with pytest.raises(SampleError, match="server would refuse"):
+        encode_sample(tokenizer, bad)
+
+
+def run_to_end(out, max_minutes=None):
+    while True:
+        result = trainer.train(out, max_minutes=max_minutes)
+        if result.finished:
+            return result
+
+
+def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(tiny_gguf, tmp_path, monkeypatch, capsys):
+    from loopcoder.model_server.training.__main__ import main as runner
+
+    cfg = config(tiny_gguf, steps=4, save_every=100)
+    for name in ("whole", "pieces"):
+        trainer.prepare_run(tmp_path / name, cfg, samples(4))
+    whole = trainer.train(tmp_path / "whole")
+    assert whole.finished and whole.step == 4
+    # max_minutes=0: every call stops (and saves) after one step; the next one resumes. The state is written
+    # in parts (small here), and the calls alternate between the library and the GPU-host runner.
+    monkeypatch.setattr(trainer, "STATE_PART_BYTES", 64 * 1024)
+    assert not trainer.train(tmp_path / "pieces", max_minutes=0).finished
+    assert len(list((tmp_path / "pieces" / "state").glob("part-*"))) > 1
+    assert runner([str(tmp_path / "pieces"), "--max-minutes", "0", "--gguf", str(tiny_gguf)]) == 0
+    assert "stopped (--max-minutes)" in capsys.readouterr().out
+    assert not trainer.train(tmp_path / "pieces", max_minutes=0).finished
+    assert trainer.train(tmp_path / "pieces", max_minutes=0).finished
+    log = lambda name: [{k: v for k, v in json.loads(line).items() if k not in ("elapsed_s", "tokens_per_s")}
+                        for line in (tmp_path / name / "loss.jsonl").read_text().splitlines()]
+    assert log("whole") == log("pieces") and len(log("whole")) == 4
+    a, b = (load_file(str(tmp_path / n / "delta" / "delta.safetensors")) for n in ("whole", "pieces"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "whole" / "loss.png").stat().st_size > 1000
+    # training moved the loop parts, not only the adapters
+    assert float(a["loop_scales.hidden"]) != 0.0
+    assert not torch.equal(a["model.layers.0.self_attn.plt_gate.bias"], torch.full((4,), 5.0))
+
+
+def test_a_corrupt_state_or_another_base_stops_the_run(tiny_gguf, tmp_path):
+    run = tmp_path / "run"
+    trainer.prepare_run(run, config(tiny_gguf, steps=3), samples(2))
+    trainer.train(run, max_minutes=0)
+    part = next((run / "state").glob("part-*"))
+    part.write_bytes(part.read_bytes()[:-1])
+    with pytest.raises(trainer.TrainError, match="incomplete or corrupt"):
+        trainer.train(run)
+    other = write_tiny_gguf(tmp_path / "other.gguf", seed=1)
+    with pytest.raises(trainer.TrainError, match="not the GGUF this run started with"):
+        trainer.train(run, gguf=other)
+
+
+def test_a_run_directory_is_not_overwritten(tiny_gguf, tmp_path):
+    trainer.prepare_run(tmp_path / "run", config(tiny_gguf), samples(2))
+    with pytest.raises(trainer.TrainError, match="already holds a run"):
+        trainer.prepare_run(tmp_path / "run", config(tiny_gguf), samples(2))
+
+
+@pytest.mark.parametrize("loops", [1, 2])
+def test_built_checkpoint_equals_the_trained_model(tiny_gguf, tmp_path, loops):
+    from loopcoder.model_server.plt.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    trainer.prepare_run(run, config(tiny_gguf, loops=loops), samples(6))
+    assert trainer.train(run).finished
+    trained = trainer.load_trained(run)
+    out, manifest = build_default(tmp_path / "built", delta=run / "delta", gguf=tiny_gguf)
+    assert manifest["loops"] == loops
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built, tok = load_checkpoint(out)
+    assert built.num_loops == loops
+    ids = torch.tensor([encode_sample(tok, samples(2)[1]).prompt_ids])
+    with torch.no_grad():
+        want = trained.logits(ids)
+        got = built(ids, use_cache=False).logits
+    base_model, _ = trainer.build_base_model(loops, torch.float32, str(tiny_gguf))
+    with torch.no_grad():
+        untrained = base_model(ids, use_cache=False).logits
+    assert (want - untrained).abs().max() > 1e-2  # training changed the model
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=2e-4)
+
+
+def test_bad_deltas_and_a_wrong_base_are_one_line_errors(tiny_gguf, tmp_path):
+    run = tmp_path / "run"
+    trainer.prepare_run(run, config(tiny_gguf, steps=1), samples(2))
+    trainer.train(run)
+    delta = run / "delta"
+    with pytest.raises(DeltaError, match="no delta in"):
+        read_delta(tmp_path / "missing")
+    other = write_tiny_gguf(tmp_path / "other.gguf", seed=1)
+    with pytest.raises(DeltaError, match="has sha256 .* the delta was trained on"):
+        build_default(tmp_path / "out", delta=delta, gguf=other)
+    broken = tmp_path / "broken"
+    shutil.copytree(delta, broken)
+    data = bytearray((broken / "delta.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (broken / "delta.safetensors").write_bytes(bytes(data))
+    with pytest.raises(DeltaError, match="corrupt"):
+        read_delta(broken)
+    (broken / "manifest.json").write_text("{not json")
+    with pytest.raises(DeltaError, match="not valid JSON"):
+        read_delta(broken)
