@@ -21,8 +21,10 @@ def model():
 
 
 def engine(model, **kw):
+    # A fixed pool (8 full-length requests): sized from free memory, the first engine of a test that keeps
+    # several alive would take 90% of the GPU and leave the next none.
     cfg = EngineConfig(model="gpu-test", device="cuda", max_num_seqs=8, max_model_len=512, block_size=16,
-                       max_num_batched_tokens=128, **kw)
+                       max_num_batched_tokens=128, num_kv_blocks=8 * 512 // 16, **kw)
     return LLMEngine(model, None, cfg)
 
 
