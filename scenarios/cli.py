@@ -13,6 +13,7 @@ import typer
 from loopcoder.configs import ConfigError
 from loopcoder.scenarios.agent_cli import agent_app, replay_command
 from loopcoder.scenarios.model_cli import diagnose_command, model_app
+from loopcoder.scenarios.nano_cli import nano_app
 from loopcoder.runtime.errors import RuntimeFailure
 from loopcoder.scenarios.sandbox_cli import doctor_command, sandbox_app
 from loopcoder.scenarios.resolve_cli import resolve_command
@@ -35,6 +36,7 @@ app.command("serve")(serve_command)
 app.add_typer(swebench_app, name="swebench")
 app.add_typer(agent_app, name="agent")
 app.add_typer(terminal_app, name="terminal")
+app.add_typer(nano_app, name="nano")
 app.command("replay")(replay_command)
 app.command("resolve")(resolve_command)
 
