@@ -19,6 +19,8 @@ def teach_command(
                                               "each with its own seed."),
     thinking_share: float = typer.Option(0.25, "--thinking-share", help="Share of episodes with thinking on."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Episodes at once."),
+    wrong_edit_share: Optional[float] = typer.Option(None, "--wrong-edit-share", help="Share of episodes that try a "
+                                                     "plausible wrong edit first and recover (default 0.3)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the episodes' variety and of the thinking draw."),
     instances: list[str] = typer.Option([], "--instances", "-i", help="Only these instance ids (repeatable)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N instances."),
@@ -29,7 +31,7 @@ def teach_command(
     from loopcoder.scenarios.nano.teach import teach
 
     counts = teach(dataset, repos_dir, out, episodes_per_instance, thinking_share, workers, seed, config, overrides,
-                   instances, limit)
+                   instances, limit, wrong_edit_share)
     typer.echo(f"nano teach: kept {counts['kept']} resolved episode(s) of {counts['graded']} graded "
                f"({counts['thinking']} with thinking, {counts['recovered']} with a recovered wrong edit); "
                f"dropped {counts['dropped']}; index {out / 'index.jsonl'}")

@@ -88,10 +88,10 @@ def check_not_heldout(dataset: Path, instances: list[dict]) -> None:
 def teach(dataset: Path, repos_dir: Optional[Path], out: Path, episodes_per_instance: int = 1,
           thinking_share: float = 0.25, workers: int = 1, seed: int = 0, agent_config: Optional[Path] = None,
           overrides: list[str] = (), instance_ids: list[str] = (), limit: Optional[int] = None,
-          log=print) -> dict:
+          wrong_edit_share: Optional[float] = None, log=print) -> dict:
     """Run, grade and collect; returns the counts written to ``OUT/teach.json``."""
     from loopcoder.agent import load_agent_config
-    from loopcoder.scenarios.nano.teacher import Teacher
+    from loopcoder.scenarios.nano.teacher import WRONG_EDIT_SHARE, Teacher
     from loopcoder.scenarios.swebench.dataset import load_dataset
 
     if not 0.0 <= thinking_share <= 1.0:
@@ -103,7 +103,10 @@ def teach(dataset: Path, repos_dir: Optional[Path], out: Path, episodes_per_inst
     out.mkdir(parents=True, exist_ok=True)
     plans = plan_runs(instances, episodes_per_instance, thinking_share, seed)
     by_id = {i["instance_id"]: i for i in instances}
-    teacher = Teacher(instances, repos_dir).start()
+    share = WRONG_EDIT_SHARE if wrong_edit_share is None else wrong_edit_share
+    if not 0.0 <= share <= 1.0:
+        raise DatasetError(f"--wrong-edit-share {share}: give a share between 0 and 1")
+    teacher = Teacher(instances, repos_dir, wrong_edit_share=share).start()
     try:
         for plan in plans:
             if not plan.instance_ids:
@@ -214,7 +217,7 @@ def build_index(out: Path) -> dict:
             row = {"instance_id": iid, "run": run_dir.name, "seed": rec.get("seed"), "run_seed": rec.get("run_seed"),
                    "thinking": thinking, "steps": status.steps, "resolved": True,
                    "wrong_first_edit": bool(rec.get("wrong_first_edit")), "recovered": bool(rec.get("recovered")),
-                   "recovery": rec.get("recovery", ""), "explored": rec.get("explored", []),
+                   "recovery": rec.get("recovery", ""), "alternative_fix": bool(rec.get("alternative_fix")), "explored": rec.get("explored", []),
                    "test_style": rec.get("test_style", ""), "tokens_in": status.tokens_in,
                    "tokens_out": status.tokens_out, "episode_s": status.seconds,
                    "eval_s": result.get("seconds"), "trajectory": str(dest.relative_to(out))}

@@ -337,6 +337,7 @@ def explain(removed: str, added: str) -> str:
 
 # -- the policy -------------------------------------------------------------------------------------
 Action = dict  # {"name", "arguments", "content", "reasoning"}
+WRONG_EDIT_SHARE = 0.3  # episodes that try a plausible wrong edit first (when the first hunk allows one)
 
 
 @dataclass
@@ -349,6 +350,7 @@ class Record:
     wrong_first_edit: bool = False
     recovered: bool = False
     recovery: str = ""  # undo | edit
+    alternative_fix: bool = False  # the "wrong" change made the tests pass and was kept
     explored: list[str] = field(default_factory=list)
     test_style: str = ""
     gave_up: str = ""
@@ -358,8 +360,10 @@ class Record:
 class Policy:
     """One episode: a generator of actions that is sent the text of each action's tool result."""
 
-    def __init__(self, oracle: Oracle, seed: int, thinking: bool, test_command: Optional[str]):
+    def __init__(self, oracle: Oracle, seed: int, thinking: bool, test_command: Optional[str],
+                 wrong_edit_share: float = WRONG_EDIT_SHARE):
         self.o = oracle
+        self.wrong_edit_share = wrong_edit_share
         self.rng = random.Random(seed)
         self.thinking = thinking
         self.test_command = test_command
@@ -389,7 +393,7 @@ class Policy:
         o, rng = self.o, self.rng
         first = o.fix[0]
         sym = (first.symbol or "").split(".")[-1] or Path(first.path).stem
-        statement = o.inst["problem_statement"].strip().split("\n")[0][:160]
+        statement = o.inst["problem_statement"].strip().split("\n")[0][:160].rstrip(".:") + "."
         # 1. look around (sometimes)
         if rng.random() < 0.3:
             yield self.act("view", {"path": "."}, say(rng, "listing"),
@@ -435,13 +439,14 @@ class Policy:
                                         say(rng, "view", path=edit.path, line=line, sym=f"`{sym}`"), reasoning)
                 viewed.append((edit.path, start, end))
                 reasoning = self.after_view(edit, line, result)
-            if n == 0 and not self.record.wrong_first_edit and rng.random() < 0.3:
+            if n == 0 and not self.record.wrong_first_edit and rng.random() < self.wrong_edit_share:
                 ok = yield from self.wrong_then_recover(edit, reasoning)
-                if ok is None:
-                    pass  # no plausible wrong edit for this hunk: straight to the fix
-                elif not ok:
+                if ok is False:
                     return
-                else:
+                if ok == "passed":  # the "wrong" change fixed it after all: it stays, as a real agent's would
+                    reasoning = "The tests pass with that change."
+                    continue
+                if ok is True:
                     reasoning = "Now the real fix."
             ok = yield from self.apply(edit, say(rng, "edit" if n == 0 else "edit_more"), reasoning)
             if not ok:
@@ -593,7 +598,8 @@ class Policy:
 
     def wrong_then_recover(self, edit: Edit, reasoning: str):
         """A plausible wrong change of the first changed line, the test run that shows it failing, the recovery.
-        Returns None when no wrong change fits, False when the episode ended, True to go on with the fix."""
+        Returns None when no wrong change fits, False when the episode ended, True to go on with the fix,
+        "passed" when the tests pass with the change (it was an equivalent fix)."""
         rng, o = self.rng, self.o
         text = self.texts.get(edit.path, "")
         pairs = edit.hunk.pairs()
@@ -615,7 +621,8 @@ class Policy:
         self.texts[edit.path] = text.replace(removed, wrong, 1)
         result = yield self.test_action("ids", say(rng, "rerun"), "Let me check this change.")
         if tests_passed(result):
-            return True  # it passed after all: carry on (the grader decides); the gold edit is still applied below
+            self.record.wrong_first_edit, self.record.alternative_fix = False, True
+            return "passed"  # an equivalent fix after all: the grader decides
         seen = "; ".join(failure_lines(result)) or summary_line(result)
         if rng.random() < 0.5:
             self.record.recovery = "undo"
@@ -644,7 +651,8 @@ class Policy:
         pairs = o.fix[0].hunk.pairs()
         where = f"{o.fix[0].symbol} in {o.fix[0].path}" if o.fix[0].symbol else o.fix[0].path
         if pairs:
-            return f"Fixed {where}: {explain(*pairs[0])}"
+            why = explain(*pairs[0])
+            return f"Fixed {where}: {why[0].lower()}{why[1:]}"
         return f"Fixed {where}; {', '.join(o.failing[:2])} pass now."
 
 
@@ -670,8 +678,9 @@ class Teacher(ChatServer):
     """The oracle policy behind an OpenAI-compatible chat server (``start()``, ``url``, ``stop()``)."""
 
     def __init__(self, instances: list[dict], repos_dir: Optional[Path] = None, max_model_len: int = 8192,
-                 model: str = TEACHER_MODEL, chars_per_token: float = 3.5):
+                 model: str = TEACHER_MODEL, chars_per_token: float = 3.5, wrong_edit_share: float = WRONG_EDIT_SHARE):
         super().__init__(model, max_model_len)
+        self.wrong_edit_share = wrong_edit_share
         self.instances = {i["instance_id"]: i for i in instances}
         self.by_statement: dict[str, list[str]] = {}
         for inst in instances:
@@ -719,7 +728,8 @@ class Teacher(ChatServer):
                 if session is not None and session.last_signature == signature:
                     return session.last_item  # the client retried the first request
                 test_command = _test_command(messages)
-                session = self.sessions[key] = _Session(Policy(oracle, seed, thinking, test_command))
+                session = self.sessions[key] = _Session(Policy(oracle, seed, thinking, test_command,
+                                                                   self.wrong_edit_share))
                 self.records[key] = session.policy.record
             elif session.last_signature == signature:
                 return session.last_item
