@@ -228,21 +228,26 @@ def edit_strings(text: str, hunk: Hunk, rng: random.Random, whole: bool = False)
             end += 1
 
 
-_SWAPS = [("<=", "<"), (">=", ">"), ("==", "!="), ("!=", "=="), ("<", "<="), (">", ">="), (" + ", " - "),
-          (" - ", " + "), (" and ", " or "), (" or ", " and "), ("True", "False"), ("False", "True"),
-          ("min(", "max("), ("max(", "min("), (" * ", " // ")]
+_COMPARE = re.compile(r"(?<![<>=!])(<=|>=|==|!=|<|>)(?![<>=])")
+_WORD_SWAPS = [(r" \+ ", [" - "]), (r" - ", [" + "]), (r" \* ", [" // "]), (r"\band\b", ["or"]),
+               (r"\bor\b", ["and"]), (r"\bTrue\b", ["False"]), (r"\bFalse\b", ["True"]), (r"\bmin\(", ["max("]),
+               (r"\bmax\(", ["min("]), (r"\bis not\b", ["is"]), (r"\bnot in\b", ["in"])]
 
 
 def wrong_variants(removed: str, added: str) -> list[str]:
-    """Plausible wrong versions of a fixed line: one operator, boolean or constant changed the wrong way,
-    in the buggy line or in the fixed one; never the buggy or the fixed line itself."""
+    """Plausible wrong versions of a fixed line: one comparison, operator, boolean or constant changed the
+    wrong way, in the buggy line or in the fixed one; never the buggy or the fixed line itself."""
     out = []
     for line in (removed, added):
         code = line.split("#", 1)[0]
-        for a, b in _SWAPS:
-            i = code.find(a)
-            if i >= 0:
-                out.append(line[:i] + b + line[i + len(a):])
+        for m in _COMPARE.finditer(code):
+            for op in ("<", "<=", ">", ">=", "==", "!="):
+                if op != m.group(1):
+                    out.append(line[:m.start()] + op + line[m.end():])
+        for pattern, replacements in _WORD_SWAPS:
+            m = re.search(pattern, code)
+            if m:
+                out += [line[:m.start()] + r + line[m.end():] for r in replacements]
         for m in re.finditer(r"(?<![\w.])(\d+)(?![\w.])", code):
             n = int(m.group(1))
             for k in (n + 1, n - 1):
