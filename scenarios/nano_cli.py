@@ -1,37 +1,45 @@
-"""`loopcoder nano ...`: LoopCoder-Nano's data and model commands (docs/nano.md)."""
+"""`loopcoder nano synth`: SWE-bench tasks synthesized from real packages for LoopCoder-Nano."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 
-nano_app = typer.Typer(help="LoopCoder-Nano: synthesised tasks, teacher trajectories, training.", no_args_is_help=True)
+nano_app = typer.Typer(help="LoopCoder-Nano: task synthesis.", no_args_is_help=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
-@nano_app.command("teach")
-def teach_command(
-    dataset: Path = typer.Option(..., "--dataset", "-d", help="Training instances (.jsonl); never a held-out file."),
-    repos_dir: Optional[Path] = typer.Option(None, "--repos-dir", help="Bundles or bare repositories named OWNER__NAME "
-                                             "(default: the bundled mini ones)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder (created; an existing one is resumed)."),
-    episodes_per_instance: int = typer.Option(1, "--episodes-per-instance", "-k", min=1, help="Episodes per instance, "
-                                              "each with its own seed."),
-    thinking_share: float = typer.Option(0.25, "--thinking-share", help="Share of episodes with thinking on."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Episodes at once."),
-    wrong_edit_share: Optional[float] = typer.Option(None, "--wrong-edit-share", help="Share of episodes that try a "
-                                                     "plausible wrong edit first and recover (default 0.3)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the episodes' variety and of the thinking draw."),
-    instances: list[str] = typer.Option([], "--instances", "-i", help="Only these instance ids (repeatable)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N instances."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Agent config (default configs/nano_agent.yaml)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override an agent config key, e.g. --set budgets.steps=20"),
+@nano_app.command("synth")
+def synth_command(
+    out: Path = typer.Option(Path("nanodata"), "--out", "-o", help="Dataset folder (train.jsonl, heldout.jsonl, "
+                             "repos/, manifest.json, STATUS.md)."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe YAML (default: the shipped one)."),
+    packages: list[str] = typer.Option([], "--package", "-p", help="Only these packages (repeatable)."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Work folder kept between runs (default: OUT/work)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="sdist cache (default: OUT/cache)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=8, help="Packages validated at once."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the mutant order and the problem-statement templates."),
+    max_fail: int = typer.Option(10, "--max-fail", min=1, help="Most failing tests a kept mutant may cause."),
 ) -> None:
-    """Teacher episodes through `swebench run` (real agent, sandboxes) and eval; keep the resolved trajectories."""
-    from loopcoder.scenarios.nano.teach import teach
+    """Inject AST-mutation bugs into the recipe's packages, keep those the tests catch, write SWE-bench instances.
 
-    counts = teach(dataset, repos_dir, out, episodes_per_instance, thinking_share, workers, seed, config, overrides,
-                   instances, limit, wrong_edit_share)
-    typer.echo(f"nano teach: kept {counts['kept']} resolved episode(s) of {counts['graded']} graded "
-               f"({counts['thinking']} with thinking, {counts['recovered']} with a recovered wrong edit); "
-               f"dropped {counts['dropped']}; index {out / 'index.jsonl'}")
+    Resumable: every validated mutant is appended to OUT/work/<package>/results.jsonl; a rerun skips them.
+    """
+    from loopcoder.scenarios.nano.synth import Synthesizer, load_recipe
+
+    rec = load_recipe(recipe)
+    synth = Synthesizer(rec, out, work or out / "work", cache or out / "cache", seed=seed, max_fail=max_fail,
+                        progress=lambda line: console.print(line, markup=False, highlight=False))
+    manifest = synth.run(packages or None, jobs=jobs)
+    v = manifest["validation"]
+    console.print(f"{manifest['counts']['train']} training and {manifest['counts']['heldout']} held-out instances "
+                  f"in {out}; {v['validated']} mutants validated in {v['seconds']} s", markup=False)
+    if manifest["errors"]:
+        raise typer.Exit(1)
+
+
+from loopcoder.scenarios.nano.teach_cli import teach_command  # noqa: E402
+
+nano_app.command("teach")(teach_command)

@@ -65,12 +65,14 @@ def plan_runs(instances: list[dict], episodes_per_instance: int, thinking_share:
     return plans
 
 
-def check_not_heldout(dataset: Path, instances: list[dict]) -> None:
-    """DatasetError when the dataset is a held-out file or shares an instance or repository with the
-    ``heldout.jsonl`` beside it: the teacher never sees held-out instances."""
+def check_not_heldout(dataset: Path, instances: list[dict], heldout: Optional[Path] = None) -> None:
+    """DatasetError when the dataset is a held-out file or shares an instance or repository with ``heldout``
+    (default: the ``heldout.jsonl`` beside it): the teacher never sees held-out instances."""
     if "heldout" in dataset.name:
         raise DatasetError(f"{dataset} is a held-out file: the teacher never runs on held-out instances")
-    heldout = dataset.parent / "heldout.jsonl"
+    if heldout is not None and not heldout.is_file():
+        raise DatasetError(f"held-out file not found: {heldout}")
+    heldout = heldout or dataset.parent / "heldout.jsonl"
     if not heldout.is_file() or heldout.resolve() == dataset.resolve():
         return
     ids, repos = set(), set()
@@ -88,7 +90,7 @@ def check_not_heldout(dataset: Path, instances: list[dict]) -> None:
 def teach(dataset: Path, repos_dir: Optional[Path], out: Path, episodes_per_instance: int = 1,
           thinking_share: float = 0.25, workers: int = 1, seed: int = 0, agent_config: Optional[Path] = None,
           overrides: list[str] = (), instance_ids: list[str] = (), limit: Optional[int] = None,
-          wrong_edit_share: Optional[float] = None, log=print) -> dict:
+          wrong_edit_share: Optional[float] = None, heldout: Optional[Path] = None, log=print) -> dict:
     """Run, grade and collect; returns the counts written to ``OUT/teach.json``."""
     from loopcoder.agent import load_agent_config
     from loopcoder.scenarios.nano.teacher import WRONG_EDIT_SHARE, Teacher
@@ -97,7 +99,7 @@ def teach(dataset: Path, repos_dir: Optional[Path], out: Path, episodes_per_inst
     if not 0.0 <= thinking_share <= 1.0:
         raise DatasetError(f"--thinking-share {thinking_share}: give a share between 0 and 1")
     instances = load_dataset(str(dataset), "test", list(instance_ids) or None)
-    check_not_heldout(dataset, instances)
+    check_not_heldout(dataset, instances, heldout)
     if limit is not None:
         instances = instances[:limit]
     out.mkdir(parents=True, exist_ok=True)
@@ -234,4 +236,26 @@ def build_index(out: Path) -> dict:
     counts["updated"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     (out / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "teach.json").write_text(json.dumps(counts, indent=2) + "\n")
+    (out / "STATUS.md").write_text(status_markdown(counts, rows))
     return counts
+
+
+def status_markdown(counts: dict, rows: list[dict]) -> str:
+    """The dataset's counts as a short Markdown page (``OUT/STATUS.md``)."""
+    per_repo: dict[str, int] = {}
+    for r in rows:
+        repo = r["instance_id"].split(".synth-")[0] if ".synth-" in r["instance_id"] else r["instance_id"].rsplit("-", 1)[0]
+        per_repo[repo] = per_repo.get(repo, 0) + 1
+    steps = sorted(r["steps"] for r in rows)
+    lines = [f"# Nano teacher trajectories ({counts['updated']})", "",
+             f"Kept (resolved) episodes: **{counts['kept']}** of {counts['graded']} graded, on {counts['instances']} "
+             f"instance(s); dropped: {counts['dropped'] or 'none'}.", "",
+             f"- thinking on: {counts['thinking']}; wrong first edit: {counts['wrong_first_edit']}, recovered: "
+             f"{counts['recovered']}",
+             f"- steps per kept episode: median {steps[len(steps) // 2] if steps else '-'}, "
+             f"min {steps[0] if steps else '-'}, max {steps[-1] if steps else '-'}",
+             f"- seconds per episode (agent episode in its sandbox): {counts.get('episode_s_mean', '-')}; "
+             f"grading: {counts.get('eval_s_mean', '-')}", "",
+             "| repository | kept |", "|---|---|"]
+    lines += [f"| {repo} | {n} |" for repo, n in sorted(per_repo.items())]
+    return "\n".join(lines) + "\n"

@@ -288,6 +288,18 @@ def failure_lines(result: str, limit: int = 2) -> list[str]:
     return picks[:limit]
 
 
+def best_hit(result: str, sym: str, path: str) -> str:
+    """The line of a search/definition/outline/map result that best shows where ``sym`` is defined."""
+    lines = [ln.strip() for ln in result.splitlines() if ln.strip()]
+    for test in (lambda ln: re.search(rf"\b(def|class) {re.escape(sym)}\b", ln) and path in ln,
+                 lambda ln: re.search(rf"\b(def|class) {re.escape(sym)}\b", ln),
+                 lambda ln: sym in ln and path in ln, lambda ln: path in ln):
+        hit = next((ln for ln in lines if test(ln)), None)
+        if hit:
+            return hit if path in hit else f"{path}: {hit}"
+    return summary_line(result)
+
+
 def summary_line(result: str) -> str:
     first = result.strip().splitlines()[0] if result.strip() else ""
     return first[:120]
@@ -432,8 +444,7 @@ class Policy:
             args = self.locate_args(tool, first, sym)
             result = yield self.act(tool, args, say(rng, "locate", sym=f"`{sym}`"), reasoning)
             self.record.explored.append(tool)
-            hit = next((ln.strip() for ln in result.splitlines() if first.path in ln), summary_line(result))
-            reasoning = f"Found it: {hit[:140]}. Now read the code there."
+            reasoning = f"Found it: {best_hit(result, sym, first.path)[:140]}. Now read the code there."
         # 5. view, (maybe a wrong edit and its recovery,) the gold edits
         viewed: list[tuple[str, int, int]] = []
         for n, edit in enumerate(o.fix):

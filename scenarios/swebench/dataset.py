@@ -90,8 +90,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def validate_instance(inst: dict) -> None:
     """DatasetError naming the instance and the field when ``inst`` is not a usable instance."""
     iid = inst.get("instance_id") or "<no instance_id>"
-    missing = [f for f in ("repo", "instance_id", "base_commit", "patch", "test_patch")
+    missing = [f for f in ("repo", "instance_id", "base_commit", "patch")
                if not isinstance(inst.get(f), str) or not inst[f]]
+    # An empty test patch is allowed (SWE-smith-style synthesized instances: the tests are already in
+    # the tree); its test files are then those FAIL_TO_PASS and PASS_TO_PASS name.
+    if not isinstance(inst.get("test_patch"), str):
+        missing.append("test_patch")
     missing += [f for f in ("FAIL_TO_PASS", "PASS_TO_PASS") if not isinstance(inst.get(f), (str, list))]
     if missing:
         raise DatasetError(f"instance {iid}: missing or empty field(s) {', '.join(missing)}")

@@ -49,7 +49,7 @@ class InstanceEnv:
         files = " ".join(shlex.quote(f) for f in self.test_files)
         lines = ["#!/bin/bash", "set -uxo pipefail", "cd /testbed"]
         lines += list(self.spec.pre_test or [])
-        if not host_applies_test_patch:
+        if not host_applies_test_patch and self.test_patch.strip():
             if files:
                 lines.append(f"git checkout {self.base_commit} -- {files}")
             lines.append(f"git apply -v - <<'{HEREDOC}'\n{self.test_patch.rstrip(chr(10))}\n{HEREDOC}")
@@ -100,7 +100,8 @@ def resolve_environment(inst: dict, cfg: SwebenchConfig) -> InstanceEnv:
         eval_type=eval_type,
         test_patch=test_patch,
         test_files=patch_modified_files(test_patch),
-        test_directives=directives_for(test_patch, spec.directives),
+        test_directives=(directives_for(test_patch, spec.directives) if test_patch.strip()
+                         else directives_from_tests(inst, spec.directives)),
         own_eval_script=inst["eval_script"] if new_style else None,
     )
 
@@ -125,6 +126,19 @@ def directives_for(test_patch: str, style: str | None = "paths") -> list[str]:
     """What the test command runs: files of the test patch minus data files (swebench's rule); for Django,
     dotted modules relative to tests/ (``tests/a/b.py`` -> ``a.b``)."""
     files = [f for f in patch_files(test_patch) if not any(f.endswith(ext) for ext in NON_TEST_EXTS)]
+    if style == "django":
+        return [re.sub(r"\.py$", "", f.removeprefix("tests/")).replace("/", ".") for f in files]
+    return files
+
+
+def directives_from_tests(inst: dict, style: str | None = "paths") -> list[str]:
+    """Without a test patch (synthesized instances): the test files FAIL_TO_PASS and PASS_TO_PASS name
+    (``path::test`` ids; the part before ``::``), as a test patch's files would be."""
+    from loopcoder.scenarios.swebench.dataset import tests_of
+
+    files = [t.split("::", 1)[0] for field in ("FAIL_TO_PASS", "PASS_TO_PASS") for t in tests_of(inst, field)
+             if "::" in t]
+    files = [f for f in dict.fromkeys(files) if f.endswith(".py")]
     if style == "django":
         return [re.sub(r"\.py$", "", f.removeprefix("tests/")).replace("/", ".") for f in files]
     return files

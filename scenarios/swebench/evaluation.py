@@ -258,6 +258,9 @@ def _prepare_checkout(inst: dict, env: InstanceEnv, ctx: EvalContext, ws_path: P
         reset = _git(ws, "checkout", inst["base_commit"], "--", *env.test_files)
         if reset.returncode != 0:
             raise _Infra("tests_did_not_run", f"resetting the test files failed: {reset.stderr.strip()[:200]}")
+    if not env.test_patch.strip():
+        log.write("no test patch (the instance's tests are in its tree)")
+        return
     test_applied = ws.apply_patch(env.test_patch, raise_on_failure=False)
     if not test_applied.ok:
         # Only the model's changes (to files the test patch creates) can break a dataset's own test patch.
