@@ -218,3 +218,16 @@ def test_runs_split_thinking_by_share_and_never_mix_equal_statements():
     assert len({p.seed for p in plans}) == len({p.name.rsplit("-", 1)[0] if p.name.count("-") == 2 else p.name
                                                  for p in plans})  # one seed per round and flag
     assert all(p.thinking == p.name.split("-")[1].startswith("think") for p in plans)
+
+
+def test_the_cli_refuses_a_held_out_dataset_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    mini = load_dataset("mini")
+    heldout = _dataset(tmp_path, mini[:1]).with_name("heldout.jsonl")
+    heldout.write_text(json.dumps(mini[0]) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "loopcoder.scenarios.cli", "nano", "teach", "-d", str(heldout),
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "held-out file" in proc.stderr and not (tmp_path / "out").exists()
