@@ -83,7 +83,10 @@ def test_instance_validation_names_the_field(mini):
     with pytest.raises(DatasetError, match="base_commit 'abc' is not a 40-hex"):
         validate_instance({**inst, "base_commit": "abc"})
     with pytest.raises(DatasetError, match="missing or empty field.*test_patch"):
-        validate_instance({**inst, "test_patch": ""})
+        validate_instance({**inst, "test_patch": None})
+    validate_instance({**inst, "test_patch": ""})  # synthesized instances: the tests are in the tree
+    with pytest.raises(DatasetError, match="missing or empty field.*patch"):
+        validate_instance({**inst, "patch": ""})
     with pytest.raises(DatasetError, match="FAIL_TO_PASS is empty"):
         validate_instance({**inst, "FAIL_TO_PASS": "[]"})
     # the id names its eval log folder, which is emptied before each eval: never a path
@@ -125,6 +128,20 @@ def test_environment_of_a_classic_instance(mini):
     # swebench's own TestSpec accepts the filled-in instance.
     spec = make_test_spec(env.swebench_instance(inst, True))
     assert spec.FAIL_TO_PASS == json.loads(inst["FAIL_TO_PASS"]) and spec.log_parser == "parse_log_pytest"
+
+
+def test_an_empty_test_patch_runs_the_test_files_the_test_ids_name(mini):
+    inst = {**next(i for i in mini if i["instance_id"] == "Python-Markdown__markdown-1634"), "test_patch": "",
+            "FAIL_TO_PASS": json.dumps(["tests/test_b.py::test_x"]),
+            "PASS_TO_PASS": json.dumps(["tests/test_a.py::T::test_y", "tests/test_b.py::test_z[1]"])}
+    env = resolve_environment(inst, SwebenchConfig())
+    assert env.test_directives == ["tests/test_b.py", "tests/test_a.py"] and env.test_files == []
+    for host_applies in (False, True):
+        script = env.eval_script(host_applies_test_patch=host_applies)
+        assert "git apply" not in script and "git checkout" not in script
+        assert script.splitlines()[-2].endswith("-p no:cacheprovider tests/test_b.py tests/test_a.py")
+    spec = make_test_spec(env.swebench_instance(inst, False))
+    assert spec.FAIL_TO_PASS == ["tests/test_b.py::test_x"]
 
 
 def test_other_python_versions_are_refused_in_build_mode(mini):
