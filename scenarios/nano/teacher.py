@@ -366,7 +366,7 @@ class Record:
     thinking: bool = False
     wrong_first_edit: bool = False
     recovered: bool = False
-    recovery: str = ""  # undo | edit
+    recovery: str = ""  # undo | edit (restore, then the fix) | direct (wrong line -> fixed line)
     alternative_fix: bool = False  # the "wrong" change made the tests pass and was kept
     explored: list[str] = field(default_factory=list)
     test_style: str = ""
@@ -461,6 +461,9 @@ class Policy:
                     return
                 if ok == "passed":  # the "wrong" change fixed it after all: it stays, as a real agent's would
                     reasoning = "The tests pass with that change."
+                    continue
+                if ok == "fixed":  # recovered straight into the fix
+                    reasoning = "The edit is in. Re-running the failing test."
                     continue
                 if ok is True:
                     reasoning = "Now the real fix."
@@ -615,7 +618,8 @@ class Policy:
     def wrong_then_recover(self, edit: Edit, reasoning: str):
         """A plausible wrong change of the first changed line, the test run that shows it failing, the recovery.
         Returns None when no wrong change fits, False when the episode ended, True to go on with the fix,
-        "passed" when the tests pass with the change (it was an equivalent fix)."""
+        "passed" when the tests pass with the change (it was an equivalent fix), "fixed" when the recovery
+        edit was the fix itself (a one-line hunk: wrong line -> fixed line)."""
         rng, o = self.rng, self.o
         text = self.texts.get(edit.path, "")
         pairs = edit.hunk.pairs()
@@ -640,7 +644,21 @@ class Policy:
             self.record.wrong_first_edit, self.record.alternative_fix = False, True
             return "passed"  # an equivalent fix after all: the grader decides
         seen = "; ".join(failure_lines(result)) or summary_line(result)
-        if rng.random() < 0.5:
+        only_change = sum(1 for ln in edit.hunk.lines if ln[:1] in "+-") == 2
+        how = rng.choice(["undo", "edit", "direct"] if only_change else ["undo", "edit"])
+        if how == "direct":  # the hunk is this one line: straight from the wrong version to the fix
+            self.record.recovery = "direct"
+            result = yield self.act("str_replace", {"path": edit.path, "old_str": wrong, "new_str": added},
+                                    say(rng, "recover_edit"),
+                                    f"Still failing: {seen}. `{wrong.strip()}` was not it. {explain(removed, added)}")
+            if not edit_ok(result):
+                self.record.gave_up = f"correcting the wrong edit failed: {summary_line(result)}"
+                yield self.act("submit", {"summary": "could not fix"}, say(rng, "give_up"))
+                return False
+            self.texts[edit.path] = text.replace(removed, added, 1)
+            self.record.recovered = True
+            return "fixed"
+        if how == "undo":
             self.record.recovery = "undo"
             result = yield self.act("undo", {"path": edit.path}, say(rng, "recover_undo"),
                                     f"Still failing: {seen}. `{wrong.strip()}` was wrong; back to the original.")
