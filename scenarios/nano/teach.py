@@ -90,7 +90,8 @@ def check_not_heldout(dataset: Path, instances: list[dict], heldout: Optional[Pa
 def teach(dataset: Path, repos_dir: Optional[Path], out: Path, episodes_per_instance: int = 1,
           thinking_share: float = 0.25, workers: int = 1, seed: int = 0, agent_config: Optional[Path] = None,
           overrides: list[str] = (), instance_ids: list[str] = (), limit: Optional[int] = None,
-          wrong_edit_share: Optional[float] = None, heldout: Optional[Path] = None, log=print) -> dict:
+          wrong_edit_share: Optional[float] = None, heldout: Optional[Path] = None, status: Optional[Path] = None,
+          log=print) -> dict:
     """Run, grade and collect; returns the counts written to ``OUT/teach.json``."""
     from loopcoder.agent import load_agent_config
     from loopcoder.scenarios.nano.teacher import WRONG_EDIT_SHARE, Teacher
@@ -121,11 +122,11 @@ def teach(dataset: Path, repos_dir: Optional[Path], out: Path, episodes_per_inst
                 f"thinking {'on' if plan.thinking else 'off'}")
             _run_and_grade(plan, [by_id[i] for i in plan.instance_ids], dataset, run_dir, repos_dir, cfg, workers)
             _write_records(run_dir, teacher, plan)
-            counts = build_index(out)
+            counts = build_index(out, status)
             log(f"nano teach: {counts['kept']} resolved episode(s) kept of {counts['graded']} graded so far")
     finally:
         teacher.stop()
-    return build_index(out)
+    return build_index(out, status)
 
 
 def _run_and_grade(plan: RunPlan, insts: list[dict], dataset: Path, run_dir: Path, repos_dir: Optional[Path],
@@ -176,8 +177,9 @@ def _write_records(run_dir: Path, teacher, plan: RunPlan) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in old.values()))
 
 
-def build_index(out: Path) -> dict:
-    """Collect every run folder's graded episodes: copy resolved trajectories, write index.jsonl and teach.json."""
+def build_index(out: Path, status: Optional[Path] = None) -> dict:
+    """Collect every run folder's graded episodes: copy resolved trajectories, write index.jsonl, teach.json and
+    STATUS.md (also to ``status`` when given)."""
     from loopcoder.agent.trajectory import read_trajectory
     from loopcoder.scenarios.swebench.rundir import RunDir
 
@@ -236,7 +238,12 @@ def build_index(out: Path) -> dict:
     counts["updated"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     (out / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "teach.json").write_text(json.dumps(counts, indent=2) + "\n")
-    (out / "STATUS.md").write_text(status_markdown(counts, rows))
+    page = status_markdown(counts, rows)
+    (out / "STATUS.md").write_text(page)
+    if status is not None:
+        tmp = status.with_name(status.name + ".tmp")
+        tmp.write_text(page)
+        tmp.replace(status)
     return counts
 
 

@@ -20,6 +20,8 @@ def teach_command(
                                                      "plausible wrong edit first and recover (default 0.3)."),
     heldout: Optional[Path] = typer.Option(None, "--heldout", help="Held-out instances (.jsonl) none of whose ids or "
                                            "repositories may be taught (default: heldout.jsonl beside --dataset)."),
+    status: Optional[Path] = typer.Option(None, "--status", help="Also write the counts (Markdown) to this file after "
+                                          "every run folder."),
     seed: int = typer.Option(0, "--seed", help="Seed of the episodes' variety and of the thinking draw."),
     instances: list[str] = typer.Option([], "--instances", "-i", help="Only these instance ids (repeatable)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N instances."),
@@ -30,7 +32,7 @@ def teach_command(
     from loopcoder.scenarios.nano.teach import teach
 
     counts = teach(dataset, repos_dir, out, episodes_per_instance, thinking_share, workers, seed, config, overrides,
-                   instances, limit, wrong_edit_share, heldout=heldout)
+                   instances, limit, wrong_edit_share, heldout=heldout, status=status)
     typer.echo(f"nano teach: kept {counts['kept']} resolved episode(s) of {counts['graded']} graded "
                f"({counts['thinking']} with thinking, {counts['recovered']} with a recovered wrong edit); "
                f"dropped {counts['dropped']}; index {out / 'index.jsonl'}")
