@@ -158,27 +158,39 @@ class Oracle:
 
 
 def innermost_definition(source: str, line: int) -> tuple[Optional[str], Optional[tuple[int, int]]]:
-    """(qualified name, (first, last) line) of the innermost def/class holding ``line`` in Python ``source``."""
+    """(name to look for, (first, last) line of the innermost def/class) holding ``line`` in Python ``source``.
+
+    The name is what a reader would search for: ``Class.method`` for a method, the outer function for a
+    function nested in a function (its inner ``wrapper`` is not a name anyone greps for)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return None, None
-    best: tuple[Optional[str], Optional[tuple[int, int]]] = (None, None)
+    chain: list[tuple[str, bool]] = []  # (name, is a function) from the outside in
+    span: Optional[tuple[int, int]] = None
 
-    def walk(node, prefix: str) -> None:
-        nonlocal best
+    def walk(node) -> None:
+        nonlocal span
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 first = min([child.lineno] + [d.lineno for d in child.decorator_list])
                 if first <= line <= (child.end_lineno or child.lineno):
-                    name = f"{prefix}{child.name}"
-                    best = (name, (first, child.end_lineno or child.lineno))
-                    walk(child, name + ".")
+                    chain.append((child.name, not isinstance(child, ast.ClassDef)))
+                    span = (first, child.end_lineno or child.lineno)
+                    walk(child)
+                    return
             elif hasattr(child, "body"):
-                walk(child, prefix)
+                walk(child)
 
-    walk(tree, "")
-    return best
+    walk(tree)
+    if not chain:
+        return None, None
+    names = []
+    for name, is_function in chain:
+        names.append(name)
+        if is_function:
+            break
+    return ".".join(names), span
 
 
 def build_oracle(inst: dict, repo: RepoFiles) -> Oracle:
