@@ -177,9 +177,9 @@ def _write_records(run_dir: Path, teacher, plan: RunPlan) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in old.values()))
 
 
-def build_index(out: Path, status: Optional[Path] = None) -> dict:
+def build_index(out: Path, status_file: Optional[Path] = None) -> dict:
     """Collect every run folder's graded episodes: copy resolved trajectories, write index.jsonl, teach.json and
-    STATUS.md (also to ``status`` when given)."""
+    STATUS.md (also to ``status_file`` when given)."""
     from loopcoder.agent.trajectory import read_trajectory
     from loopcoder.scenarios.swebench.rundir import RunDir
 
@@ -240,10 +240,10 @@ def build_index(out: Path, status: Optional[Path] = None) -> dict:
     (out / "teach.json").write_text(json.dumps(counts, indent=2) + "\n")
     page = status_markdown(counts, rows)
     (out / "STATUS.md").write_text(page)
-    if status is not None:
-        tmp = status.with_name(status.name + ".tmp")
+    if status_file is not None:
+        tmp = status_file.with_name(status_file.name + ".tmp")
         tmp.write_text(page)
-        tmp.replace(status)
+        tmp.replace(status_file)
     return counts
 
 

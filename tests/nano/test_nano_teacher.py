@@ -41,8 +41,10 @@ def _dataset(tmp_path: Path, insts: list[dict]) -> Path:
 # -- end to end (Docker) ----------------------------------------------------------------------------
 def test_the_teacher_resolves_an_instance_end_to_end_with_thinking(docker_ready, tmp_path):
     out = tmp_path / "traj"
-    counts = teach(MINI_DATASET, MINI_REPOS, out, thinking_share=1.0, instance_ids=[FAST], log=_quiet)
+    counts = teach(MINI_DATASET, MINI_REPOS, out, thinking_share=1.0, instance_ids=[FAST], status=tmp_path / "S.md",
+                   log=_quiet)
     assert counts["kept"] == counts["graded"] == 1 and counts["thinking"] == 1
+    assert "Kept (resolved) episodes: **1** of 1 graded" in (tmp_path / "S.md").read_text()
     [row] = _rows(out)
     assert row["instance_id"] == FAST and row["resolved"] and row["thinking"] and row["steps"] >= 5
     # the evaluation (not the teacher) said resolved: both verdicts in the eval's own result file
