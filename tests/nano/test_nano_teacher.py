@@ -233,3 +233,36 @@ def test_the_cli_refuses_a_held_out_dataset_in_one_line(tmp_path):
                            "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "held-out file" in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_teacher_answers_over_http_like_a_model_server(tmp_path):
+    import httpx
+
+    from loopcoder.scenarios.nano.teacher import Teacher
+
+    mini = load_dataset("mini")
+    inst = next(i for i in mini if i["instance_id"] == FAST)
+    with Teacher(mini) as teacher:
+        models = httpx.get(teacher.url + "/models").json()["data"]
+        assert models[0]["id"] == "loopcoder-teacher" and models[0]["max_model_len"] == 8192
+        messages = [{"role": "system", "content": "You are a coding agent."},
+                    {"role": "user", "content": f"Task:\n{inst['problem_statement']}\n\nThe tests run with: "
+                                                "python3 -m pytest -rA --tb=no"}]
+        body = {"model": "loopcoder-teacher", "messages": messages, "seed": 4,
+                "chat_template_kwargs": {"enable_thinking": True}}
+        first = httpx.post(teacher.url + "/chat/completions", json=body).json()
+        message = first["choices"][0]["message"]
+        [tool_call] = message["tool_calls"]
+        assert tool_call["type"] == "function" and isinstance(tool_call["function"]["arguments"], str)
+        assert json.loads(tool_call["function"]["arguments"]) and message["reasoning_content"]
+        assert first["choices"][0]["finish_reason"] == "tool_calls" and first["usage"]["prompt_tokens"] > 0
+        # the same request again (a client retry): the same answer, the episode does not move on
+        again = httpx.post(teacher.url + "/chat/completions", json=body).json()
+        assert again["choices"][0]["message"]["tool_calls"][0]["function"] == tool_call["function"]
+        # thinking off: no reasoning; a task that is none of its instances: a 400 naming why
+        plain = httpx.post(teacher.url + "/chat/completions", json={**body, "seed": 5,
+                                                                      "chat_template_kwargs": {"enable_thinking": False}})
+        assert "reasoning_content" not in plain.json()["choices"][0]["message"]
+        unknown = httpx.post(teacher.url + "/chat/completions", json={**body, "messages": [
+            messages[0], {"role": "user", "content": "Task:\nsomething else entirely"}]})
+        assert unknown.status_code == 400 and "none of the teacher's instances" in unknown.json()["error"]["message"]
