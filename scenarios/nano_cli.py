@@ -54,3 +54,8 @@ def subset_command(
     rows = write_subset(source, dest, count, max_bundle_kb * 1000, seed)
     console.print(f"{len(rows)} held-out instances ({', '.join(sorted({r['nano']['package'] for r in rows}))}) "
                   f"in {dest}", markup=False)
+
+
+from loopcoder.scenarios.nano.teach_cli import teach_command  # noqa: E402
+
+nano_app.command("teach")(teach_command)
