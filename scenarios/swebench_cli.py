@@ -227,7 +227,7 @@ def run_swebench(*, dataset: Optional[str], split: Optional[str], instance_ids: 
                  resume: bool, output: Optional[Path], run_id: Optional[str], executor: str,
                  ray_address: Optional[str], images: Optional[str], repos_dir: Optional[Path], evaluate: bool,
                  agent_cfg, checkpoint: Optional[Path], swebench_config: Optional[Path], swebench_set: list[str],
-                 summary_title: Optional[str] = None) -> int:
+                 summary_title: Optional[str] = None, max_model_len: Optional[int] = None) -> int:
     """The whole run: select, (start the embedded server,) run the batch, optionally grade, write the report.
     Returns the exit status (0, or 130 after Ctrl-C)."""
     from loopcoder.agent import ModelClient
@@ -280,7 +280,7 @@ def run_swebench(*, dataset: Optional[str], split: Optional[str], instance_ids: 
             if ray_address:
                 raise DatasetError("the embedded model server listens on 127.0.0.1 of this machine only; with "
                                    "--ray-address give --model-url reachable from the cluster's nodes")
-            server = start_embedded_server(checkpoint or agent_cfg.default_checkpoint)
+            server = start_embedded_server(checkpoint or agent_cfg.default_checkpoint, max_model_len or 4096)
             agent_cfg.model.url = server.url + "/v1"
         model_name = ModelClient(agent_cfg.model).name  # asks /v1/models once; an unreachable server: one line
         agent_cfg.model.name = model_name
@@ -376,6 +376,21 @@ def report_command(
 
 
 DEMO_INSTANCE = "r1chardj0n3s__parse-162"
+# `swebench demo --nano`: a held-out synthesized instance (a package no training task came from).
+NANO_DEMO_INSTANCE = "r1chardj0n3s__parse.synth-ea4c64946f"
+NANO_CHECKPOINT = Path(".cache/nano")
+NANO_CONTEXT = 8192  # SmolLM2's max_position_embeddings
+
+
+def ensure_nano_checkpoint(path: Path) -> Path:
+    """The Nano checkpoint the embedded server loads: built once from the GGUF and the shipped delta."""
+    if not (path / "config.json").exists():
+        from loopcoder.model_server.training.delta import build_default
+
+        with console.status(f"building LoopCoder-Nano into {path} (GGUF + shipped delta)"):
+            _, manifest = build_default(path)
+        console.print(f"built LoopCoder-Nano ({manifest['loops']} loops) into {path}")
+    return path
 
 
 @swebench_app.command("demo")
@@ -385,21 +400,36 @@ def demo_command(
     model: Optional[str] = MODEL_OPT,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="New run folder (default .cache/swebench-demo/<time>)."),
     overrides: list[str] = AGENT_SET_OPT,
+    nano: bool = typer.Option(False, "--nano", help="LoopCoder-Nano (built from the pip package's GGUF and the "
+                              "shipped delta on first use) on a bundled held-out synthesized instance, with the "
+                              "Nano agent config (configs/nano_agent.yaml)."),
 ) -> None:
     """One bundled SWE-bench instance end to end (run, eval, HTML report); the embedded tiny model by default."""
     from loopcoder.scenarios.agent_cli import agent_config_from_options
     from loopcoder.scenarios.swebench.report import latest_eval
 
-    # A random tiny model writes noise: short answers and few steps keep the demo to a few minutes on a CPU.
-    cfg = agent_config_from_options(None, overrides, model_url=model_url, model=model,
-                                    defaults=("model.max_tokens=128", "budgets.steps=12"))
+    started = time.monotonic()
+    checkpoint, dataset, repos_dir, max_model_len = None, "mini", None, None
+    if nano:
+        from loopcoder.scenarios import nano as nano_data
+        from loopcoder.scenarios.nano.teach import NANO_AGENT_CONFIG
+
+        instance = NANO_DEMO_INSTANCE if instance == DEMO_INSTANCE else instance
+        dataset, repos_dir, max_model_len = str(nano_data.HELDOUT), nano_data.REPOS, NANO_CONTEXT
+        cfg = agent_config_from_options(NANO_AGENT_CONFIG, overrides, model_url=model_url, model=model)
+        if not cfg.model.url:
+            checkpoint = ensure_nano_checkpoint(NANO_CHECKPOINT)
+    else:
+        # A random tiny model writes noise: short answers and few steps keep the demo to a few minutes on a CPU.
+        cfg = agent_config_from_options(None, overrides, model_url=model_url, model=model,
+                                        defaults=("model.max_tokens=128", "budgets.steps=12"))
     embedded = not cfg.model.url
     run_id = "demo-" + time.strftime("%Y%m%d-%H%M%S")
     out_dir = output or Path(".cache/swebench-demo") / run_id
-    code = run_swebench(dataset="mini", split="test", instance_ids=[instance], pattern=None, workers=1, resume=False,
+    code = run_swebench(dataset=dataset, split="test", instance_ids=[instance], pattern=None, workers=1, resume=False,
                         output=out_dir, run_id=run_id, executor="local", ray_address=None, images=None,
-                        repos_dir=None, evaluate=True, agent_cfg=cfg, checkpoint=None, swebench_config=None,
-                        swebench_set=[], summary_title="demo run")
+                        repos_dir=repos_dir, evaluate=True, agent_cfg=cfg, checkpoint=checkpoint,
+                        swebench_config=None, swebench_set=[], summary_title="demo run", max_model_len=max_model_len)
     if code:
         raise typer.Exit(code)
     evaluation = latest_eval(out_dir, run_id) or {}
@@ -416,7 +446,9 @@ def demo_command(
         why = verdict["status"] + (f" ({verdict['infra_reason']})" if verdict.get("infra_reason") else "")
         detail = f": {verdict['detail']}" if verdict.get("detail") else ""
         out.print(f"RESULT: {instance} was NOT resolved - {why}{detail}.", markup=False, highlight=False)
-    if embedded:
+    out.print(f"time: {time.monotonic() - started:.0f} s in all (model build, server start, agent, grading)",
+              markup=False, highlight=False)
+    if embedded and not nano:
         out.print("The embedded model is a tiny checkpoint with RANDOM weights: it cannot fix bugs, so this result is "
                   "expected. The demo shows the machinery end to end (isolated checkout, environment image, agent in "
                   "a sandbox, patch, grading, report); give --model-url of a real coder model for real results.",
