@@ -97,9 +97,12 @@ def test_ctrl_c_ends_the_episode_with_interrupted_and_keeps_the_patch(scripted, 
                        call("str_replace", {"path": "stats.py", "old_str": FIX_OLD, "new_str": FIX_NEW}),
                        dict(call("submit", {}), delay=120)])
     out = tmp_path / "run"
+    # SIGINT at its default in the child even when this test runs where it is ignored (a job started with
+    # `&` from a non-interactive shell inherits SIGINT ignored, and so would the agent).
     proc = subprocess.Popen([LOOPCODER, "agent", "run", "--repo", str(repo), "--task", "fix median",
                              "--model-url", server.url, "--output", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not reached_step(out / "trajectory.jsonl", 3):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()

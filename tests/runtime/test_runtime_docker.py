@@ -222,6 +222,9 @@ def test_container_is_removed_on_close_and_on_errors(docker_client, base_image, 
 def test_ctrl_c_stops_the_command_and_cleans_up(docker_client, base_image, workspace, small_config):
     run = uuid.uuid4().hex[:12]
     sb = DockerSandbox(workspace, config=small_config, client=docker_client, run_id=run)
+    # Python raises KeyboardInterrupt only where SIGINT was not ignored when it started (a job started with
+    # `&` from a non-interactive shell inherits it ignored): install the default handler for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()
@@ -233,6 +236,7 @@ def test_ctrl_c_stops_the_command_and_cleans_up(docker_client, base_image, works
             with sb:
                 raise KeyboardInterrupt
     finally:
+        signal.signal(signal.SIGINT, previous)
         sb.close()
     assert wait_until(lambda: not containers_with(docker_client, "loopcoder.run", run), 10)
 
