@@ -4,21 +4,11 @@ ring entry moves the logits by far more than the 1e-4 allowed, even where it wou
 import pytest
 import torch
 
-from engine_support import LogitRecordingEngine, make_engine, mixing_checkpoint, prompts, reference_logits
+from engine_support import LogitRecordingEngine, make_engine, prompts, reference_logits
 from loopcoder.model_server.engine import SamplingParams
 
 GREEDY = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
 TOL = 1e-4  # relative to the largest |logit|; float32 engine vs model measures about 1e-6
-
-
-@pytest.fixture(scope="module")
-def plt_mixing(tmp_path_factory):
-    return mixing_checkpoint(tmp_path_factory.mktemp("plt-mix"), "tiny", seed=21)
-
-
-@pytest.fixture(scope="module")
-def v1_mixing(tmp_path_factory):
-    return mixing_checkpoint(tmp_path_factory.mktemp("v1-mix"), "iquest-v1-tiny", seed=22)
 
 
 def check_logits(engine, model, batch, outs, num_loops=None):

@@ -5,22 +5,12 @@ was really used the way it names (hits, skipped tokens, evictions, preemptions, 
 import pytest
 import torch
 
-from engine_support import LogitRecordingEngine, make_engine, mixing_checkpoint, prompts, run_plan
+from engine_support import LogitRecordingEngine, make_engine, prompts, run_plan
 from loopcoder.model_server.engine import SamplingParams
 from loopcoder.model_server.engine.memory import recompute_tail
 
 TOL = 1e-4  # relative to the largest |logit|
 GREEDY = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
-
-
-@pytest.fixture(scope="module")
-def plt_mixing(tmp_path_factory):
-    return mixing_checkpoint(tmp_path_factory.mktemp("plt-mix-pc"), "tiny", seed=21)
-
-
-@pytest.fixture(scope="module")
-def v1_mixing(tmp_path_factory):
-    return mixing_checkpoint(tmp_path_factory.mktemp("v1-mix-pc"), "iquest-v1-tiny", seed=22)
 
 
 def engines(path, num_loops=None, **overrides):
