@@ -1,6 +1,7 @@
 """`loopcoder swebench eval | dataset`: grade predictions, list and check datasets."""
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -383,12 +384,16 @@ NANO_CONTEXT = 8192  # SmolLM2's max_position_embeddings
 
 
 def ensure_nano_checkpoint(path: Path) -> Path:
-    """The Nano checkpoint the embedded server loads: built once from the GGUF and the shipped delta."""
-    if not (path / "config.json").exists():
-        from loopcoder.model_server.training.delta import build_default
+    """The Nano checkpoint the embedded server loads: built from the GGUF and the shipped delta on first use,
+    and again whenever the shipped delta changes (its tensors' sha256 is kept beside the checkpoint)."""
+    from loopcoder.model_server.training.delta import MANIFEST, SHIPPED, build_default
 
+    stamp = path / "delta.sha256"
+    shipped = json.loads((SHIPPED / MANIFEST).read_text())["tensors_sha256"]
+    if not (path / "config.json").exists() or not stamp.exists() or stamp.read_text().strip() != shipped:
         with console.status(f"building LoopCoder-Nano into {path} (GGUF + shipped delta)"):
             _, manifest = build_default(path)
+        stamp.write_text(shipped + "\n")
         console.print(f"built LoopCoder-Nano ({manifest['loops']} loops) into {path}")
     return path
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+import threading
 from dataclasses import asdict, dataclass
 
 KINDS = ("compare", "arithmetic", "off_by_one", "slice_bound", "swap_args", "constant", "invert_if", "drop_if",
@@ -94,6 +95,12 @@ class _Offsets:
         return self.starts[lineno]
 
 
+# CPython 3.11's AST conversion is not thread-safe: `nano synth --jobs 2` (one thread per package) failed
+# schema with "SystemError: AST constructor recursion depth mismatch (before=27, after=19)" while the other
+# thread parsed a module. Parsing and dumping take this lock.
+_AST_LOCK = threading.Lock()
+
+
 def mutations(source: str, kinds: tuple[str, ...] = KINDS) -> list[Mutation]:
     """Every valid mutation of ``source`` inside its functions (none for a file that does not parse)."""
     base = dump_ast(source)
@@ -104,7 +111,8 @@ def candidates(source: str, kinds: tuple[str, ...] = KINDS) -> list[Mutation]:
     """Mutations found in ``source``, not yet checked with `is_valid` (which parses the mutated file:
     check only the ones you use, a large module has thousands)."""
     try:
-        tree = ast.parse(source)
+        with _AST_LOCK:
+            tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return []
     finder = _Finder(source, tree)
@@ -126,7 +134,8 @@ def is_valid(source: str, m: Mutation, base_dump: str | None = None) -> bool:
 
 def dump_ast(source: str) -> str | None:
     try:
-        return ast.dump(ast.parse(source))
+        with _AST_LOCK:
+            return ast.dump(ast.parse(source))
     except (SyntaxError, ValueError):
         return None
 
