@@ -127,6 +127,14 @@ def source_files(tree: Path) -> list[str]:
 # -- the sandbox ---------------------------------------------------------------------------------------
 
 
+def gradable_tests(passing: set[str], test_files: list[str]) -> list[str]:
+    """The passing tests of ``test_files`` that an instance may name in FAIL_TO_PASS / PASS_TO_PASS: only
+    tests in Python files. The graders' test run (swebench's directives for an empty test patch) never
+    reports a doctest collected from a README (ordered-set's ``README.md::README.md``), so an instance
+    naming one could never resolve."""
+    return sorted(t for t in passing if t.split("::")[0] in test_files and t.split("::")[0].endswith(".py"))
+
+
 class PackageSandbox:
     """One sandbox (SWE-bench environment image, no network) on a copy of a package's clean tree."""
 
@@ -332,9 +340,7 @@ class Synthesizer:
         if timed_out:
             return {**rec, "status": "timeout"}
         statuses = PARSER_REGISTRY["parse_log_pytest"](out, None)
-        # Only tests of Python files: the graders' test run (swebench's directives for an empty test patch)
-        # never reports a doctest collected from README.md, so such an id could never pass there.
-        clean = sorted(t for t in passing if t.split("::")[0] in test_files and t.split("::")[0].endswith(".py"))
+        clean = gradable_tests(passing, test_files)
         f2p = [t for t in clean if statuses.get(t) not in PASSING]
         if not f2p:
             return {**rec, "status": "no_failure"}

@@ -77,3 +77,14 @@ def test_cli_refuses_an_unknown_package_in_one_line(tmp_path):
                           text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown package(s) nope; the recipe has addict")
+
+
+def test_only_tests_of_python_files_are_gradable():
+    """ordered-set's README doctest passed in the sandbox but the graders' run never reports it: 16 synthesized
+    instances naming `README.md::README.md` could never resolve."""
+    from loopcoder.scenarios.nano.synth import gradable_tests
+
+    passing = {"README.md::README.md", "tests/test_a.py::test_x", "tests/test_a.py::T::test_y",
+               "tests/test_b.py::test_z", "docs/usage.rst::usage.rst"}
+    files = ["tests/test_a.py", "README.md", "docs/usage.rst"]
+    assert gradable_tests(passing, files) == ["tests/test_a.py::T::test_y", "tests/test_a.py::test_x"]
