@@ -2,11 +2,12 @@
 
 Three turns, each prompt the previous prompt, its answer and new tokens (random ids): 1,500 tokens, then
 +300, then +300, 64 greedy tokens each. The same engine class runs them with prefix caching on and
-loop-state snapshots on (``loop_state_snapshots=32``), on and off (``0``: the recompute tail), and with
-prefix caching off (every prompt computed in full: the reference the others must equal), side by side:
-each turn runs on every engine before the next. Reported per turn and engine: wall seconds, prompt
-tokens computed, hit tokens recomputed, snapshot hits, and whether the generated tokens equal the
-reference's. One PyTorch thread (the machine is shared with other jobs; the timings are still noisy).
+loop-state snapshots on (``loop_state_snapshots=32``) and off (``0``: the recompute tail, the exact path
+the engine had before), side by side: each turn runs on every engine before the next. ``--uncached``
+adds an engine with prefix caching off (every prompt computed in full) as the reference instead of the
+tail. Reported per turn and engine: wall seconds, prompt tokens computed, hit tokens recomputed, snapshot
+hits, and whether the generated tokens equal the reference's. One PyTorch thread (the machine is shared
+with other jobs; the timings are still noisy).
 
     .venv/bin/loopcoder model build-default --out /tmp/snap-nano
     .venv/bin/python benchmarks/loop_state_cpu.py --model /tmp/snap-nano --out benchmarks/results/loop-state-cpu.json
@@ -50,12 +51,15 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--uncached", action="store_true", help="also run prefix caching off (the reference)")
     args = parser.parse_args()
+    variants = {name: fields for name, fields in VARIANTS.items() if args.uncached or name != "no_prefix_cache"}
+    reference = "no_prefix_cache" if args.uncached else "tail"
     torch.set_num_threads(1)
 
     total = args.first + (args.turns - 1) * args.extra + args.turns * args.max_tokens
     max_model_len = -(-(total + 16) // 256) * 256
-    engines = {name: build(args.model, max_model_len, **fields) for name, fields in VARIANTS.items()}
+    engines = {name: build(args.model, max_model_len, **fields) for name, fields in variants.items()}
     some = next(iter(engines.values()))
     gen = torch.Generator().manual_seed(args.seed)
     fresh = [torch.randint(0, some.vocab_size, (args.first if k == 0 else args.extra,), generator=gen).tolist()
@@ -86,7 +90,7 @@ def main() -> None:
             }
             print(f"turn {k + 1} {name:16s} {seconds:7.2f} s  {row['engines'][name]}", flush=True)
         for name in engines:
-            row["engines"][name]["tokens_equal_reference"] = answers[name][-1] == answers["no_prefix_cache"][-1]
+            row["engines"][name]["tokens_equal_reference"] = answers[name][-1] == answers[reference][-1]
         turns.append(row)
 
     snap = engines["snapshots"]
@@ -99,7 +103,8 @@ def main() -> None:
                   "dtype": str(runner.dtype)},
         "recompute_tail": snap.recompute_tail,
         "snapshot_bytes": runner.per_request_bytes(),
-        "variants": VARIANTS,
+        "variants": variants,
+        "reference": reference,
         "workload": {"first": args.first, "extra": args.extra, "turns": args.turns, "max_tokens": args.max_tokens,
                      "seed": args.seed, "ids": "random", "sampling": "greedy", "max_model_len": max_model_len},
         "torch_threads": torch.get_num_threads(),

@@ -32,8 +32,9 @@ class LoopState:
 
 
 def digest(tokens) -> bytes:
-    """A 128-bit digest of token ids (their int64 bytes): a collision would need two different prompts of
-    the same length, a chance of 2^-128 per pair; the scheduler compares nothing else."""
+    """A 128-bit digest of token ids (their int64 bytes). It is all that ties a snapshot to a request's
+    tokens, so a wrong restore would need two different token sequences of one length with the same
+    digest (about 2^-128 per pair)."""
     return hashlib.blake2b(array("q", tokens).tobytes(), digest_size=16).digest()
 
 
