@@ -107,7 +107,9 @@ class ServerMetrics:
                       ("kv_blocks_used", "KV cache blocks in use.", stats.kv_blocks_used),
                       ("kv_blocks_total", "KV cache blocks in all.", stats.kv_blocks_total),
                       ("prefix_cache_blocks", "KV blocks whose content is in the prefix cache (held or evictable).",
-                       getattr(stats, "prefix_cache_blocks", 0))]
+                       getattr(stats, "prefix_cache_blocks", 0)),
+                      ("loop_state_snapshots", "Loop-state snapshots held at prompt ends (rings and carry).",
+                       getattr(stats, "loop_state_snapshots", 0))]
             for name, help_text, value in gauges:
                 metric(name, "gauge", help_text, [({}, value)])
             usage = stats.kv_blocks_used / stats.kv_blocks_total if stats.kv_blocks_total else 0.0
@@ -128,6 +130,9 @@ class ServerMetrics:
                          "prefix cache (usage's cached_tokens).", getattr(stats, "prefix_cache_skipped_tokens_total", 0)),
                         ("prefix_cache_evictions_total", "Cached KV blocks evicted for new ones.",
                          getattr(stats, "prefix_cache_evictions_total", 0)),
+                        ("prefix_cache_snapshot_hits_total", "Prefix-cache hits resumed from a loop-state snapshot "
+                         "at an earlier prompt's end (no tail recompute).",
+                         getattr(stats, "prefix_cache_snapshot_hits_total", 0)),
                         ("engine_decode_steps_total", "Decode steps run.", getattr(stats, "decode_steps_total", 0)),
                         ("engine_decode_seconds_total", "Wall time of the decode steps (sampling included).",
                          float(getattr(stats, "decode_seconds_total", 0.0))),

@@ -30,6 +30,10 @@ class EngineConfig(BaseModel):
     enable_prefix_caching: bool = Field(
         True, description="reuse loop-0 KV blocks of shared prompt prefixes (exact; rings and carry are "
         "recomputed over a bounded tail of the hit)")
+    loop_state_snapshots: int = Field(
+        32, ge=0, description="rings and carry kept at the end of this many recent prompts (LRU; loops >= 2 "
+        "with prefix caching): a later prompt extending one resumes there instead of recomputing the hit's "
+        "tail; each costs one request slot's memory (docs/engine.md); 0: off")
     decode_mode: Literal["fused", "sequential"] = Field(
         "fused", description="fused: all loops of a token in one pass; sequential: one pass per loop (baseline)")
     async_scheduling: bool | None = Field(

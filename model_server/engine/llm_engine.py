@@ -23,7 +23,9 @@ from ..plt.configuration import LoopSpec
 from .block_manager import BlockManager
 from .grammar import GrammarCompiler
 from .config import EngineConfig
-from .memory import MemoryPlan, default_max_model_len, kv_block_bytes, plan_kv_blocks, prefill_gather_bytes, recompute_tail
+from .loop_state import LoopStateStore
+from .memory import (MemoryPlan, default_max_model_len, kv_block_bytes, plan_kv_blocks, prefill_gather_bytes,
+                     recompute_tail, slot_bytes)
 from .model_runner import ModelRunner
 from .sampler import sample, sample_on_device
 from .scheduler import PrefillChunk, Scheduler
@@ -71,8 +73,11 @@ class LLMEngine:
         self.blocks = BlockManager(num_blocks, cfg.block_size, cfg.max_num_seqs, cfg.enable_prefix_caching)
         self.recompute_tail = recompute_tail(self.spec.num_loops, model.config.num_hidden_layers, self.spec.window,
                                              self.spec.clp)
+        # rings and carry at recent prompts' ends (loop_state.py): only loops >= 1 have them to restore
+        self.snapshots = (LoopStateStore(cfg.loop_state_snapshots) if self.recompute_tail
+                          and cfg.enable_prefix_caching and cfg.loop_state_snapshots else None)
         self.scheduler = Scheduler(self.blocks, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.recompute_tail,
-                                   max_prefill_context=cfg.max_model_len)
+                                   max_prefill_context=cfg.max_model_len, snapshots=self.snapshots)
         self.vocab_size = model.config.vocab_size
         self.eos_ids = frozenset(_eos_ids(model, tokenizer))
         self.generator = torch.Generator(device=self.runner.device)
@@ -125,8 +130,12 @@ class LLMEngine:
         # the profile pool itself is freed by the resize
         small_pool = runner.k_pool.numel() * dtype_bytes * 2
         block = kv_block_bytes(runner.num_layers, cfg.block_size, runner.num_kv_heads, runner.head_dim, dtype_bytes)
+        # loop-state snapshots are allocated while serving (loop_state.py): one slot's rings and carry each
+        snapshots = cfg.loop_state_snapshots if self.spec.num_loops > 1 and cfg.enable_prefix_caching else 0
+        snapshot = slot_bytes(runner.num_layers, self.spec.num_loops, self.spec.window, runner.num_kv_heads,
+                              runner.head_dim, runner.hidden, dtype_bytes)
         return plan_kv_blocks(total, cfg.gpu_memory_utilization, non_torch, peak - small_pool, extra, block,
-                              min_blocks=-(-cfg.max_model_len // cfg.block_size))
+                              min_blocks=-(-cfg.max_model_len // cfg.block_size), snapshot_bytes=snapshots * snapshot)
 
     @torch.no_grad()
     def warm_up(self) -> float:
@@ -287,13 +296,21 @@ class LLMEngine:
         schedule = self.scheduler.schedule()
         if schedule.prefill:
             for chunk in schedule.prefill:
-                if chunk.start == 0 or chunk.fresh:
+                if chunk.restore is not None:
+                    self.runner.restore_slot(chunk.seq.slot, chunk.restore)
+                elif chunk.start == 0 or chunk.fresh:
                     self.runner.reset_slot(chunk.seq.slot)
             logits = self.runner.prefill(schedule.prefill)
             for chunk in schedule.prefill:
                 chunk.seq.num_computed += chunk.length
                 self.blocks.register(chunk.seq)
                 self.counters["prompt_tokens"] += chunk.length
+                if self.snapshots is not None and not chunk.seq.in_prefill:  # its prompt ends here
+                    key = self.snapshots.key(chunk.seq, chunk.seq.num_computed)
+                    if key in self.snapshots:
+                        self.snapshots.touch(key)
+                    else:
+                        self.snapshots.put(key, self.runner.save_slot(chunk.seq.slot))
             rows, seqs = [], []
             for i, chunk in enumerate(schedule.prefill):
                 if chunk.samples:
@@ -486,6 +503,8 @@ class LLMEngine:
             prefix_cache_skipped_tokens_total=self.scheduler.cache_skipped_tokens,
             prefix_cache_blocks=self.blocks.num_cached_blocks,
             prefix_cache_evictions_total=self.blocks.evictions,
+            prefix_cache_snapshot_hits_total=self.scheduler.snapshot_hits,
+            loop_state_snapshots=len(self.snapshots) if self.snapshots is not None else 0,
             ready=self.ready,
             decode_steps_total=self.counters["decode_steps"], decode_seconds_total=self.decode_seconds,
             preemptions_total=self.scheduler.num_preemptions,

@@ -51,6 +51,7 @@ class MemoryPlan:
     extra_activation_bytes: int  # what the profile run could not reach (a longer context's gather)
     block_bytes: int
     num_blocks: int
+    snapshot_bytes: int = 0  # loop-state snapshots at their capacity (loop_state.py), allocated while serving
 
     @property
     def kv_bytes(self) -> int:
@@ -60,16 +61,18 @@ class MemoryPlan:
         return (f"KV pool {self.num_blocks} blocks = {self.kv_bytes / GiB:.2f} GiB: {self.utilization:.2f} x "
                 f"{self.total_bytes / GiB:.1f} GiB less {self.peak_bytes / GiB:.2f} GiB peak (weights, "
                 f"slots, activations), {self.extra_activation_bytes / GiB:.2f} GiB long-context gather and "
-                f"{self.non_torch_bytes / GiB:.2f} GiB outside PyTorch")
+                f"{self.non_torch_bytes / GiB:.2f} GiB outside PyTorch"
+                + (f", {self.snapshot_bytes / GiB:.2f} GiB loop-state snapshots" if self.snapshot_bytes else ""))
 
 
 def plan_kv_blocks(total_bytes: int, utilization: float, non_torch_bytes: int, peak_bytes: int,
-                   extra_activation_bytes: int, block_bytes: int, min_blocks: int) -> MemoryPlan:
+                   extra_activation_bytes: int, block_bytes: int, min_blocks: int,
+                   snapshot_bytes: int = 0) -> MemoryPlan:
     """Blocks that fit ``utilization x total`` after everything else; CacheSizingError below ``min_blocks``."""
-    budget = int(total_bytes * utilization) - non_torch_bytes - peak_bytes - extra_activation_bytes
+    budget = int(total_bytes * utilization) - non_torch_bytes - peak_bytes - extra_activation_bytes - snapshot_bytes
     num_blocks = max(0, budget // block_bytes)
     plan = MemoryPlan(total_bytes, utilization, non_torch_bytes, peak_bytes, extra_activation_bytes, block_bytes,
-                      num_blocks)
+                      num_blocks, snapshot_bytes)
     if num_blocks < min_blocks:
         raise CacheSizingError(
             f"gpu_memory_utilization {utilization} leaves room for {num_blocks} KV blocks but one request of "

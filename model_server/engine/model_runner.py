@@ -28,6 +28,7 @@ from ..plt.configuration import LoopSpec
 from ..plt.modeling import apply_rope
 from ..plt.plt_math import clp_input, gate_mix, local_plan, ring_attention, ring_entry_valid, shift_packed
 from .config import EngineConfig
+from .loop_state import LoopState
 from .scheduler import PrefillChunk
 from .sequence import Sequence
 
@@ -165,6 +166,16 @@ class ModelRunner:
     def reset_slot(self, slot: int) -> None:
         """A new request starts with a zero carry (H^{r-1}_{-1} = 0)."""
         self.carry[:, slot].zero_()
+
+    def save_slot(self, slot: int) -> LoopState:
+        """A copy of a slot's rings and carry (a prompt just ended there, loop_state.py)."""
+        return LoopState(self.ring_k[:, slot].clone(), self.ring_v[:, slot].clone(), self.carry[:, slot].clone())
+
+    def restore_slot(self, slot: int, state: LoopState) -> None:
+        """A slot resumes at a snapshot's position (before its chunk's prefill; eager, outside any graph)."""
+        self.ring_k[:, slot] = state.ring_k
+        self.ring_v[:, slot] = state.ring_v
+        self.carry[:, slot] = state.carry
 
     def copy_cache(self, src_slot: int, dst_slot: int, blocks: tuple[int, int] | None) -> None:
         """A forked request's cache (n > 1): the parent's rings and carry, and its partly filled last

@@ -16,6 +16,16 @@ over the last ``recompute_tail = (R-1) * (L * (window-1) + 1)`` positions of the
 the cached loop-0 K/V, writing nothing into it), starting from an empty ring and a zero carry, ends with
 exactly the rings and carry of an uncached run: whatever the start is wrong about lies outside what
 the end depends on.
+
+Loop-state snapshots (loop_state.py) shorten that: the engine keeps the rings and carry of recent
+prompts' ends (position P, taken when a sequence's prefill target is reached, before any decode step).
+At admission, the snapshot of the request's own first P tokens with the largest P in
+(hit end - recompute_tail, hit end] (and P below the prefill target: its last token is computed for
+its logits) is restored into the slot and the first chunk starts at P, not fresh: positions P.. are then
+computed exactly as without the cache, reading the cached loop-0 K/V up to the hit's end and the restored
+rings and carry before P. An agent's next turn thus recomputes only the answer it extends. A preempted
+request re-prefilling its prompt and outputs is snapshotted at its prefill target too (as exact, though a
+later prompt rarely extends it).
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .block_manager import BlockManager
+from .loop_state import LoopState, LoopStateStore
 from .sequence import Sequence, Status
 
 
@@ -33,6 +44,7 @@ class PrefillChunk:
     length: int
     write_from: int = 0  # positions below hold cached loop-0 K/V (prefix cache): not written again
     fresh: bool = False  # starts the recompute of a cache hit's tail: no ring entries before it, zero carry
+    restore: LoopState | None = None  # snapshot of the rings and carry at ``start``, copied in before it runs
 
     @property
     def samples(self) -> bool:
@@ -48,15 +60,18 @@ class Schedule:
 
 class Scheduler:
     def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int,
-                 recompute_tail: int = 0, max_prefill_context: int | None = None):
+                 recompute_tail: int = 0, max_prefill_context: int | None = None,
+                 snapshots: LoopStateStore | None = None):
         self.blocks = blocks
+        self.snapshots = snapshots
         # The prefill gathers each chunk's whole context (loop-0 K/V of every earlier position): a step
         # takes chunks until their contexts add up to this many tokens (memory.py sizes for it).
         self.max_prefill_context = max_prefill_context
         self.recompute_tail = recompute_tail
         # prefix cache: prompt tokens found cached, of those the ones run again (the tail), and the
-        # ones skipped entirely
+        # ones skipped entirely; admissions resumed from a loop-state snapshot
         self.cache_hit_tokens = self.cache_recomputed_tokens = self.cache_skipped_tokens = 0
+        self.snapshot_hits = 0
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
@@ -103,23 +118,28 @@ class Scheduler:
             context += chunk.start + chunk.length
         return chunks
 
-    def _admission(self, seq: Sequence, budget: int) -> tuple[list[int], int, int] | None:
-        """(cached blocks hit, first position to compute, chunk length) of a waiting request's first chunk,
-        or None if its blocks do not fit; changes nothing."""
+    def _admission(self, seq: Sequence, budget: int) -> tuple[list[int], int, int, tuple | None] | None:
+        """(cached blocks hit, first position to compute, chunk length, (snapshot key, snapshot) to resume
+        from or None) of a waiting request's first chunk, or None if its blocks do not fit; changes nothing."""
         bs = self.blocks.block_size
         hit = self.blocks.match(seq)
         start = max(0, len(hit) * bs - self.recompute_tail) if hit else 0
+        found = None
+        if hit and self.snapshots is not None:
+            found = self.snapshots.find(seq, start, min(len(hit) * bs, seq.prefill_target - 1))
+            if found is not None:
+                start = found[0][0]
         length = min(seq.prefill_target - start, budget)
         if max(0, -(-(start + length) // bs) - len(hit)) > self.blocks.free_after_taking(hit):
             return None
-        return hit, start, length
+        return hit, start, length, found
 
     def _admit(self, seq: Sequence, budget: int) -> PrefillChunk | None:
         """A waiting request's first chunk, taking its cached prefix, or None if its blocks do not fit."""
         admission = self._admission(seq, budget)
         if admission is None:
             return None
-        hit, start, length = admission
+        hit, start, length, found = admission
         cached = len(hit) * self.blocks.block_size
         self.waiting.remove(seq)
         self.blocks.take_slot(seq)
@@ -132,7 +152,12 @@ class Scheduler:
         self.cache_skipped_tokens += start
         seq.status = Status.RUNNING
         self.running.append(seq)
-        return PrefillChunk(seq, start, length, write_from=cached, fresh=start > 0)
+        if found is None:
+            return PrefillChunk(seq, start, length, write_from=cached, fresh=start > 0)
+        key, state = found
+        self.snapshots.touch(key)
+        self.snapshot_hits += 1
+        return PrefillChunk(seq, start, length, write_from=cached, restore=state)
 
     def prefill_ready(self) -> bool:
         """Whether schedule() would run a prefill step now (changes nothing): a running request has prompt

@@ -105,6 +105,9 @@ class EngineStats:
     prefix_cache_skipped_tokens_total: int = 0
     prefix_cache_blocks: int = 0
     prefix_cache_evictions_total: int = 0
+    # admissions resumed from a loop-state snapshot (no tail recompute); snapshots held (loop_state.py)
+    prefix_cache_snapshot_hits_total: int = 0
+    loop_state_snapshots: int = 0
     ready: bool = True  # warm-up done
     decode_steps_total: int = 0
     decode_seconds_total: float = 0.0  # wall time of those steps, sampling included

@@ -95,6 +95,8 @@ def test_cached_tokens_in_usage_and_metrics(tiny_server):
     assert values["loopcoder_prefix_cache_skipped_tokens_total"] >= 81 + usage["prompt_tokens_details"]["cached_tokens"]
     assert values["loopcoder_prefix_cache_hit_tokens_total"] > values["loopcoder_prefix_cache_skipped_tokens_total"]
     assert values["loopcoder_prefix_cache_blocks"] > 0
+    # no prompt here extends an earlier prompt's end up to a block boundary: no loop-state snapshot to resume
+    assert values["loopcoder_prefix_cache_snapshot_hits_total"] == 0 and values["loopcoder_loop_state_snapshots"] > 0
 
 
 @pytest.mark.parametrize("expected", [False, True])

@@ -40,6 +40,10 @@ def test_kv_pool_from_gpu_memory_utilization():
     assert "KV pool" in plan.summary()
     lower = plan_kv_blocks(139 * GiB, 0.5, GiB // 2, 17 * GiB, GiB // 2, block, 8192)
     assert lower.num_blocks < plan.num_blocks
+    # 32 loop-state snapshots (one slot's rings and carry each) come out of the same budget
+    snapshots = 32 * slot_bytes(14, 2, 65, 8, 128, 5120, 2)
+    fewer = plan_kv_blocks(139 * GiB, 0.9, GiB // 2, 17 * GiB, GiB // 2, block, 8192, snapshot_bytes=snapshots)
+    assert fewer.num_blocks == (budget - snapshots) // block and "loop-state snapshots" in fewer.summary()
 
 
 def test_too_little_memory_is_one_clear_error():

@@ -52,7 +52,7 @@ def test_agent_turns_equal_no_cache(request, ckpt, num_loops, decode_mode):
     after the hit (where the oldest ring entries still count); turn 2 adds 3 tokens and its shared
     prefix ends inside a block, so the hit ends at the block boundary below it."""
     on, off = engines(request.getfixturevalue(ckpt), num_loops, max_num_batched_tokens=16, max_model_len=128,
-                      decode_mode=decode_mode)
+                      decode_mode=decode_mode, loop_state_snapshots=0)  # the tail (snapshots: below)
     first, *extras = prompts([41, 0, 3, 0], seed=51)
     params = GREEDY.model_copy(update={"max_tokens": 4})
     answers = agent_turns(on, first, extras, params)
@@ -69,7 +69,7 @@ def test_agent_turns_equal_no_cache(request, ckpt, num_loops, decode_mode):
 
 def test_hit_shorter_than_the_recompute_tail(plt_mixing):
     """Three loops (tail 30): a 20-token hit is recomputed from token 0, reading its cached loop-0 K/V."""
-    on, off = engines(plt_mixing, 3, max_num_batched_tokens=16)
+    on, off = engines(plt_mixing, 3, max_num_batched_tokens=16, loop_state_snapshots=0)
     first, extra = prompts([22, 10], seed=52)
     assert agent_turns(on, first, [extra]) == agent_turns(off, first, [extra])
     assert_same_logits(on, off)
@@ -138,7 +138,7 @@ def test_forks_on_a_cached_prefix(plt_mixing):
 
 
 def test_cached_tokens_reported_per_request(plt_mixing):
-    engine, _ = make_engine(plt_mixing, max_model_len=128, max_num_batched_tokens=64)
+    engine, _ = make_engine(plt_mixing, max_model_len=128, max_num_batched_tokens=64, loop_state_snapshots=0)
     first, extra = prompts([41, 13], seed=56)
     events = []
     engine.submit(first, GREEDY, "a")
@@ -164,9 +164,107 @@ def test_recompute_tail_is_tight(request, ckpt, loops, tol):
     params = GREEDY.model_copy(update={"max_tokens": 4})  # 45 tokens, 44 computed: turn 1 samples at 44
     errors = []
     for shorten in (0, 1):
-        on, off = engines(path, loops, max_num_batched_tokens=16)
+        on, off = engines(path, loops, max_num_batched_tokens=16, loop_state_snapshots=0)
         on.scheduler.recompute_tail -= shorten
         agent_turns(on, first, extras, params)
         agent_turns(off, first, extras, params)
         errors.append(max(((on.logits[k] - v).abs().max() / v.abs().max()).item() for k, v in off.logits.items()))
     assert errors[0] < 1e-6 and errors[1] > tol, errors
+
+
+# -- loop-state snapshots at prompt ends (loop_state.py) ----------------------------------------------------
+
+def resumed_tokens(first, extras, answers, block_size):
+    """Hit tokens a turn recomputes when it resumes at the previous prompt's end P: H - P, where H is the
+    hit's end (the previous turn computed its prompt and all but the last answer token)."""
+    total, context = 0, list(first)
+    for extra, answer in zip(extras, answers):
+        computed = len(context) + len(answer) - 1
+        following = len(context) + len(answer) + len(extra)
+        hit = min(computed, following - 1) // block_size * block_size
+        assert hit >= len(context)
+        total += hit - len(context)
+        context = context + answer + extra
+    return total
+
+
+@pytest.mark.parametrize("ckpt,num_loops,decode_mode", [
+    ("plt_mixing", 2, "fused"), ("plt_mixing", 2, "sequential"), ("plt_mixing", 3, "fused"),
+    ("v1_mixing", None, "fused")], ids=["R2", "R2-sequential", "R3", "v1"])
+def test_snapshots_resume_at_the_previous_prompt_end(request, ckpt, num_loops, decode_mode):
+    """Four turns (re-sent verbatim, +3 tokens, +20 tokens): each later turn restores the rings and carry
+    of the previous prompt's end and recomputes only the answer's hit tokens (3, 3 and 0: the last hit
+    ends exactly at the previous prompt's end), not the tail; tokens and logits equal caching off."""
+    on, off = engines(request.getfixturevalue(ckpt), num_loops, max_num_batched_tokens=16, max_model_len=128,
+                      decode_mode=decode_mode)
+    first, *extras = prompts([41, 0, 3, 20], seed=58)
+    params = GREEDY.model_copy(update={"max_tokens": 4})
+    answers = agent_turns(on, first, extras, params)
+    assert answers == agent_turns(off, first, extras, params)
+    assert assert_same_logits(on, off) == 4 * 4
+    assert on.scheduler.snapshot_hits == on.stats().prefix_cache_snapshot_hits_total == 3
+    assert on.scheduler.cache_recomputed_tokens == resumed_tokens(first, extras, answers, 4) == 6
+    assert on.scheduler.cache_recomputed_tokens < 3 * on.recompute_tail
+    assert on.stats().loop_state_snapshots == len(on.snapshots) == 4  # one per prompt
+
+
+@pytest.mark.parametrize("broken", ["carry", "rings"])
+def test_the_restored_state_matters(plt_mixing, monkeypatch, broken):
+    """Restoring all but the carry (or all but the rings) moves the logits after the resume by more than
+    10x the tolerance (the carry: 5e-3 relative): the test above would catch a skipped or partial restore."""
+    on, off = engines(plt_mixing, 2, max_num_batched_tokens=16, max_model_len=128)
+    restore = on.runner.restore_slot
+
+    def partial(slot, state):
+        restore(slot, state)
+        for pool in ([on.runner.carry] if broken == "carry" else [on.runner.ring_k, on.runner.ring_v]):
+            pool[:, slot] = 0
+
+    monkeypatch.setattr(on.runner, "restore_slot", partial)
+    first, *extras = prompts([41, 0, 3, 20], seed=58)
+    params = GREEDY.model_copy(update={"max_tokens": 4})
+    agent_turns(on, first, extras, params)
+    agent_turns(off, first, extras, params)
+    assert on.scheduler.snapshot_hits == 3
+    err = max(((on.logits[k] - v).abs().max() / v.abs().max()).item() for k, v in off.logits.items())
+    assert err > 10 * TOL, err
+
+
+def test_snapshot_of_another_prompt_or_evicted_is_not_used(plt_mixing):
+    """Prompts a and b differ in one token (position 5); b runs, then a, then each continues. With room
+    for one snapshot, b's continuation finds only a's (same length, in range, other tokens: its digest
+    does not match) and a's continuation finds a's evicted by b's: both fall back to the tail. With room
+    for 32 both resume. Tokens and logits equal caching off either way."""
+    one, off = engines(plt_mixing, 2, loop_state_snapshots=1)
+    many, _ = engines(plt_mixing, 2)
+    a, extra = prompts([41, 9], seed=59)
+    b = a[:5] + [3 if a[5] != 3 else 4] + a[6:]
+    for engine in (one, many, off):
+        outs = drive(engine, [(0, b, GREEDY, "b1", [])])
+        outs |= drive(engine, [(0, a, GREEDY, "a1", [])])
+        outs |= drive(engine, [(0, b + outs["b1"] + extra, GREEDY, "b2", [])])
+        outs |= drive(engine, [(0, a + outs["a1"] + extra, GREEDY, "a2", [])])
+        engine.outs = outs
+    assert one.outs == many.outs == off.outs
+    assert_same_logits(one, off)
+    assert_same_logits(many, off)
+    assert one.scheduler.snapshot_hits == 0 and many.scheduler.snapshot_hits == 2
+    assert len(one.snapshots) == 1 and one.snapshots.evictions == 3
+    # a1 recomputes its 4-token hit (shorter than the tail) in both; b2 and a2: the tail against 44 - 41
+    tail = one.recompute_tail
+    assert one.scheduler.cache_recomputed_tokens == 4 + 2 * tail
+    assert many.scheduler.cache_recomputed_tokens == 4 + 2 * 3
+
+
+@pytest.mark.parametrize("num_loops,overrides", [(1, {}), (2, {"loop_state_snapshots": 0}),
+                                                 (2, {"enable_prefix_caching": False})],
+                         ids=["R1", "capacity-0", "no-prefix-cache"])
+def test_no_snapshots_without_loop_state_or_capacity(plt_mixing, num_loops, overrides):
+    engine, _ = make_engine(plt_mixing, num_loops, max_num_batched_tokens=16, max_model_len=128, **overrides)
+    assert engine.snapshots is None and engine.scheduler.snapshots is None
+    first, *extras = prompts([41, 0, 3], seed=58)
+    agent_turns(engine, first, extras)
+    stats = engine.stats()
+    assert stats.loop_state_snapshots == stats.prefix_cache_snapshot_hits_total == 0
+    if overrides.get("loop_state_snapshots") == 0:
+        assert stats.prefix_cache_recomputed_tokens_total == 2 * engine.recompute_tail
