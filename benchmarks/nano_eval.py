@@ -1,0 +1,217 @@
+"""LoopCoder-Nano on held-out synthesized instances: the comparison table of issue 17 (docs/nano.md).
+
+Each configuration is a checkpoint (its own loop count) with thinking off or on. For each one the script
+serves the checkpoint with ``loopcoder serve`` on loopback, runs the real SWE-bench runner on the chosen
+held-out instances (``loopcoder swebench run``: isolated checkout, environment image, Docker sandbox, the
+Nano agent config, then the real evaluation) and reads back from the run folder:
+
+- resolved: the evaluation report's verdicts (``loopcoder.<run>.json``);
+- well-formed answers: model answers holding at least one usable tool call / model answers (from each
+  trajectory: ``model_response`` events minus ``format_error`` events), and the agent's own
+  ``well_formed_share`` (tool calls that parsed and matched a tool's schema / tool calls);
+- steps per episode (the stop event's step) and why episodes stopped;
+- CPU seconds per episode of the model server (utime + stime of the ``loopcoder serve`` process over the
+  run, from /proc; sandboxes and the runner not included) and wall seconds per episode.
+
+Everything resumes: a configuration whose run folder exists is continued with the runner's ``--resume``
+(its CPU and wall seconds are summed over the invocations, ``segments.jsonl``); ``--only`` picks
+configurations. Instances: ``--limit N`` taken round-robin over the dataset's repositories (each
+package equally), in dataset order within a package.
+
+    python benchmarks/nano_eval.py -d /work/nanodata/heldout.jsonl --repos-dir /work/nanodata/repos \\
+        --config base=.cache/nano-base --config r1=.cache/nano-r1 --config r2=.cache/nano-r2 \\
+        --config r2-think=.cache/nano-r2:think --limit 50 --workers 3 --out benchmarks/results/nano-eval
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOPCODER = [str(Path(sys.executable).parent / "loopcoder")]  # the CLI of the interpreter running this script
+
+
+def select(dataset: Path, limit: int | None) -> list[str]:
+    """Instance ids, round-robin over repositories in dataset order."""
+    by_repo: dict[str, list[str]] = collections.OrderedDict()
+    for line in dataset.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_repo.setdefault(row["repo"], []).append(row["instance_id"])
+    picked: list[str] = []
+    queues = [collections.deque(ids) for ids in by_repo.values()]
+    while queues and (limit is None or len(picked) < limit):
+        for q in list(queues):
+            if limit is not None and len(picked) >= limit:
+                break
+            picked.append(q.popleft())
+            if not q:
+                queues.remove(q)
+    return picked
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its waited-for children (/proc/<pid>/stat fields 14-17)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(checkpoint: str, port: int, max_batch: int, log: Path) -> subprocess.Popen:
+    cmd = LOOPCODER + ["serve", "--model", checkpoint, "--host", "127.0.0.1", "--port", str(port),
+                       "--max-model-len", "8192", "--max-batch", str(max_batch), "--served-model-name", "nano"]
+    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"error: the server for {checkpoint} exited with code {proc.returncode} (see {log})")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                if json.loads(r.read()).get("status") == "ok":
+                    return proc
+        except OSError:
+            pass
+        time.sleep(2)
+    proc.kill()
+    raise SystemExit(f"error: the server for {checkpoint} was not ready after 600 s (see {log})")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_config(name: str, checkpoint: str, thinking: bool, ids: list[str], args) -> None:
+    out = Path(args.out) / name
+    resume = (out / "run.json").exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = start_server(checkpoint, port, args.max_batch, Path(args.out) / f"{name}.server.log")
+    cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+    done_before = count_preds(out)
+    cmd = LOOPCODER + ["swebench", "run", "-d", args.dataset, "--repos-dir", args.repos_dir, "--config",
+                       str(ROOT / "configs/nano_agent.yaml"), "--model-url", f"http://127.0.0.1:{port}/v1",
+                       "--model", "nano", "--workers", str(args.workers), "-o", str(out),
+                       "--thinking" if thinking else "--no-thinking"]
+    cmd += ["--resume"] if resume else ["-i", ",".join(ids), "--run-id", f"nano-eval-{name}"]
+    for item in args.set or []:
+        cmd += ["--set", item]
+    print("$", shlex.join(cmd), flush=True)
+    try:
+        code = subprocess.call(cmd)
+    finally:
+        cpu = cpu_seconds(server.pid) - cpu0
+        wall = time.monotonic() - t0
+        stop_server(server)
+    with (out / "segments.jsonl").open("a") as f:
+        f.write(json.dumps({"server_cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "runner_exit": code,
+                            "predictions_before": done_before, "predictions_after": count_preds(out),
+                            "command": shlex.join(cmd)}) + "\n")
+
+
+def count_preds(out: Path) -> int:
+    p = out / "preds.jsonl"
+    return sum(1 for line in p.read_text().splitlines() if line.strip()) if p.exists() else 0
+
+
+def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
+    from loopcoder.scenarios.swebench.report import latest_eval
+
+    evaluation = latest_eval(out) or {}
+    verdicts = {r["instance_id"]: r["status"] for r in evaluation.get("instances", [])}
+    answers = usable = calls = well = 0
+    steps, stops = [], collections.Counter()
+    for traj in sorted(out.glob("instances/*/trajectory.jsonl")):
+        events = [json.loads(line) for line in traj.read_text().splitlines() if line.strip()]
+        n_ans = sum(e["type"] == "model_response" for e in events)
+        n_err = sum(e["type"] == "format_error" for e in events)
+        answers += n_ans
+        usable += n_ans - n_err
+        stop = next((e for e in reversed(events) if e["type"] == "stop"), None)
+        if stop:
+            steps.append(stop["step"])
+            stops[stop["reason"]] += 1
+            calls += stop["stats"].get("tool_calls", 0)
+            well += stop["stats"].get("well_formed", 0)
+    segments = [json.loads(line) for line in (out / "segments.jsonl").read_text().splitlines()] \
+        if (out / "segments.jsonl").exists() else []
+    episodes = len(steps)
+    cfg = json.loads((Path(checkpoint) / "config.json").read_text())
+    resolved = sum(v == "resolved" for v in verdicts.values())
+    return {
+        "config": name, "checkpoint": checkpoint, "loops": cfg.get("num_loops", 1), "thinking": thinking,
+        "instances": len(verdicts), "episodes": episodes, "resolved": resolved,
+        "resolve_rate": round(resolved / len(verdicts), 4) if verdicts else None,
+        "eval_status": dict(collections.Counter(verdicts.values())),
+        "well_formed_answer_share": round(usable / answers, 4) if answers else None,
+        "well_formed_tool_call_share": round(well / calls, 4) if calls else None,
+        "model_answers": answers, "tool_calls": calls,
+        "steps_mean": round(sum(steps) / episodes, 2) if episodes else None,
+        "stop_reasons": dict(stops),
+        "server_cpu_s_per_episode": round(sum(s["server_cpu_s"] for s in segments) / episodes, 1) if episodes else None,
+        "wall_s_per_episode": round(sum(s["wall_s"] for s in segments) / episodes, 1) if episodes else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-d", "--dataset", required=True)
+    ap.add_argument("--repos-dir", required=True)
+    ap.add_argument("--config", action="append", required=True, metavar="NAME=CHECKPOINT[:think]")
+    ap.add_argument("--only", action="append", help="run only these configuration names (the table has all)")
+    ap.add_argument("--limit", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--max-batch", type=int, default=4)
+    ap.add_argument("--set", action="append", help="agent setting override passed to swebench run")
+    ap.add_argument("--summarize-only", action="store_true")
+    ap.add_argument("--out", default="benchmarks/results/nano-eval")
+    args = ap.parse_args()
+    configs = []
+    for spec in args.config:
+        name, _, rest = spec.partition("=")
+        checkpoint, _, flag = rest.partition(":")
+        if not name or not checkpoint or flag not in ("", "think"):
+            raise SystemExit(f"error: --config {spec!r}: expected NAME=CHECKPOINT or NAME=CHECKPOINT:think")
+        if not (Path(checkpoint) / "config.json").exists():
+            raise SystemExit(f"error: --config {spec!r}: {checkpoint} holds no checkpoint (config.json)")
+        configs.append((name, checkpoint, flag == "think"))
+    ids = select(Path(args.dataset), args.limit)
+    if not args.summarize_only:
+        for name, checkpoint, thinking in configs:
+            if not args.only or name in args.only:
+                run_config(name, checkpoint, thinking, ids, args)
+    rows = [summarize(name, checkpoint, thinking, Path(args.out) / name) for name, checkpoint, thinking in configs]
+    result = {"command": shlex.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]), "dataset": args.dataset,
+              "instances": ids, "workers": args.workers, "machine": f"{os.cpu_count()} CPU cores",
+              "rows": rows}
+    Path(args.out, "table.json").write_text(json.dumps(result, indent=2) + "\n")
+    cols = ["config", "loops", "thinking", "instances", "resolved", "resolve_rate", "well_formed_answer_share",
+            "well_formed_tool_call_share", "steps_mean", "server_cpu_s_per_episode", "wall_s_per_episode"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    Path(args.out, "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
