@@ -186,6 +186,8 @@ def main() -> None:
     ap.add_argument("--summarize-only", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/nano-eval")
     args = ap.parse_args()
+    # SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the server of the configuration running is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     configs = []
     for spec in args.config:
         name, _, rest = spec.partition("=")
