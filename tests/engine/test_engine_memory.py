@@ -124,3 +124,30 @@ def test_prefill_step_bounds_the_context_it_gathers():
         scheduler.add(seq(rid, range(3, 3 + n)))
     first = scheduler.schedule().prefill
     assert [c.seq.request_id for c in first] == ["a"]  # a (30) + b (20) would gather 50 > 40 tokens
+
+
+def test_cpu_engine_keeps_freed_memory_for_the_next_big_tensor():
+    """The CPU path allocates big score tensors layer after layer: after keep_freed_cpu_memory() a freed
+    100 MB block is reused from the heap instead of being unmapped and faulted in again (glibc). Run in a
+    fresh interpreter: the setting is process-wide."""
+    import subprocess
+    import sys
+
+    code = """
+import resource, torch
+from loopcoder.model_server.engine.memory import keep_freed_cpu_memory
+def faults_of_two_rounds():
+    torch.ones(25_000_000).sum()  # 100 MB, freed at once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(25_000_000).sum()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+plain = faults_of_two_rounds()
+assert keep_freed_cpu_memory()
+faults_of_two_rounds()
+kept = faults_of_two_rounds()
+print(plain, kept)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    plain, kept = map(int, out.stdout.split())
+    assert plain > 20_000 and kept < plain // 10, (plain, kept)  # 24,414 pages of 4 KiB faulted in without it
