@@ -185,6 +185,10 @@ def _serve_sglang(cfg: ServeConfig, print_command: bool, add_config_code: bool) 
             if value != _NATIVE_SIZING_DEFAULTS[key]:
                 raise ConfigError(f"engine.{key} is a native-engine setting; with --engine sglang size the KV "
                                   "pool with SGLang's own --mem-fraction-static (docs/sglang.md)")
+        elif key == "loop_state_snapshots":
+            if value != 32:  # configs/serve.yaml's default; the plugin runs with SGLang's radix cache off
+                raise ConfigError("engine.loop_state_snapshots is a native-engine setting; --engine sglang does not "
+                                  "take it")
         elif key not in ("model", "dtype", "max_model_len", "max_num_seqs", "device", "max_waiting", "num_loops",
                          "enable_prefix_caching"):
             raise ConfigError(f"engine.{key} is a native-engine setting; --engine sglang does not take it")

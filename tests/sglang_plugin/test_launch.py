@@ -111,6 +111,7 @@ def test_serve_execs_the_server_with_the_plugin_environment(tmp_path, capsys, mo
     (["--gpu-memory-utilization", "0.5"], "error: engine.gpu_memory_utilization is a native-engine setting"),
     (["--kv-cache-blocks", "100"], "error: engine.num_kv_blocks is a native-engine setting"),
     (["--no-async-scheduling"], "error: engine.async_scheduling is a native-engine setting"),
+    (["--set", "engine.loop_state_snapshots=4"], "error: engine.loop_state_snapshots is a native-engine setting"),
 ])
 def test_native_only_settings_are_refused(tmp_path, capsys, args, message):
     code, _, err = run_cli(capsys, "serve", "--engine", "sglang", "--model", str(checkpoint(tmp_path)), *args)
