@@ -166,6 +166,7 @@ def _serve_sglang(cfg: ServeConfig, print_command: bool, add_config_code: bool) 
     import os
     import sys
 
+    from loopcoder.model_server.engine import EngineConfig
     from loopcoder.model_server.sglang_plugin import launch
 
     settings = cfg.engine
@@ -186,7 +187,7 @@ def _serve_sglang(cfg: ServeConfig, print_command: bool, add_config_code: bool) 
                 raise ConfigError(f"engine.{key} is a native-engine setting; with --engine sglang size the KV "
                                   "pool with SGLang's own --mem-fraction-static (docs/sglang.md)")
         elif key == "loop_state_snapshots":
-            if value != 32:  # configs/serve.yaml's default; the plugin runs with SGLang's radix cache off
+            if value != EngineConfig.model_fields[key].default:  # the plugin runs with SGLang's radix cache off
                 raise ConfigError("engine.loop_state_snapshots is a native-engine setting; --engine sglang does not "
                                   "take it")
         elif key not in ("model", "dtype", "max_model_len", "max_num_seqs", "device", "max_waiting", "num_loops",
