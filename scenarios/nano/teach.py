@@ -91,7 +91,7 @@ def teach(dataset: Path, repos_dir: Optional[Path], out: Path, episodes_per_inst
           thinking_share: float = 0.25, workers: int = 1, seed: int = 0, agent_config: Optional[Path] = None,
           overrides: list[str] = (), instance_ids: list[str] = (), limit: Optional[int] = None,
           wrong_edit_share: Optional[float] = None, heldout: Optional[Path] = None, status: Optional[Path] = None,
-          log=print) -> dict:
+          keep_ungrounded: bool = False, log=print) -> dict:
     """Run, grade and collect; returns the counts written to ``OUT/teach.json``."""
     from loopcoder.agent import load_agent_config
     from loopcoder.scenarios.nano.teacher import WRONG_EDIT_SHARE, Teacher
@@ -122,11 +122,11 @@ def teach(dataset: Path, repos_dir: Optional[Path], out: Path, episodes_per_inst
                 f"thinking {'on' if plan.thinking else 'off'}")
             _run_and_grade(plan, [by_id[i] for i in plan.instance_ids], dataset, run_dir, repos_dir, cfg, workers)
             _write_records(run_dir, teacher, plan)
-            counts = build_index(out, status)
+            counts = build_index(out, status, keep_ungrounded)
             log(f"nano teach: {counts['kept']} resolved episode(s) kept of {counts['graded']} graded so far")
     finally:
         teacher.stop()
-    return build_index(out, status)
+    return build_index(out, status, keep_ungrounded)
 
 
 def _run_and_grade(plan: RunPlan, insts: list[dict], dataset: Path, run_dir: Path, repos_dir: Optional[Path],
@@ -177,9 +177,10 @@ def _write_records(run_dir: Path, teacher, plan: RunPlan) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in old.values()))
 
 
-def build_index(out: Path, status_file: Optional[Path] = None) -> dict:
-    """Collect every run folder's graded episodes: copy resolved trajectories, write index.jsonl, teach.json and
-    STATUS.md (also to ``status_file`` when given)."""
+def build_index(out: Path, status_file: Optional[Path] = None, keep_ungrounded: bool = False) -> dict:
+    """Collect every run folder's graded episodes: copy resolved and grounded trajectories (every name a call
+    uses is in its prompt, scenarios/nano/grounding.py; ``keep_ungrounded`` keeps the others too), write
+    index.jsonl, teach.json and STATUS.md (also to ``status_file`` when given)."""
     from loopcoder.agent.trajectory import read_trajectory
     from loopcoder.scenarios.swebench.rundir import RunDir
 
@@ -212,6 +213,10 @@ def build_index(out: Path, status_file: Optional[Path] = None) -> dict:
                 continue
             src = rd.instance_dir(iid) / "trajectory.jsonl"
             events = read_trajectory(src)  # a kept trajectory must read back with the agent's own reader
+            missing = _ungrounded(run_dir, iid, src)
+            if missing and not keep_ungrounded:
+                counts["dropped"]["ungrounded"] = counts["dropped"].get("ungrounded", 0) + 1
+                continue
             dest = traj_root / run_dir.name / f"{rd.instance_dir(iid).name}.jsonl"
             dest.parent.mkdir(parents=True, exist_ok=True)
             if not dest.is_file() or dest.stat().st_size != src.stat().st_size:
@@ -222,7 +227,7 @@ def build_index(out: Path, status_file: Optional[Path] = None) -> dict:
                    "thinking": thinking, "steps": status.steps, "resolved": True,
                    "wrong_first_edit": bool(rec.get("wrong_first_edit")), "recovered": bool(rec.get("recovered")),
                    "recovery": rec.get("recovery", ""), "alternative_fix": bool(rec.get("alternative_fix")), "explored": rec.get("explored", []),
-                   "test_style": rec.get("test_style", ""), "tokens_in": status.tokens_in,
+                   "test_style": rec.get("test_style", ""), "ungrounded": missing, "tokens_in": status.tokens_in,
                    "tokens_out": status.tokens_out, "episode_s": status.seconds,
                    "eval_s": result.get("seconds"), "trajectory": str(dest.relative_to(out))}
             rows.append(row)
@@ -245,6 +250,19 @@ def build_index(out: Path, status_file: Optional[Path] = None) -> dict:
         tmp.write_text(page)
         tmp.replace(status_file)
     return counts
+
+
+def _ungrounded(run_dir: Path, iid: str, trajectory: Path) -> list[str]:
+    """The trajectory's calls that name what their prompt lacks, cached in RUN/grounding.json by file size."""
+    from loopcoder.scenarios.nano.grounding import ungrounded
+
+    cache_file = run_dir / "grounding.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    size = trajectory.stat().st_size
+    if cache.get(iid, {}).get("size") != size:
+        cache[iid] = {"size": size, "missing": ungrounded(trajectory)}
+        cache_file.write_text(json.dumps(cache, indent=1) + "\n")
+    return cache[iid]["missing"]
 
 
 def status_markdown(counts: dict, rows: list[dict]) -> str:

@@ -27,12 +27,15 @@ def teach_command(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N instances."),
     config: Optional[Path] = typer.Option(None, "--config", help="Agent config (default configs/nano_agent.yaml)."),
     overrides: list[str] = typer.Option([], "--set", help="Override an agent config key, e.g. --set budgets.steps=20"),
+    keep_ungrounded: bool = typer.Option(False, "--keep-ungrounded", help="Also keep resolved episodes with a call "
+                                         "naming what its prompt did not show (dropped by default)."),
 ) -> None:
     """Teacher episodes through `swebench run` (real agent, sandboxes) and eval; keep the resolved trajectories."""
     from loopcoder.scenarios.nano.teach import teach
 
     counts = teach(dataset, repos_dir, out, episodes_per_instance, thinking_share, workers, seed, config, overrides,
-                   instances, limit, wrong_edit_share, heldout=heldout, status=status)
+                   instances, limit, wrong_edit_share, heldout=heldout, status=status,
+                   keep_ungrounded=keep_ungrounded)
     typer.echo(f"nano teach: kept {counts['kept']} resolved episode(s) of {counts['graded']} graded "
                f"({counts['thinking']} with thinking, {counts['recovered']} with a recovered wrong edit); "
                f"dropped {counts['dropped']}; index {out / 'index.jsonl'}")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Generator, Optional
 
 from loopcoder.agent.chat_server import ChatServer, estimate_tokens
+from loopcoder.scenarios.nano.grounding import has_path, has_symbol, message_text
 from loopcoder.scenarios.swebench.dataset import find_repo_source, tests_of
 
 TEACHER_MODEL = "loopcoder-teacher"
@@ -191,6 +192,34 @@ def innermost_definition(source: str, line: int) -> tuple[Optional[str], Optiona
         if is_function:
             break
     return ".".join(names), span
+
+
+def callers_of(source: str, name: str) -> list[tuple[str, int, int]]:
+    """(qualified name, first line, first line using ``name``) of each function in ``source`` whose body
+    mentions ``name`` as a word (other than its own definition), in file order."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    lines = source.splitlines()
+    word = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)")
+    out = []
+
+    def walk(node, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                walk(child, f"{prefix}{child.name}.")
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if child.name != name:
+                    first = min([child.lineno] + [d.lineno for d in child.decorator_list])
+                    body = range(child.body[0].lineno, (child.end_lineno or child.lineno) + 1)
+                    use = next((n for n in body if word.search(lines[n - 1])), None)
+                    if use is not None:
+                        out.append((prefix + child.name, first, use))
+                walk(child, prefix)  # nested functions are named by their own name only
+
+    walk(tree, "")
+    return out
 
 
 def build_oracle(inst: dict, repo: RepoFiles) -> Oracle:
@@ -367,6 +396,7 @@ def explain(removed: str, added: str) -> str:
 # -- the policy -------------------------------------------------------------------------------------
 Action = dict  # {"name", "arguments", "content", "reasoning"}
 WRONG_EDIT_SHARE = 0.3  # episodes that try a plausible wrong edit first (when the first hunk allows one)
+MAX_PAGES = 3  # views of at most 40 lines from a definition's first line to the line that matters
 
 
 @dataclass
@@ -381,6 +411,7 @@ class Record:
     recovery: str = ""  # undo | edit (restore, then the fix) | direct (wrong line -> fixed line)
     alternative_fix: bool = False  # the "wrong" change made the tests pass and was kept
     explored: list[str] = field(default_factory=list)
+    ungrounded: bool = False  # the locating step named what the prompt did not show (``nano teach`` drops it)
     test_style: str = ""
     gave_up: str = ""
     answers: int = 0
@@ -390,18 +421,25 @@ class Policy:
     """One episode: a generator of actions that is sent the text of each action's tool result."""
 
     def __init__(self, oracle: Oracle, seed: int, thinking: bool, test_command: Optional[str],
-                 wrong_edit_share: float = WRONG_EDIT_SHARE):
+                 wrong_edit_share: float = WRONG_EDIT_SHARE, task: Optional[str] = None):
         self.o = oracle
         self.wrong_edit_share = wrong_edit_share
         self.rng = random.Random(seed)
         self.thinking = thinking
         self.test_command = test_command
         self.record = Record(oracle.iid, seed, thinking)
+        self.seen = task if task is not None else oracle.inst["problem_statement"]  # the prompt, as far as known
         self.texts = dict(oracle.files)  # what each file holds now, as far as the teacher's edits go
         self.gen = self.run()
         self.started = False
 
-    def step(self, observation: Optional[str]) -> Action:
+    def step(self, observation: Optional[str], prompt: Optional[str] = None) -> Action:
+        """The next action, given the tool results since the last one and, from the server, the whole prompt
+        text (what the model would see: old outputs elided); without it the observations accumulate."""
+        if prompt is not None:
+            self.seen = prompt
+        elif observation:
+            self.seen += "\n" + observation
         if not self.started:
             self.started = True
             action = next(self.gen)
@@ -433,26 +471,34 @@ class Policy:
             ok = yield from self.reproduce(statement)
             if not ok:
                 return
-        # 3. run the failing tests
+        # 3. run the failing tests: those the prompt names, else their files, else the whole suite
         style = rng.choices(["ids", "shell", "file"], [0.45, 0.35 if self.shell_command() else 0, 0.2])[0]
         self.record.test_style = style
         result = yield self.test_action(style, say(rng, "run_first"),
                                         f"The issue: {statement} I'll reproduce it by running "
-                                        f"{', '.join(o.failing[:2])}.")
+                                        f"{self.tests_phrase(style)}.")
         seen = failure_lines(result)
-        # 4. read the test (sometimes), locate the code
-        if rng.random() < 0.3 and o.test_files:
-            test_src = self.texts.get(o.test_files[0]) or ""
-            name = o.failing[0].split("::")[-1].split("[")[0]
-            m = re.search(rf"^\s*def {re.escape(name)}\b", test_src, re.M)
-            start = test_src[:m.start()].count("\n") + 1 if m else 1
-            yield self.act("view", {"path": o.test_files[0], "start": start, "end": start + rng.randint(8, 20)},
-                           say(rng, "read_test"), self.after_tests(result, seen, sym))
-            self.record.explored.append("read_test")
-            reasoning = f"The test exercises {sym}; let me find it."
+        # 4. read the test (sometimes), reach the code through names the prompt shows, locate it
+        name = o.failing[0].split("::")[-1].split("[")[0]
+        test_file = o.test_files[0] if o.test_files else ""
+        if rng.random() < 0.3 and test_file and has_path(self.seen, test_file) and has_symbol(self.seen, name):
+            found = yield self.act("search", {"pattern": f"def {name}", "path": test_file}, say(rng, "read_test"),
+                                   self.after_tests(result, seen, sym))
+            m = re.search(rf"{re.escape(test_file)}:(\d+):", found)
+            if m:
+                start = int(m.group(1))
+                yield self.act("view", {"path": test_file, "start": start, "end": start + rng.randint(8, 20)},
+                               None, "Here is the test; let me read it.")
+                self.record.explored.append("read_test")
+            reasoning = f"The test exercises {sym if has_symbol(self.seen, sym) else 'the code the issue names'}; " \
+                        "let me find it."
         else:
             reasoning = self.after_tests(result, seen, sym)
-        for tool in self.locate_tools(first):
+        if first.symbol and not has_symbol(self.seen, sym):
+            reasoning = yield from self.hop(first, sym, reasoning)
+        if not self.grounded_route(first, sym):
+            self.record.ungrounded = True  # no route through what the prompt shows: the old oracle jump
+        for tool in self.locate_tools(first, sym):
             args = self.locate_args(tool, first, sym)
             result = yield self.act(tool, args, say(rng, "locate", sym=f"`{sym}`"), reasoning)
             self.record.explored.append(tool)
@@ -462,10 +508,17 @@ class Policy:
         for n, edit in enumerate(o.fix):
             line = self.current_line(edit)
             if not any(p == edit.path and a <= line <= b - 3 for p, a, b in viewed):
-                start, end = self.window(edit, line)
-                result = yield self.act("view", {"path": edit.path, "start": start, "end": end},
-                                        say(rng, "view", path=edit.path, line=line, sym=f"`{sym}`"), reasoning)
-                viewed.append((edit.path, start, end))
+                content = say(rng, "view", path=edit.path, line=line, sym=f"`{sym}`")
+                pages = self.windows(edit, line)
+                if len(pages) > MAX_PAGES:  # paging through a long function is no lesson worth teaching
+                    self.record.gave_up = f"the change is {len(pages)} pages into {sym}"
+                    yield self.act("submit", {"summary": "could not find the bug"}, say(rng, "give_up"))
+                    return
+                for start, end in pages:
+                    result = yield self.act("view", {"path": edit.path, "start": start, "end": end}, content,
+                                            reasoning)
+                    viewed.append((edit.path, start, end))
+                    content, reasoning = None, "Reading on."
                 reasoning = self.after_view(edit, line, result)
             if n == 0 and not self.record.wrong_first_edit and rng.random() < self.wrong_edit_share:
                 ok = yield from self.wrong_then_recover(edit, reasoning)
@@ -494,7 +547,7 @@ class Policy:
             yield self.act("submit", {"summary": "partial fix; the tests still fail"}, say(rng, "give_up"),
                            "I cannot make the tests pass.")
             return
-        if style2 == "ids" and rng.random() < 0.4:
+        if style2 == "ids" and rng.random() < 0.4 and self.test_targets("file") != self.test_targets("ids"):
             result = yield self.test_action("file", say(rng, "whole"), f"{summary_line(result)}. "
                                             "The failing test passes now; checking the rest of the file.")
         yield self.act("submit", {"summary": self.summary()}, say(rng, "submit"),
@@ -537,26 +590,72 @@ class Policy:
             cmd += " --tb=short"
         return re.sub(r"\s-rA\b", "", cmd)
 
+    def test_targets(self, style: str) -> list[str]:
+        """The tests a run names: failing ids the prompt shows (styles ids, shell), else test files it shows
+        (style file, or no id shown), else nothing, i.e. the whole suite."""
+        ids = [t for t in self.o.failing if has_path(self.seen, t)]
+        files = [f for f in self.o.test_files if has_path(self.seen, f)]
+        if style == "file" and files:
+            return files
+        return ids or files
+
+    def tests_phrase(self, style: str) -> str:
+        targets = self.test_targets(style)
+        return ", ".join(targets[:2]) if targets else "the test suite"
+
     def test_action(self, style: str, content: Optional[str], reasoning: Optional[str]) -> Action:
-        o = self.o
+        targets = self.test_targets(style)
         if style == "shell" and self.shell_command():
-            return self.act("shell", {"command": f"{self.shell_command()} " + " ".join(_quote(t) for t in o.failing)},
-                            content, reasoning)
-        if style == "file":
-            return self.act("run_tests", {"paths": o.test_files}, content, reasoning)
-        return self.act("run_tests", {"paths": o.failing}, content, reasoning)
+            command = " ".join([self.shell_command(), *(_quote(t) for t in targets)])
+            return self.act("shell", {"command": command}, content, reasoning)
+        return self.act("run_tests", {"paths": targets} if targets else {}, content, reasoning)
 
     def after_tests(self, result: str, seen: list[str], sym: str) -> str:
         what = "; ".join(seen) if seen else summary_line(result)
-        return f"The run shows: {what}. The failure points at `{sym}`, so I'll look at its code."
+        if has_symbol(self.seen, sym):
+            return f"The run shows: {what}. The failure points at `{sym}`, so I'll look at its code."
+        return f"The run shows: {what}. Let me find the code the issue is about."
 
-    def locate_tools(self, edit: Edit) -> list[str]:
+    def hop(self, edit: Edit, sym: str, reasoning: str):
+        """The prompt does not name the function to fix: read a function of the same file that the prompt names
+        and that uses it (found with find_definition), so that its name is in view. Returns the next reasoning."""
+        text = self.texts.get(edit.path, "")
+        callers = [c for c in callers_of(text, sym) if has_symbol(self.seen, c[0].split(".")[-1])
+                   and len(self.read_down(c[1], c[2])) <= MAX_PAGES]
+        if not callers:
+            return reasoning
+        statement = self.o.inst["problem_statement"]
+        named = [c for c in callers if f"{c[0]}`" in statement or f".{c[0].split('.')[-1]}`" in statement]
+        qual, first_line, use_line = self.rng.choice(named or callers)
+        symbol = qual if has_symbol(self.seen, qual) and self.rng.random() < 0.5 else qual.split(".")[-1]
+        yield self.act("find_definition", {"symbol": symbol}, say(self.rng, "locate", sym=f"`{symbol}`"), reasoning)
+        self.record.explored.append("hop")
+        reasoning = f"`{symbol}` is where the failing call goes; reading it."
+        for start, end in self.read_down(first_line, use_line):
+            yield self.act("view", {"path": edit.path, "start": start, "end": end}, None, reasoning)
+            reasoning = "Reading on."
+        return f"`{symbol}` calls `{sym}`; let me find that."
+
+    def grounded_route(self, edit: Edit, sym: str) -> bool:
+        """Whether the locating step can name what it needs from the prompt alone."""
+        if edit.symbol:
+            return has_symbol(self.seen, sym)
+        return has_path(self.seen, edit.path)
+
+    def locate_tools(self, edit: Edit, sym: str) -> list[str]:
+        """One or two of search / find_definition / outline / repo_map, the last one showing the definition's
+        line (repo_map only gives context); options the prompt cannot name are left out."""
         rng = self.rng
-        options = ["search", "find_definition", "outline", "repo_map"] if edit.symbol else ["search", "outline"]
+        named, path_shown = has_symbol(self.seen, sym), has_path(self.seen, edit.path)
         if not edit.path.endswith(".py"):
-            options = ["search"]
-        n = rng.choices([0, 1, 2], [0.15, 0.65, 0.2])[0]
-        return rng.sample(options, min(n, len(options)))
+            return ["search"]
+        if not edit.symbol:
+            return ["outline"] if path_shown else ["search"]
+        options = ["search", "find_definition", "repo_map"] + (["outline"] if path_shown else [])
+        tools = rng.sample(options, rng.choices([1, 2], [0.75, 0.25])[0])
+        if tools[-1] == "repo_map":
+            tools.append(rng.choice(["search", "find_definition"]))
+        return tools
 
     def locate_args(self, tool: str, edit: Edit, sym: str) -> dict:
         rng = self.rng
@@ -568,7 +667,8 @@ class Policy:
                 args["glob"] = "*.py" if edit.path.endswith(".py") else f"*{Path(edit.path).suffix}"
             return args
         if tool == "find_definition":
-            return {"symbol": edit.symbol if rng.random() < 0.5 else sym}
+            qual_named = edit.symbol and has_symbol(self.seen, edit.symbol)
+            return {"symbol": edit.symbol if qual_named and rng.random() < 0.5 else sym}
         if tool == "outline":
             return {"path": edit.path}
         return {"mentioned_symbols": [sym], "token_budget": rng.choice([256, 384, 512])}
@@ -582,11 +682,23 @@ class Policy:
             return text[:text.index(core_old)].count("\n") + 1
         return edit.line
 
-    def window(self, edit: Edit, line: int) -> tuple[int, int]:
-        rng = self.rng
-        if edit.span and edit.span[1] - edit.span[0] <= 45 and rng.random() < 0.5:
-            return edit.span
-        return max(1, line - rng.randint(4, 14)), line + rng.randint(6, 18)
+    def windows(self, edit: Edit, line: int) -> list[tuple[int, int]]:
+        """The views that show the changed line: down from the definition's first line (which the locating
+        step showed), or a window around the line when there is no definition (module-level code)."""
+        if edit.span is None:
+            return [(max(1, line - self.rng.randint(4, 14)), line + self.rng.randint(6, 18))]
+        return self.read_down(edit.span[0], line)
+
+    def read_down(self, first: int, line: int, page: int = 40) -> list[tuple[int, int]]:
+        """Pages of at most ``page`` lines from ``first`` until a few lines past ``line``."""
+        views, start = [], first
+        end_needed = line + self.rng.randint(4, 12)
+        while True:
+            end = min(start + page - 1, max(end_needed, start + self.rng.randint(15, 30)))
+            views.append((start, end))
+            if end >= end_needed:
+                return views
+            start = end + 1
 
     def after_view(self, edit: Edit, line: int, result: str) -> str:
         pairs = edit.hunk.pairs()
@@ -775,12 +887,12 @@ class Teacher(ChatServer):
                     return session.last_item  # the client retried the first request
                 test_command = _test_command(messages)
                 session = self.sessions[key] = _Session(Policy(oracle, seed, thinking, test_command,
-                                                                   self.wrong_edit_share))
+                                                                   self.wrong_edit_share, message_text(messages)))
                 self.records[key] = session.policy.record
             elif session.last_signature == signature:
                 return session.last_item
         observation = _observation(messages)
-        action = session.policy.step(observation)
+        action = session.policy.step(observation, message_text(messages))
         item = {"content": action["content"], "reasoning": action["reasoning"],
                 "tool_calls": [{"name": action["name"], "arguments": action["arguments"]}]}
         session.last_signature, session.last_item = signature, item

@@ -1,7 +1,9 @@
 """The Nano teacher: a real HTTP server on loopback driving the real agent through `swebench run` (Docker
-sandboxes from the environment image) and the real evaluation, on the bundled mini instance parse-162 (the
-fastest: about 1 s an episode, 1 s an eval). Plus the pure parts (hunks, edit strings, wrong variants,
-the held-out guard) without Docker."""
+sandboxes from the environment image) and the real evaluation, on a bundled synthesised parse instance
+(its statement names the function, so a grounded route exists) and on the mini instance parse-162 (the
+fastest, about 1 s an episode; its statement names neither the function nor the test, so its episodes are
+ungrounded). Plus the pure parts (hunks, edit strings, wrong variants, grounding, the held-out guard)
+without Docker."""
 from __future__ import annotations
 
 import json
@@ -11,12 +13,21 @@ from pathlib import Path
 import pytest
 
 from loopcoder.agent.trajectory import ModelAnswer, ModelRequest, ToolCallEvent, ToolResultEvent, read_trajectory
-from loopcoder.scenarios.nano.teach import check_not_heldout, plan_runs, teach
+from loopcoder.scenarios.nano import HELDOUT, REPOS
+from loopcoder.scenarios.nano.grounding import missing, ungrounded
+from loopcoder.scenarios.nano.teach import build_index, check_not_heldout, plan_runs, teach
 from loopcoder.scenarios.nano.teacher import edit_strings, parse_hunks, wrong_variants
 from loopcoder.scenarios.swebench.dataset import MINI_DATASET, MINI_REPOS, load_dataset
 from loopcoder.scenarios.swebench.errors import DatasetError
 
 FAST = "r1chardj0n3s__parse-162"
+SYNTH = "r1chardj0n3s__parse.synth-ea4c64946f"  # statement names `parse.Parser.findall`, no test id
+
+
+def _synth_dataset(tmp_path: Path) -> Path:
+    """The bundled held-out synth instance as a training file (a test of the teacher, not of Nano)."""
+    [inst] = load_dataset(HELDOUT, instance_ids=[SYNTH])
+    return _dataset(tmp_path, [inst])
 
 
 def _quiet(*args) -> None:
@@ -41,12 +52,11 @@ def _dataset(tmp_path: Path, insts: list[dict]) -> Path:
 # -- end to end (Docker) ----------------------------------------------------------------------------
 def test_the_teacher_resolves_an_instance_end_to_end_with_thinking(docker_ready, tmp_path):
     out = tmp_path / "traj"
-    counts = teach(MINI_DATASET, MINI_REPOS, out, thinking_share=1.0, instance_ids=[FAST], status=tmp_path / "S.md",
-                   log=_quiet)
+    counts = teach(_synth_dataset(tmp_path), REPOS, out, thinking_share=1.0, status=tmp_path / "S.md", log=_quiet)
     assert counts["kept"] == counts["graded"] == 1 and counts["thinking"] == 1
     assert "Kept (resolved) episodes: **1** of 1 graded" in (tmp_path / "S.md").read_text()
     [row] = _rows(out)
-    assert row["instance_id"] == FAST and row["resolved"] and row["thinking"] and row["steps"] >= 5
+    assert row["instance_id"] == SYNTH and row["resolved"] and row["thinking"] and row["steps"] >= 5
     # the evaluation (not the teacher) said resolved: both verdicts in the eval's own result file
     result = json.loads(next((out / "runs").rglob("result.json")).read_text())
     assert result["status"] == "resolved" and result["swebench_resolved"] and result["junit_resolved"]
@@ -66,15 +76,21 @@ def test_the_teacher_resolves_an_instance_end_to_end_with_thinking(docker_ready,
     results = [e for e in events if isinstance(e, ToolResultEvent)]
     assert all(r.ok for r in results)
     assert all(isinstance(e, ModelRequest) and e.thinking for e in events if e.type == "model_request")
+    # grounded: every path, test id, symbol and edited line of every call was in that call's prompt; the
+    # statement lists no test, so the first run is the whole suite (a named test id would be invented)
+    assert ungrounded(out / row["trajectory"]) == [] and row["ungrounded"] == []
+    first_run = next(c for c in calls if c.name in ("run_tests", "shell"))
+    assert first_run.arguments.get("paths", []) == [] and "::" not in first_run.arguments.get("command", "")
     # the prompt stays inside Nano's context
     assert max(a.prompt_tokens for a in answers) < 8192
 
 
 def test_a_wrong_first_edit_fails_the_tests_and_is_recovered(docker_ready, tmp_path):
     out = tmp_path / "traj"
-    # seed 3's first round: thinking off, a wrong constant that the test run shows failing (deterministic)
-    counts = teach(MINI_DATASET, MINI_REPOS, out, thinking_share=0.0, instance_ids=[FAST], seed=3,
-                   wrong_edit_share=1.0, log=_quiet)
+    # seed 0's first round: thinking off, a wrong constant that the test run shows failing (deterministic);
+    # parse-162 has no grounded route to its function (the mechanics are the point here): kept all the same
+    counts = teach(MINI_DATASET, MINI_REPOS, out, thinking_share=0.0, instance_ids=[FAST], seed=0,
+                   wrong_edit_share=1.0, keep_ungrounded=True, log=_quiet)
     [row] = _rows(out)
     assert counts["kept"] == 1 and row["wrong_first_edit"] and row["recovered"], row
     events = read_trajectory(out / row["trajectory"])
@@ -93,15 +109,16 @@ def test_a_wrong_first_edit_fails_the_tests_and_is_recovered(docker_ready, tmp_p
 
 def test_different_seeds_give_different_trajectories(docker_ready, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    teach(MINI_DATASET, MINI_REPOS, a, thinking_share=0.0, instance_ids=[FAST], seed=1, log=_quiet)
-    teach(MINI_DATASET, MINI_REPOS, b, thinking_share=0.0, instance_ids=[FAST], seed=2, log=_quiet)
+    data = _synth_dataset(tmp_path)
+    teach(data, REPOS, a, thinking_share=0.0, seed=1, log=_quiet)
+    teach(data, REPOS, b, thinking_share=0.0, seed=2, log=_quiet)
     [ra], [rb] = _rows(a), _rows(b)
     assert ra["seed"] != rb["seed"]
     ca, cb = _calls(a / ra["trajectory"]), _calls(b / rb["trajectory"])
     assert ca != cb
     # and the same seed gives the same tool calls again (the policy is seeded, not random)
     c = tmp_path / "c"
-    teach(MINI_DATASET, MINI_REPOS, c, thinking_share=0.0, instance_ids=[FAST], seed=1, log=_quiet)
+    teach(data, REPOS, c, thinking_share=0.0, seed=1, log=_quiet)
     [rc] = _rows(c)
     assert _calls(c / rc["trajectory"]) == ca
 
@@ -127,6 +144,20 @@ def test_an_instance_the_teacher_cannot_solve_is_dropped(docker_ready, tmp_path)
                for line in next((out / "runs").glob("*/teacher.jsonl")).read_text().splitlines()}
     assert records["r1chardj0n3s__parse-9001"]["gave_up"] == "tests still fail after the fix"
     assert records["r1chardj0n3s__parse-9002"]["gave_up"].startswith("no unique anchor")
+
+
+def test_an_episode_naming_what_its_prompt_never_showed_is_dropped(docker_ready, tmp_path):
+    out = tmp_path / "traj"
+    # parse-162's statement names neither date_convert nor parse.py: the teacher can only jump there
+    counts = teach(MINI_DATASET, MINI_REPOS, out, thinking_share=0.0, instance_ids=[FAST], seed=0,
+                   wrong_edit_share=0.0, log=_quiet)
+    assert counts["graded"] == 1 and counts["kept"] == 0 and counts["dropped"] == {"ungrounded": 1}
+    records = [json.loads(line) for line in next((out / "runs").glob("*/teacher.jsonl")).read_text().splitlines()]
+    assert records[0]["ungrounded"] is True
+    # it did resolve: indexing again with keep_ungrounded keeps it, with what its calls invented
+    counts = build_index(out, keep_ungrounded=True)
+    [row] = _rows(out)
+    assert counts["kept"] == 1 and any("date_convert" in m for m in row["ungrounded"]), row["ungrounded"]
 
 
 # -- without Docker ---------------------------------------------------------------------------------
@@ -266,3 +297,41 @@ def test_the_teacher_answers_over_http_like_a_model_server(tmp_path):
         unknown = httpx.post(teacher.url + "/chat/completions", json={**body, "messages": [
             messages[0], {"role": "user", "content": "Task:\nsomething else entirely"}]})
         assert unknown.status_code == 400 and "none of the teacher's instances" in unknown.json()["error"]["message"]
+
+
+def test_grounding_asks_for_each_name_in_the_prompt():
+    prompt = ("Crash in `parse.Parser.findall`\nFAILED tests/test_findall.py::test_findall - TypeError\n"
+              "   546│        if not (endpos is None):\n")
+    assert missing(prompt, "run_tests", {"paths": ["tests/test_findall.py::test_findall"]}) == []
+    assert missing(prompt, "run_tests", {"paths": ["tests/test_findall.py"]}) == []
+    assert missing(prompt, "run_tests", {"paths": ["test/test_findall.py::test_findall"]})  # a guessed folder
+    assert missing(prompt, "run_tests", {"paths": ["tests/test_findall.py::test_find"]})  # a prefix of an id
+    assert missing(prompt, "shell", {"command": "python3 -m pytest tests/test_findall.py::test_case_sensitivity"})
+    assert missing(prompt, "view", {"path": "findall.py"})  # the tail of test_findall.py is not that path
+    assert missing(prompt, "view", {"path": "."}) == []
+    assert missing(prompt, "find_definition", {"symbol": "Parser.findall"}) == []
+    assert missing(prompt, "find_definition", {"symbol": "Parser.find"})
+    assert missing(prompt, "search", {"pattern": "def findall"}) == []
+    assert missing(prompt, "repo_map", {"mentioned_symbols": ["evaluate_result"]})
+    edit = {"path": "parse.py", "old_str": "        if not (endpos is None):\n", "new_str": "x\n"}
+    assert missing(prompt, "str_replace", edit) == ["path 'parse.py'"]
+    assert missing(prompt + "\n1 match: parse.py", "str_replace", edit) == []
+    assert missing(prompt + "\nparse.py", "str_replace", {**edit, "old_str": "if endpos is None:\n"})
+
+
+def test_callers_of_finds_the_functions_that_use_a_name():
+    from loopcoder.scenarios.nano.teacher import callers_of
+
+    source = ("class Parser:\n"
+              "    def parse(self, s):\n"
+              "        x = 1\n"
+              "        return self._helper(s)\n"
+              "\n"
+              "    def _helper(self, s):\n"
+              "        return s\n"
+              "\n"
+              "def parse(s):\n"
+              "    return Parser().parse(s)\n")
+    assert callers_of(source, "_helper") == [("Parser.parse", 2, 4)]
+    assert callers_of(source, "parse") == []  # a function's own name on its def line is no use of it
+    assert callers_of(source, "Parser") == [("parse", 9, 10)]
