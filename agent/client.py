@@ -82,6 +82,8 @@ def chat_body(name: str, settings: ModelSettings, messages: list[dict], tools: l
         body["tools"] = tools
     if settings.seed is not None:
         body["seed"] = settings.seed
+    if settings.frequency_penalty:
+        body["frequency_penalty"] = settings.frequency_penalty
     if thinking is not None:
         body["chat_template_kwargs"] = {"enable_thinking": thinking}
     return body

@@ -23,6 +23,8 @@ class ModelSettings(_Section):
     name: Optional[str] = Field(None, description="model name to send; null: the first of /v1/models")
     api_key_env: Optional[str] = Field("OPENAI_API_KEY", description="NAME of the env var holding the key")
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="OpenAI's: minus this times a token's count "
+                                     "in the answer so far, from its logit (breaks greedy loops); 0: not sent")
     max_tokens: int = Field(1024, ge=1, description="output tokens per model call (also capped by budgets)")
     timeout_s: float = Field(300.0, gt=0, description="one HTTP request; a slower answer is retried")
     max_attempts: int = Field(6, ge=1, description="tries per model call (429, 5xx, timeouts, dropped connections)")
