@@ -1,14 +1,18 @@
-"""CPU path of the PLT prefill attention: the maths of `gswa_prefill_reference`, without its [H, M, N] scores.
+"""CPU path of the PLT attention: the maths of the references (reference.py) through PyTorch's fused SDPA.
 
-The reference scores every query against every key of its sequence in both branches (the local branch then
-masks a `window`-wide band out of them). Here:
+Prefill (`gswa_prefill_cpu`): the reference scores every query against every key of its sequence in both
+branches, as full [H, M, N] tensors (the local branch then masks a `window`-wide band out of them). Here:
 - global branch: one `scaled_dot_product_attention` call per sequence (PyTorch's fused CPU flash kernel;
   `is_causal=True` for a prompt, an explicit bottom-right-aligned causal mask for an extend chunk);
 - local branch: the queries of all sequences are cut into blocks of `block` rows; each block is scored only
   against the `block + window - 1` local keys that end at its last row, with a band mask, and all blocks of
   all sequences go through one batched SDPA call. Cost per query: block + window - 1 scores instead of len_k.
-Same conventions as the reference (module docstring of reference.py): float32 compute (float64 for float64
-inputs), output in q's dtype, GQA through `enable_gqa`, a query with no local key gets a zero local output.
+Decode (`gswa_decode_cpu`): one SDPA call per request for all R rows over its loop-0 keys and one for the
+ring rows, the query heads of a KV head folded into query rows (no mask in decode), instead of the
+reference's expanded K/V and einsums.
+Same conventions as the references (module docstring of reference.py): float32 compute (float64 for float64
+inputs), output in q's dtype, query head h reads KV head h // (H / G), a query with no local key gets a zero
+local output.
 """
 
 from __future__ import annotations
@@ -120,4 +124,52 @@ def gswa_prefill_cpu(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
         o_loc = _local(qc, k_loc.to(ct), v_loc.to(ct), cq, cu_seqlens_kl.tolist(), window, scale, block)
         g = gate.to(ct)[:, :, None]
         out = g * out + (1 - g) * o_loc
+    return out.to(q.dtype)
+
+
+
+def _grouped(q, k, v, scale):
+    """Unmasked attention of q [B, M, H, D] over k/v [B, N, G, D] with the H / G query heads of a KV head
+    folded into its query rows ([B, G, M * H / G, D] for SDPA): without a mask, rows and heads are alike, and
+    SDPA reads each KV head once instead of expanding it (measured 2-3x faster than enable_gqa at M = 2)."""
+    b, m, h, d = q.shape
+    g = k.shape[2]
+    qg = q.reshape(b, m, g, h // g, d).permute(0, 2, 1, 3, 4).reshape(b, g, m * (h // g), d)
+    o = F.scaled_dot_product_attention(qg, k.transpose(1, 2), v.transpose(1, 2), scale=scale)
+    return o.reshape(b, g, m, h // g, d).permute(0, 2, 1, 3, 4).reshape(b, m, h, d)
+
+
+def gswa_decode_cpu(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate, *,
+                    scale=None):
+    """`gswa_decode_reference` (same arguments and result) with SDPA. Per request: one call for all R rows
+    over the loop-0 keys (every row sees all of them: no mask) and one for rows 1..R-1 over their rings."""
+    _check_gqa(q, k_cache)
+    ct = _compute_dtype(q)
+    b_sz, r_sz, h, d = q.shape
+    scale = d ** -0.5 if scale is None else scale
+    block_size = k_cache.shape[1]
+    lens = seq_lens.tolist()
+    slots = ring_slots.tolist() if r_sz > 1 else None
+    qc = q.to(ct)
+    out = torch.empty(q.shape, dtype=ct, device=q.device)
+    for b in range(b_sz):
+        n = lens[b]
+        if block_table is None:
+            kb, vb = k_cache[b, :n], v_cache[b, :n]
+        else:
+            blocks = block_table[b, : -(-n // block_size)].long()
+            kb = k_cache.index_select(0, blocks).flatten(0, 1)[:n]
+            vb = v_cache.index_select(0, blocks).flatten(0, 1)[:n]
+        o = _grouped(qc[b][None], kb.to(ct)[None], vb.to(ct)[None], scale)[0]  # [R, H, D]
+        if r_sz > 1:
+            # ring entries of positions max(0, t-W+1)..t (t = n - 1), position p at index p % W; a softmax
+            # without a mask does not depend on their order
+            w = ring_k.shape[2]
+            idx = torch.arange(max(0, n - w), n, device=q.device) % w
+            kl = ring_k[slots[b]].index_select(1, idx).to(ct)  # [R-1, n_l, G, D]
+            vl = ring_v[slots[b]].index_select(1, idx).to(ct)
+            o_loc = _grouped(qc[b, 1:, None], kl, vl, scale)[:, 0]  # rows 1..R-1 as the batch
+            g = gate[b].to(ct)[:, :, None]  # [R-1, H, 1]
+            o[1:] = g * o[1:] + (1 - g) * o_loc
+        out[b] = o
     return out.to(q.dtype)

@@ -106,3 +106,65 @@ def test_public_prefill_on_cpu_is_the_cpu_path_and_errors_match_the_reference():
         run(gswa_prefill_cpu, inputs([3], [3], [3], 5, 2)[0])
     with pytest.raises(ValueError, match="needs gate"):
         run(gswa_prefill_cpu, x, dict(loc, gate=None))
+
+
+# ---------------------------------------------------------------- decode
+
+
+def decode_inputs(r, seq_lens, h, g, dtype=torch.float32, paged=True, page=4, window=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, generator=gen).to(dtype)  # noqa: E731
+    b, per = len(seq_lens), -(-max(seq_lens) // page)
+    if paged:  # blocks in shuffled order, more blocks than used
+        kc, vc = rnd(b * per + 3, page, g, D), rnd(b * per + 3, page, g, D)
+        table = torch.randperm(b * per + 3, generator=gen)[: b * per].view(b, per).int()
+    else:  # an HF static cache [B, G, S, D] goes in as its transposed view
+        kc, vc = rnd(b, g, per * page + 2, D).transpose(1, 2), rnd(b, g, per * page + 2, D).transpose(1, 2)
+        table = None
+    ring = (rnd(b + 2, r - 1, window, g, D), rnd(b + 2, r - 1, window, g, D)) if r > 1 else (None, None)
+    return dict(q=rnd(b, r, h, D), k_cache=kc, v_cache=vc, block_table=table,
+                seq_lens=torch.tensor(seq_lens, dtype=torch.int32), ring_k=ring[0], ring_v=ring[1],
+                ring_slots=torch.randperm(b + 2, generator=gen)[:b].int() if r > 1 else None,
+                gate=torch.rand(b, r - 1, h, generator=gen).to(dtype) if r > 1 else None)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+@pytest.mark.parametrize("hg", [(4, 4), (6, 2)])
+@pytest.mark.parametrize("paged", [True, False])
+def test_decode_matches_the_reference(r, hg, paged):
+    # contexts shorter than the ring (t < W), exactly W, longer, one key, one page + 1
+    x = decode_inputs(r, [1, 3, 5, 6, 13, 5], *hg, paged=paged, seed=r)
+    out = K.gswa_decode_cpu(**x)
+    assert out.dtype == torch.float32
+    assert rel_err(out, K.gswa_decode_reference(**x)) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_decode_matches_the_reference_float64_and_bfloat16(dtype):
+    x = decode_inputs(2, [2, 9, 17], 6, 2, dtype=dtype, seed=11)
+    out = K.gswa_decode_cpu(**x)
+    assert out.dtype == dtype
+    assert rel_err(out, K.gswa_decode_reference(**x)) < TOL[dtype]
+
+
+def test_decode_equals_prefill_on_the_same_token():
+    """The last token through both CPU paths: the ring holds position p at index p % W."""
+    w, n, h, g = 5, 13, 6, 2
+    x, loc = inputs([n], [n], [n], h, g, dtype=torch.float64, seed=13)
+    pre = run(gswa_prefill_cpu, x, loc, window=w)[-1]
+    ring_k = torch.zeros(1, 1, w, g, D, dtype=torch.float64)
+    ring_v = torch.zeros_like(ring_k)
+    for p in range(n):
+        ring_k[0, 0, p % w], ring_v[0, 0, p % w] = loc["k_loc"][p], loc["v_loc"][p]
+    q = x["q"][-1].expand(2, h, D)[None]  # rows 0 and 1 of the same token
+    dec = K.gswa_decode_cpu(q, x["k0"][None], x["v0"][None], None, torch.tensor([n], dtype=torch.int32),
+                            ring_k, ring_v, torch.tensor([0], dtype=torch.int32), loc["gate"][-1][None, None])
+    assert rel_err(dec[0, 1], pre) < 1e-12
+    assert rel_err(dec[0, 0], run(gswa_prefill_cpu, x)[-1]) < 1e-12
+
+
+def test_public_decode_on_cpu_is_the_cpu_path():
+    x = decode_inputs(2, [3, 8], 6, 2, seed=17)
+    assert torch.equal(K.gswa_decode(**x), K.gswa_decode_cpu(**x))
+    with pytest.raises(ValueError, match="multiple of KV heads"):
+        K.gswa_decode_cpu(**dict(x, q=torch.randn(2, 2, 5, D)))
