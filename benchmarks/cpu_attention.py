@@ -3,10 +3,11 @@
 LoopCoder-Nano's attention shapes (9 query heads, 3 KV heads, head_dim 64, window 65, float32): prompts of
 512, 1,500 and 4,000 tokens and an extend chunk of 300 queries over 2,000 keys (local keys: the chunk plus
 the 64 before it), loop 0 (causal) and loop 1 (gated sliding window); best of a few repeats each, one
-PyTorch thread. Also the decode attention (`gswa_decode`, reference) at batch 1 and 4 over 2,000-token
-contexts, and, when a Nano checkpoint is given and exists, the engine end to end: a 1,500-token prompt (random
-ids) plus 8 greedy tokens with the prefill attention switched between the two (the decode path is the same),
-the time spent inside the attention calls, and whether both give the same tokens.
+PyTorch thread. Also the decode attention, gswa_decode_reference against gswa_decode_cpu (R=2 rows, paged
+cache) at batch 1 and 4 over 2,000-token contexts and batch 1 over 4,000, and, when a Nano checkpoint is given
+and exists, the engine end to end: a 1,500-token prompt (random ids) plus 8 greedy tokens with the engine's
+attention switched between the references and the CPU paths (prefill and decode), the time of the prefill
+step, of the decode steps and inside the attention calls, and whether both give the same tokens.
 
     .venv/bin/python benchmarks/cpu_attention.py --model /work/main/.cache/nano-r2 \
         --out benchmarks/results/cpu-attention.json
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 from loopcoder.model_server import kernels as K
-from loopcoder.model_server.kernels.cpu import LOCAL_BLOCK, gswa_prefill_cpu
+from loopcoder.model_server.kernels.cpu import LOCAL_BLOCK, gswa_decode_cpu, gswa_prefill_cpu
 
 H, G, D, W = 9, 3, 64, 65
 LAYERS, LOOPS = 30, 2  # Nano: every decode step runs the attention LAYERS x LOOPS times (R rows fused)
@@ -83,11 +84,11 @@ def block_sweep(blocks, repeats):
 
 
 def decode_cases(repeats):
-    """gswa_decode on CPU (the reference) for all R=2 rows, paged 16-token blocks, 2,000-token contexts."""
+    """gswa_decode, reference vs CPU path, all R=2 rows, paged 16-token blocks in random order."""
     gen = torch.Generator().manual_seed(2)
     rows = []
-    for batch in (1, 4):
-        ctx, block = 2000, 16
+    for batch, ctx in ((1, 2000), (4, 2000), (1, 4000)):
+        block = 16
         per = -(-ctx // block)
         k_cache, v_cache = (torch.randn(batch * per + 1, block, G, D, generator=gen) for _ in range(2))
         table = torch.randperm(batch * per, generator=gen).view(batch, per).to(torch.int32)
@@ -95,11 +96,14 @@ def decode_cases(repeats):
         args = (torch.randn(batch, LOOPS, H, D, generator=gen), k_cache, v_cache, table,
                 torch.full((batch,), ctx, dtype=torch.int32), ring_k, ring_v,
                 torch.arange(batch, dtype=torch.int32), torch.rand(batch, LOOPS - 1, H, generator=gen))
-        ms = best_ms(lambda: K.gswa_decode(*args), repeats)
-        rows.append({"batch": batch, "context": ctx, "rows": LOOPS, "gswa_decode_ms": ms,
-                     "per_step_ms": round(ms * LAYERS, 1)})
-        print(f"decode B={batch} ctx {ctx}: {ms:.2f} ms per call, x{LAYERS} layers = {ms * LAYERS:.0f} ms "
-              f"per step", flush=True)
+        ref = best_ms(lambda: K.gswa_decode_reference(*args), repeats)
+        new = best_ms(lambda: gswa_decode_cpu(*args), repeats)
+        err = (gswa_decode_cpu(*args) - K.gswa_decode_reference(*args)).abs().max().item()
+        rows.append({"batch": batch, "context": ctx, "rows": LOOPS, "reference_ms": ref, "cpu_ms": new,
+                     "speedup": round(ref / new, 2), "reference_per_step_ms": round(ref * LAYERS, 1),
+                     "cpu_per_step_ms": round(new * LAYERS, 1), "max_abs_err": err})
+        print(f"decode B={batch} ctx {ctx}: reference {ref:6.2f} ms  cpu {new:5.2f} ms  x{ref / new:4.1f}  "
+              f"(x{LAYERS} layers: {ref * LAYERS:.0f} vs {new * LAYERS:.0f} ms per step)  err {err:.1e}", flush=True)
     return rows
 
 
@@ -133,9 +137,10 @@ def end_to_end(model_path, prompt_len, max_tokens):
     runner.prefill, runner.decode = timed("prefill_step", runner.prefill), timed("decode_steps", runner.decode)
     results = {}
     try:
-        for variant, prefill_fn in (("reference", K.gswa_prefill_reference), ("cpu", gswa_prefill_cpu)):
+        for variant, prefill_fn, decode_fn in (("reference", K.gswa_prefill_reference, K.gswa_decode_reference),
+                                               ("cpu", gswa_prefill_cpu, gswa_decode_cpu)):
             model_runner.gswa_prefill = timed("prefill_attention", prefill_fn)
-            model_runner.gswa_decode = timed("decode_attention", original["gswa_decode"])
+            model_runner.gswa_decode = timed("decode_attention", decode_fn)
             clock.clear()
             started = time.perf_counter()
             [tokens] = engine.generate([prompt], params)
@@ -146,8 +151,11 @@ def end_to_end(model_path, prompt_len, max_tokens):
     finally:
         for name, fn in original.items():
             setattr(model_runner, name, fn)
-    results["speedup_total"] = round(results["reference"]["total_s"] / results["cpu"]["total_s"], 2)
-    results["speedup_prefill_step"] = round(results["reference"]["prefill_step_s"] / results["cpu"]["prefill_step_s"], 2)
+    ref, new = results["reference"], results["cpu"]
+    for part in ("total", "prefill_step", "decode_steps"):
+        results[f"speedup_{part}"] = round(ref[f"{part}_s"] / new[f"{part}_s"], 2)
+    steps = max_tokens - 1  # the prefill step samples the first token
+    results["decode_step_ms"] = {v: round(results[v]["decode_steps_s"] * 1e3 / steps, 1) for v in ("reference", "cpu")}
     results["tokens_equal"] = results["reference"]["tokens"] == results["cpu"]["tokens"]
     results["workload"] = {"model": model_path, "prompt_tokens": prompt_len, "ids": "random", "max_tokens": max_tokens,
                            "sampling": "greedy", "prefix_caching": False, "dtype": str(runner.dtype)}
