@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -179,6 +180,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
         "note": "one PyTorch thread on a 2-core machine shared with another job: timings are noisy",
+        "load_average_at_start": os.getloadavg(),
         "shape": {"heads": H, "kv_heads": G, "head_dim": D, "window": W, "dtype": "float32",
                   "local_block": LOCAL_BLOCK},
         "prefill": kernel_cases(args.repeats),
@@ -189,6 +191,7 @@ def main() -> None:
     if args.model and Path(args.model).is_dir():
         result["end_to_end"] = end_to_end(args.model, args.prompt, args.max_tokens)
     result["seconds"] = round(time.perf_counter() - started, 1)
+    result["load_average_at_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out} ({result['seconds']} s)")
