@@ -1,12 +1,14 @@
 """PLT attention kernels: fused gated sliding-window attention (G-SWA) for prefill and decode.
 
-Public entry points pick the Triton kernels for CUDA tensors and the PyTorch references otherwise, so the
-model calls one name on every device. `*_triton` force the kernels (on CPU only under TRITON_INTERPRET=1, set
-before triton is first imported); `*_reference` force the reference. Contract and tolerances: docs/kernels.md.
+Public entry points pick the Triton kernels for CUDA tensors and PyTorch otherwise, so the model calls one
+name on every device: off CUDA, the attention runs the SDPA-based `gswa_prefill_cpu` / `gswa_decode_cpu`
+(cpu.py), the rest the references. `*_triton` force the kernels (on CPU only under TRITON_INTERPRET=1, set
+before triton is first imported); `*_reference` force the references. Contract and tolerances: docs/kernels.md.
 """
 
 from __future__ import annotations
 
+from .cpu import gswa_decode_cpu, gswa_prefill_cpu
 from .reference import (
     LOCAL_WINDOW,
     add_rms_norm_reference,
@@ -30,7 +32,7 @@ def gswa_prefill(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen
         from .triton_prefill import gswa_prefill_triton
 
         return gswa_prefill_triton(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kw)
-    return gswa_prefill_reference(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kw)
+    return gswa_prefill_cpu(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kw)
 
 
 def gswa_decode(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate, *, scale=None):
@@ -44,8 +46,7 @@ def gswa_decode(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring
 
         return gswa_decode_triton(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate,
                                   scale=scale)
-    return gswa_decode_reference(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate,
-                                 scale=scale)
+    return gswa_decode_cpu(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate, scale=scale)
 
 
 def gswa_decode_contiguous(q, k_cache, v_cache, seq_lens, ring_k, ring_v, ring_slots, gate, *, scale=None):
@@ -109,9 +110,11 @@ def __getattr__(name):  # lazy: importing the package must not import triton (CP
 __all__ = [
     "LOCAL_WINDOW",
     "gswa_prefill",
+    "gswa_prefill_cpu",
     "gswa_prefill_reference",
     "gswa_prefill_triton",
     "gswa_decode",
+    "gswa_decode_cpu",
     "gswa_decode_reference",
     "gswa_decode_triton",
     "gswa_decode_contiguous",
