@@ -341,6 +341,12 @@ def best_hit(result: str, sym: str, path: str) -> str:
     return summary_line(result)
 
 
+def definition_line(result: str, name: str) -> Optional[int]:
+    """The line number a search result shows for ``def name`` (``  358│def name(`` or ``path:358: def name(``)."""
+    m = re.search(rf"(\d+)\s*(?:│|:)\s*(?:async\s+)?def {re.escape(name)}\b", result)
+    return int(m.group(1)) if m else None
+
+
 def summary_line(result: str) -> str:
     first = result.strip().splitlines()[0] if result.strip() else ""
     return first[:120]
@@ -484,9 +490,8 @@ class Policy:
         if rng.random() < 0.3 and test_file and has_path(self.seen, test_file) and has_symbol(self.seen, name):
             found = yield self.act("search", {"pattern": f"def {name}", "path": test_file}, say(rng, "read_test"),
                                    self.after_tests(result, seen, sym))
-            m = re.search(rf"{re.escape(test_file)}:(\d+):", found)
-            if m:
-                start = int(m.group(1))
+            start = definition_line(found, name)
+            if start:
                 yield self.act("view", {"path": test_file, "start": start, "end": start + rng.randint(8, 20)},
                                None, "Here is the test; let me read it.")
                 self.record.explored.append("read_test")

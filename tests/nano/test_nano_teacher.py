@@ -335,3 +335,12 @@ def test_callers_of_finds_the_functions_that_use_a_name():
     assert callers_of(source, "_helper") == [("Parser.parse", 2, 4)]
     assert callers_of(source, "parse") == []  # a function's own name on its def line is no use of it
     assert callers_of(source, "Parser") == [("parse", 9, 10)]
+
+
+def test_the_line_of_a_definition_is_read_from_a_search_result():
+    from loopcoder.scenarios.nano.teacher import definition_line
+
+    found = "1 matches for 'def test_x':\ntests/test_a.py\n   358│def test_x(s):"
+    assert definition_line(found, "test_x") == 358
+    assert definition_line("tests/test_a.py:12: def test_x():", "test_x") == 12
+    assert definition_line(found, "test") is None and definition_line("no matches for 'def test_y'", "test_y") is None
