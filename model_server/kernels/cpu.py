@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .reference import LOCAL_WINDOW, _check_gqa, _compute_dtype
+from .reference import LOCAL_WINDOW, _check_gqa, _compute_dtype, request_keys
 
 LOCAL_BLOCK = 64  # query rows per local block (benchmarks/cpu_attention.py --blocks compares 32..256)
 
@@ -127,7 +127,6 @@ def gswa_prefill_cpu(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     return out.to(q.dtype)
 
 
-
 def _grouped(q, k, v, scale):
     """Unmasked attention of q [B, M, H, D] over k/v [B, N, G, D] with the H / G query heads of a KV head
     folded into its query rows ([B, G, M * H / G, D] for SDPA): without a mask, rows and heads are alike, and
@@ -147,19 +146,13 @@ def gswa_decode_cpu(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, 
     ct = _compute_dtype(q)
     b_sz, r_sz, h, d = q.shape
     scale = d ** -0.5 if scale is None else scale
-    block_size = k_cache.shape[1]
     lens = seq_lens.tolist()
     slots = ring_slots.tolist() if r_sz > 1 else None
     qc = q.to(ct)
     out = torch.empty(q.shape, dtype=ct, device=q.device)
     for b in range(b_sz):
         n = lens[b]
-        if block_table is None:
-            kb, vb = k_cache[b, :n], v_cache[b, :n]
-        else:
-            blocks = block_table[b, : -(-n // block_size)].long()
-            kb = k_cache.index_select(0, blocks).flatten(0, 1)[:n]
-            vb = v_cache.index_select(0, blocks).flatten(0, 1)[:n]
+        kb, vb = request_keys(k_cache, v_cache, block_table, b, n)
         o = _grouped(qc[b][None], kb.to(ct)[None], vb.to(ct)[None], scale)[0]  # [R, H, D]
         if r_sz > 1:
             # ring entries of positions max(0, t-W+1)..t (t = n - 1), position p at index p % W; a softmax

@@ -78,6 +78,15 @@ def gswa_prefill_reference(q, k0, v0, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, 
     return out.to(q.dtype)
 
 
+def request_keys(k_cache, v_cache, block_table, b: int, n: int):
+    """The first n loop-0 keys and values of request b: [n, G, D] each, from its blocks of a paged cache
+    [num_blocks, block_size, G, D], or from row b of a contiguous cache [B, S_max, G, D] (block_table None)."""
+    if block_table is None:
+        return k_cache[b, :n], v_cache[b, :n]
+    blocks = block_table[b, : -(-n // k_cache.shape[1])].long()
+    return (k_cache.index_select(0, blocks).flatten(0, 1)[:n], v_cache.index_select(0, blocks).flatten(0, 1)[:n])
+
+
 def gswa_decode_reference(q, k_cache, v_cache, block_table, seq_lens, ring_k, ring_v, ring_slots, gate, *,
                           scale=None):
     """One decode step for all R loop rows of every request (see gswa_decode for the layout).
@@ -90,17 +99,11 @@ def gswa_decode_reference(q, k_cache, v_cache, block_table, seq_lens, ring_k, ri
     ct = _compute_dtype(q)
     b_sz, r_sz, h, d = q.shape
     scale = d ** -0.5 if scale is None else scale
-    block_size = k_cache.shape[1]
     lens = seq_lens.tolist()
     out = torch.empty(q.shape, dtype=ct, device=q.device)
     for b in range(b_sz):
         n = lens[b]
-        if block_table is None:
-            kb, vb = k_cache[b, :n], v_cache[b, :n]
-        else:
-            blocks = block_table[b, : -(-n // block_size)].long()
-            kb = k_cache[blocks].reshape(-1, *k_cache.shape[2:])[:n]
-            vb = v_cache[blocks].reshape(-1, *v_cache.shape[2:])[:n]
+        kb, vb = request_keys(k_cache, v_cache, block_table, b, n)
         qb = q[b].to(ct).reshape(r_sz, h, d)
         ones = torch.ones(r_sz, n, dtype=torch.bool, device=q.device)
         o = _masked_attention(qb, kb.to(ct), vb.to(ct), ones, scale)
