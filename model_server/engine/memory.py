@@ -101,12 +101,14 @@ def recompute_tail(num_loops: int, num_layers: int, window: int, clp: bool = Tru
 def keep_freed_cpu_memory() -> bool:
     """On CPU, let glibc keep the memory the engine frees instead of handing it back to the kernel.
 
-    The CPU attention path materialises score tensors of tens to hundreds of MB per layer (a 1,790-token
-    prompt: 9 heads x 1,790^2 floats = 115 MB). glibc serves such blocks with mmap and unmaps them on free,
-    so every layer faults fresh zeroed pages in again: measured on LoopCoder-Nano (1,500-token prompt, 8
-    tokens, one thread, loaded 2-core machine), 3.09M minor faults, 11.3 s of system time beside 18.6 s of
-    user time, 62 s wall; with big blocks from the heap and no trimming (what this sets) 0.21M faults, 1.9 s
-    system, 42 s wall. Process-wide and idempotent; False where the C library has no mallopt (not glibc).
+    glibc serves big blocks with mmap and unmaps them on free, so a tensor of the same size allocated again
+    faults fresh zeroed pages in. Measured when the CPU attention was the reference (per-layer score tensors
+    of up to 115 MB for a 1,790-token prompt) on LoopCoder-Nano (1,500-token prompt, 8 tokens, one thread,
+    loaded 2-core machine): 3.09M minor faults, 11.3 s of system time beside 18.6 s of user time, 62 s wall;
+    with big blocks from the heap and no trimming (what this sets) 0.21M faults, 1.9 s system, 42 s wall.
+    Not measured again since the SDPA path (kernels/cpu.py) stopped materialising the scores; the MLP and
+    logits activations of a long prefill are still blocks of many MB. Process-wide and idempotent; False
+    where the C library has no mallopt (not glibc).
     """
     import ctypes
 

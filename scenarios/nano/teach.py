@@ -199,6 +199,7 @@ def build_index(out: Path, status_file: Optional[Path] = None, keep_ungrounded: 
             records = {r["instance_id"]: r for r in map(json.loads, (run_dir / "teacher.jsonl").read_text().splitlines())}
         run_id = meta["run_id"]
         model = meta["model_name_or_path"].replace("/", "__")
+        grounding = _GroundingCache(run_dir)
         for status in rd.statuses():
             iid = status.instance_id
             result_file = run_dir / "logs" / "run_evaluation" / run_id / model / iid / RESULT_FILE
@@ -213,7 +214,7 @@ def build_index(out: Path, status_file: Optional[Path] = None, keep_ungrounded: 
                 continue
             src = rd.instance_dir(iid) / "trajectory.jsonl"
             events = read_trajectory(src)  # a kept trajectory must read back with the agent's own reader
-            missing = _ungrounded(run_dir, iid, src)
+            missing = grounding.missing(iid, src)
             if missing and not keep_ungrounded:
                 counts["dropped"]["ungrounded"] = counts["dropped"].get("ungrounded", 0) + 1
                 continue
@@ -236,6 +237,7 @@ def build_index(out: Path, status_file: Optional[Path] = None, keep_ungrounded: 
             counts["thinking"] += thinking
             counts["wrong_first_edit"] += row["wrong_first_edit"]
             counts["recovered"] += row["recovered"]
+        grounding.save()
     counts["instances"] = len(kept_ids)
     if episode_s:
         counts["episode_s_mean"] = round(sum(episode_s) / len(episode_s), 2)
@@ -252,17 +254,27 @@ def build_index(out: Path, status_file: Optional[Path] = None, keep_ungrounded: 
     return counts
 
 
-def _ungrounded(run_dir: Path, iid: str, trajectory: Path) -> list[str]:
-    """The trajectory's calls that name what their prompt lacks, cached in RUN/grounding.json by file size."""
-    from loopcoder.scenarios.nano.grounding import ungrounded
+class _GroundingCache:
+    """RUN/grounding.json: what each trajectory's calls named that their prompt lacked, keyed by the file's
+    size; read once and written once per run folder."""
 
-    cache_file = run_dir / "grounding.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    size = trajectory.stat().st_size
-    if cache.get(iid, {}).get("size") != size:
-        cache[iid] = {"size": size, "missing": ungrounded(trajectory)}
-        cache_file.write_text(json.dumps(cache, indent=1) + "\n")
-    return cache[iid]["missing"]
+    def __init__(self, run_dir: Path):
+        self.file = run_dir / "grounding.json"
+        self.data = json.loads(self.file.read_text()) if self.file.is_file() else {}
+        self.changed = False
+
+    def missing(self, iid: str, trajectory: Path) -> list[str]:
+        from loopcoder.scenarios.nano.grounding import ungrounded
+
+        size = trajectory.stat().st_size
+        if self.data.get(iid, {}).get("size") != size:
+            self.data[iid] = {"size": size, "missing": ungrounded(trajectory)}
+            self.changed = True
+        return self.data[iid]["missing"]
+
+    def save(self) -> None:
+        if self.changed:
+            self.file.write_text(json.dumps(self.data, indent=1) + "\n")
 
 
 def status_markdown(counts: dict, rows: list[dict]) -> str:
