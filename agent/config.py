@@ -87,6 +87,10 @@ class AgentConfig(_Section):
     executor: PhaseSettings = PhaseSettings(thinking=False)
     keep_reasoning: bool = Field(False, description="send earlier reasoning_content back to the model")
     max_format_errors: int = Field(3, ge=1, description="consecutive answers without a usable call end the episode")
+    max_repeats: Optional[int] = Field(2, ge=1, description="an identical call that gave the same output this many "
+                                       "times since the workspace last changed is refused (null: never)")
+    max_refused_repeats: int = Field(3, ge=1, description="refused repeats (since the workspace last changed) "
+                                                          "that end the episode (repeating)")
     max_replans: int = Field(2, ge=0)
     step_failures_to_replan: int = Field(2, ge=1, description="a plan step that fails this often triggers a re-plan")
     budgets: Budgets = Budgets()

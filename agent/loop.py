@@ -7,6 +7,7 @@ history; everything that happens is written to the trajectory as it happens.
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,44 @@ def assistant_message(parsed: ParsedAnswer, reasoning: Optional[str] = None) -> 
     return message
 
 
+class RepeatGuard:
+    """Refuses a call that already ran ``limit`` times with one same output since the workspace last changed.
+
+    A small model in a loop sends the same failing ``str_replace`` and the same test run again and again; it is
+    told so instead of being answered the same way, and ``max_refused`` refusals end the episode (``repeating``)
+    rather than letting it burn the rest of its budget. A call whose earlier outputs differ (a flaky test, a
+    shell command that changes things) is never refused; any successful call that can change the workspace
+    (an edit tool, ``shell``) starts the count afresh.
+    """
+
+    def __init__(self, limit: Optional[int], max_refused: int):
+        self.limit, self.max_refused = limit, max_refused
+        self.outputs: dict[str, list[str]] = {}
+        self.refused = 0
+
+    @staticmethod
+    def key(call: ToolCall) -> str:
+        return call.name + "\0" + json.dumps(call.arguments, sort_keys=True)
+
+    def refusal(self, call: ToolCall) -> Optional[str]:
+        """The error that answers ``call`` instead of running it, or None to run it."""
+        seen = self.outputs.get(self.key(call), [])
+        if self.limit is None or len(seen) < self.limit or len(set(seen[-self.limit:])) != 1:
+            return None
+        self.refused += 1
+        return (f"error: not run: this exact {call.name} call already ran {len(seen)} times since the workspace last "
+                "changed, with the same result each time; it would not change anything. Try a different call.")
+
+    def ran(self, call: ToolCall, ok: bool, output: str, changes_workspace: bool) -> None:
+        if ok and changes_workspace:
+            self.outputs.clear()
+            self.refused = 0
+        self.outputs.setdefault(self.key(call), []).append(output)
+
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.refused >= self.max_refused
+
+
 @dataclass
 class Outcome:
     """How a phase (or the episode) ended: a stop reason, or planned/replan between phases."""
@@ -100,6 +139,7 @@ class Stats:
     retries: int = 0
     replans: int = 0
     summaries: int = 0
+    repeats_refused: int = 0  # identical calls answered with an error instead of being run (RepeatGuard)
     overhead_s: list[float] = field(default_factory=list)  # per step, outside model and tool time
 
     def as_dict(self) -> dict:
@@ -125,6 +165,7 @@ class Agent:
         self.book.replans_left = config.max_replans
         self.max_model_len = model.max_model_len()
         self.consecutive_errors = 0
+        self.repeats = RepeatGuard(config.max_repeats, config.max_refused_repeats)
         model.on_retry = self._on_retry
         self.registries = phase_registries(toolbox.registry, self.book)
         self.all_tools = [*toolbox.registry.names, "write_plan", "update_plan"]
@@ -233,6 +274,12 @@ class Agent:
                 ok, output = False, "not run: an earlier call of this answer ended the phase"
             elif call.error:
                 ok, output = False, f"error: {call.error}"
+            elif (refusal := self.repeats.refusal(call)) is not None:
+                ok, output = False, refusal
+                self.stats.repeats_refused += 1
+                if self.repeats.exhausted():
+                    outcome = Outcome("repeating", f"{self.repeats.refused} identical calls refused since the "
+                                                   f"workspace last changed; last: {call.name}")
             else:
                 start = time.perf_counter()
                 result = phase.registry.call(call.name, call.arguments)
@@ -240,6 +287,9 @@ class Agent:
                 tool_time += duration
                 ok, output = result.ok, result.output
                 self.count_tool(call.name, ok)
+                tool = phase.registry.tools.get(call.name)
+                self.repeats.ran(call, ok, output, tool is not None and not tool.read_only
+                                 and call.name not in ("run_tests", "submit"))
             self.traj.write(ToolResultEvent(step=self.budget.steps, id=call.id, name=call.name, ok=ok,
                                             output=output, duration_s=round(duration, 6)))
             phase.add({"role": "tool", "tool_call_id": call.id, "content": phase.context.observation(output)})

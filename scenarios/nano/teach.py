@@ -91,14 +91,16 @@ def teach(dataset: Path, repos_dir: Optional[Path], out: Path, episodes_per_inst
           thinking_share: float = 0.25, workers: int = 1, seed: int = 0, agent_config: Optional[Path] = None,
           overrides: list[str] = (), instance_ids: list[str] = (), limit: Optional[int] = None,
           wrong_edit_share: Optional[float] = None, heldout: Optional[Path] = None, status: Optional[Path] = None,
-          keep_ungrounded: bool = False, log=print) -> dict:
+          keep_ungrounded: bool = False, routine: str = "varied", log=print) -> dict:
     """Run, grade and collect; returns the counts written to ``OUT/teach.json``."""
     from loopcoder.agent import load_agent_config
-    from loopcoder.scenarios.nano.teacher import WRONG_EDIT_SHARE, Teacher
+    from loopcoder.scenarios.nano.teacher import ROUTINES, WRONG_EDIT_SHARE, Teacher
     from loopcoder.scenarios.swebench.dataset import load_dataset
 
     if not 0.0 <= thinking_share <= 1.0:
         raise DatasetError(f"--thinking-share {thinking_share}: give a share between 0 and 1")
+    if routine not in ROUTINES:
+        raise DatasetError(f"--routine {routine}: one of {', '.join(ROUTINES)}")
     instances = load_dataset(str(dataset), "test", list(instance_ids) or None)
     check_not_heldout(dataset, instances, heldout)
     if limit is not None:
@@ -109,7 +111,7 @@ def teach(dataset: Path, repos_dir: Optional[Path], out: Path, episodes_per_inst
     share = WRONG_EDIT_SHARE if wrong_edit_share is None else wrong_edit_share
     if not 0.0 <= share <= 1.0:
         raise DatasetError(f"--wrong-edit-share {share}: give a share between 0 and 1")
-    teacher = Teacher(instances, repos_dir, wrong_edit_share=share).start()
+    teacher = Teacher(instances, repos_dir, wrong_edit_share=share, routine=routine).start()
     try:
         for plan in plans:
             if not plan.instance_ids:
@@ -228,7 +230,7 @@ def build_index(out: Path, status_file: Optional[Path] = None, keep_ungrounded: 
                    "thinking": thinking, "steps": status.steps, "resolved": True,
                    "wrong_first_edit": bool(rec.get("wrong_first_edit")), "recovered": bool(rec.get("recovered")),
                    "recovery": rec.get("recovery", ""), "alternative_fix": bool(rec.get("alternative_fix")), "explored": rec.get("explored", []),
-                   "test_style": rec.get("test_style", ""), "ungrounded": missing, "tokens_in": status.tokens_in,
+                   "test_style": rec.get("test_style", ""), "routine": rec.get("routine", "varied"), "ungrounded": missing, "tokens_in": status.tokens_in,
                    "tokens_out": status.tokens_out, "episode_s": status.seconds,
                    "eval_s": result.get("seconds"), "trajectory": str(dest.relative_to(out))}
             rows.append(row)

@@ -27,6 +27,8 @@ def teach_command(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N instances."),
     config: Optional[Path] = typer.Option(None, "--config", help="Agent config (default configs/nano_agent.yaml)."),
     overrides: list[str] = typer.Option([], "--set", help="Override an agent config key, e.g. --set budgets.steps=20"),
+    routine: str = typer.Option("varied", "--routine", help="varied: explore and locate in varied ways; direct: "
+                                "one routine (tests, find_definition, read down, edit, re-run) for a small model."),
     keep_ungrounded: bool = typer.Option(False, "--keep-ungrounded", help="Also keep resolved episodes with a call "
                                          "naming what its prompt did not show (dropped by default)."),
 ) -> None:
@@ -35,7 +37,7 @@ def teach_command(
 
     counts = teach(dataset, repos_dir, out, episodes_per_instance, thinking_share, workers, seed, config, overrides,
                    instances, limit, wrong_edit_share, heldout=heldout, status=status,
-                   keep_ungrounded=keep_ungrounded)
+                   keep_ungrounded=keep_ungrounded, routine=routine)
     typer.echo(f"nano teach: kept {counts['kept']} resolved episode(s) of {counts['graded']} graded "
                f"({counts['thinking']} with thinking, {counts['recovered']} with a recovered wrong edit); "
                f"dropped {counts['dropped']}; index {out / 'index.jsonl'}")

@@ -8,7 +8,7 @@ re-run the tests, submit. Each answer is a real server's answer: ``tool_calls`` 
 arguments, a short ``content`` and, when the request has ``chat_template_kwargs.enable_thinking``, a short
 ``reasoning_content`` grounded in the tool results of the conversation.
 
-Variety is seeded per episode (the request's ``seed``, set by ``model.seed`` in the agent config, with the
+Variety (routine ``varied``; ``direct`` keeps one locating routine, see ROUTINES) is seeded per episode (the request's ``seed``, set by ``model.seed`` in the agent config, with the
 instance id): how much it explores, which locating tools it uses, the view windows, how much context the
 edits carry, the wording, single failing test or whole test file, and sometimes a plausible WRONG first edit
 (an operator or constant changed the wrong way) that the test run shows failing, then the recovery (undo
@@ -402,6 +402,12 @@ def explain(removed: str, added: str) -> str:
 # -- the policy -------------------------------------------------------------------------------------
 Action = dict  # {"name", "arguments", "content", "reasoning"}
 WRONG_EDIT_SHARE = 0.3  # episodes that try a plausible wrong edit first (when the first hunk allows one)
+ROUTINES = ("varied", "direct")
+# varied: the exploration above. direct: one routine, the same in every episode, for a small model to learn:
+# run the failing tests (the ids the prompt shows, else the suite), find_definition of the function the prompt
+# names (search for `def name` in 15%), read down from its first line, edit, re-run, submit; no listing, no
+# test reading, no repo_map/outline before it. Wording, view windows, edit context and wrong first edits
+# still vary.
 MAX_PAGES = 3  # views of at most 40 lines from a definition's first line to the line that matters
 
 
@@ -412,6 +418,7 @@ class Record:
     instance_id: str
     seed: int
     thinking: bool = False
+    routine: str = "varied"
     wrong_first_edit: bool = False
     recovered: bool = False
     recovery: str = ""  # undo | edit (restore, then the fix) | direct (wrong line -> fixed line)
@@ -427,13 +434,16 @@ class Policy:
     """One episode: a generator of actions that is sent the text of each action's tool result."""
 
     def __init__(self, oracle: Oracle, seed: int, thinking: bool, test_command: Optional[str],
-                 wrong_edit_share: float = WRONG_EDIT_SHARE, task: Optional[str] = None):
+                 wrong_edit_share: float = WRONG_EDIT_SHARE, task: Optional[str] = None, routine: str = "varied"):
+        if routine not in ROUTINES:
+            raise ValueError(f"unknown teacher routine {routine!r}; one of {', '.join(ROUTINES)}")
         self.o = oracle
+        self.direct = routine == "direct"
         self.wrong_edit_share = wrong_edit_share
         self.rng = random.Random(seed)
         self.thinking = thinking
         self.test_command = test_command
-        self.record = Record(oracle.iid, seed, thinking)
+        self.record = Record(oracle.iid, seed, thinking, routine)
         self.seen = task if task is not None else oracle.inst["problem_statement"]  # the prompt, as far as known
         self.texts = dict(oracle.files)  # what each file holds now, as far as the teacher's edits go
         self.gen = self.run()
@@ -467,8 +477,8 @@ class Policy:
         first = o.fix[0]
         sym = (first.symbol or "").split(".")[-1] or Path(first.path).stem
         statement = o.inst["problem_statement"].strip().split("\n")[0][:160].rstrip(".:") + "."
-        # 1. look around (sometimes)
-        if rng.random() < 0.3:
+        # 1. look around (sometimes; never in the direct routine)
+        if not self.direct and rng.random() < 0.3:
             yield self.act("view", {"path": "."}, say(rng, "listing"),
                            f"The issue: {statement} Let me see the layout first.")
             self.record.explored.append("listing")
@@ -478,7 +488,8 @@ class Policy:
             if not ok:
                 return
         # 3. run the failing tests: those the prompt names, else their files, else the whole suite
-        style = rng.choices(["ids", "shell", "file"], [0.45, 0.35 if self.shell_command() else 0, 0.2])[0]
+        style = "ids" if self.direct else \
+            rng.choices(["ids", "shell", "file"], [0.45, 0.35 if self.shell_command() else 0, 0.2])[0]
         self.record.test_style = style
         result = yield self.test_action(style, say(rng, "run_first"),
                                         f"The issue: {statement} I'll reproduce it by running "
@@ -487,7 +498,8 @@ class Policy:
         # 4. read the test (sometimes), reach the code through names the prompt shows, locate it
         name = o.failing[0].split("::")[-1].split("[")[0]
         test_file = o.test_files[0] if o.test_files else ""
-        if rng.random() < 0.3 and test_file and has_path(self.seen, test_file) and has_symbol(self.seen, name):
+        if not self.direct and rng.random() < 0.3 and test_file and has_path(self.seen, test_file) \
+                and has_symbol(self.seen, name):
             found = yield self.act("search", {"pattern": f"def {name}", "path": test_file}, say(rng, "read_test"),
                                    self.after_tests(result, seen, sym))
             start = definition_line(found, name)
@@ -542,7 +554,7 @@ class Policy:
                 return
             reasoning = "The edit is in." + (" Next hunk." if n + 1 < len(o.fix) else " Re-running the failing test.")
         # 6. re-run, maybe the whole file, submit
-        style2 = style if rng.random() < 0.6 else rng.choice(["ids", "file"])
+        style2 = style if self.direct or rng.random() < 0.6 else rng.choice(["ids", "file"])
         result = yield self.test_action(style2, say(rng, "rerun"), reasoning)
         if not tests_passed(result):
             # unexpected: one more look, then give up (the episode will not resolve and is dropped)
@@ -656,6 +668,8 @@ class Policy:
             return ["search"]
         if not edit.symbol:
             return ["outline"] if path_shown else ["search"]
+        if self.direct:
+            return ["find_definition"] if rng.random() < 0.85 else ["search"]
         options = ["search", "find_definition", "repo_map"] + (["outline"] if path_shown else [])
         tools = rng.sample(options, rng.choices([1, 2], [0.75, 0.25])[0])
         if tools[-1] == "repo_map":
@@ -666,7 +680,8 @@ class Policy:
         rng = self.rng
         if tool == "search":
             line = edit.hunk.lines[edit.hunk.core()[0]][1:].strip()
-            pattern = f"def {sym}" if edit.symbol and rng.random() < 0.6 else (sym if edit.symbol else line[:40])
+            pattern = f"def {sym}" if edit.symbol and (self.direct or rng.random() < 0.6) else \
+                (sym if edit.symbol else line[:40])
             args: dict[str, Any] = {"pattern": pattern}
             if rng.random() < 0.5:
                 args["glob"] = "*.py" if edit.path.endswith(".py") else f"*{Path(edit.path).suffix}"
@@ -841,9 +856,12 @@ class Teacher(ChatServer):
     """The oracle policy behind an OpenAI-compatible chat server (``start()``, ``url``, ``stop()``)."""
 
     def __init__(self, instances: list[dict], repos_dir: Optional[Path] = None, max_model_len: int = 8192,
-                 model: str = TEACHER_MODEL, chars_per_token: float = 3.5, wrong_edit_share: float = WRONG_EDIT_SHARE):
+                 model: str = TEACHER_MODEL, chars_per_token: float = 3.5, wrong_edit_share: float = WRONG_EDIT_SHARE,
+                 routine: str = "varied"):
         super().__init__(model, max_model_len)
-        self.wrong_edit_share = wrong_edit_share
+        if routine not in ROUTINES:
+            raise ValueError(f"unknown teacher routine {routine!r}; one of {', '.join(ROUTINES)}")
+        self.wrong_edit_share, self.routine = wrong_edit_share, routine
         self.instances = {i["instance_id"]: i for i in instances}
         self.by_statement: dict[str, list[str]] = {}
         for inst in instances:
@@ -892,7 +910,8 @@ class Teacher(ChatServer):
                     return session.last_item  # the client retried the first request
                 test_command = _test_command(messages)
                 session = self.sessions[key] = _Session(Policy(oracle, seed, thinking, test_command,
-                                                                   self.wrong_edit_share, message_text(messages)))
+                                                                   self.wrong_edit_share, message_text(messages),
+                                                                   self.routine))
                 self.records[key] = session.policy.record
             elif session.last_signature == signature:
                 return session.last_item

@@ -44,7 +44,8 @@ def test_old_tool_outputs_are_elided_after_k_turns(scripted, repo, tmp_path):
 def test_old_turns_are_summarised_near_the_served_max_model_len(scripted, repo, tmp_path):
     # /v1/models says 3000 tokens; each view adds ~400 estimated tokens, so old turns must be folded
     server = scripted([call("view", {"path": "stats.py"})] * 12 + [call("submit", {})], max_model_len=3000)
-    cfg = config(server.url, mode="single", model__max_tokens=200, context__elide_after_turns=50)
+    cfg = config(server.url, mode="single", model__max_tokens=200, context__elide_after_turns=50,
+                 max_repeats=None)  # the same view again and again is what grows the context here
     result, events = episode(cfg, repo, tmp_path / "run")
     assert result.reason == "submitted"
     summaries = of_type(events, "context")

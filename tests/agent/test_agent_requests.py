@@ -6,7 +6,7 @@ from loopcoder.agent.requests import episode_requests
 from agent_support import FIX_NEW, FIX_OLD, PLAN, config, episode
 from scripted_server import answer, call
 
-VIEWS = [call("view", {"path": "stats.py"}) for _ in range(8)]  # more turns than elide_after_turns (6)
+VIEWS = [call("view", {"path": "stats.py", "start": 1 + i}) for i in range(8)]  # more turns than elide_after_turns (6)
 SCRIPT = [
     call("search", {"pattern": "def median"}, reasoning="Find median first."),
     answer("I will plan.\n<tool_call>\n" + json.dumps({"name": "write_plan", "arguments": PLAN}) + "\n</tool_call>",

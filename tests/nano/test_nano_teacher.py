@@ -85,6 +85,35 @@ def test_the_teacher_resolves_an_instance_end_to_end_with_thinking(docker_ready,
     assert max(a.prompt_tokens for a in answers) < 8192
 
 
+def test_the_direct_routine_runs_the_tests_finds_the_definition_and_reads_down_from_it(docker_ready, tmp_path):
+    out = tmp_path / "traj"
+    counts = teach(_synth_dataset(tmp_path), REPOS, out, episodes_per_instance=3, thinking_share=0.0,
+                   wrong_edit_share=0.0, routine="direct", log=_quiet)
+    assert counts["kept"] == counts["graded"] == 3
+    rows = _rows(out)
+    assert {r["routine"] for r in rows} == {"direct"} and len({r["seed"] for r in rows}) == 3
+    for row in rows:
+        events = read_trajectory(out / row["trajectory"])
+        results = {e.id: e.output for e in events if isinstance(e, ToolResultEvent)}
+        calls = [e for e in events if isinstance(e, ToolCallEvent)]
+        names = [c.name for c in calls]
+        # one routine: the whole suite (the statement names no test), then the named function, read from its
+        # definition's line, the edit, the re-run, submit; no listing, no repo_map or outline
+        assert names[0] == "run_tests" and calls[0].arguments == {}
+        assert names[1] in ("find_definition", "search") and names[2] == "view", names
+        assert not {"repo_map", "outline"} & set(names) and calls[2].arguments["path"] != "."
+        start = calls[2].arguments["start"]
+        assert f"{start}" in results[calls[1].id] and "def findall" in results[calls[2].id].splitlines()[1]
+        after = names[names.index("str_replace") + 1:]  # the failing tests again, maybe their whole files
+        assert names.count("str_replace") == 1 and set(after[:-1]) == {"run_tests"} and after[-1] == "submit"
+        assert ungrounded(out / row["trajectory"]) == []
+
+
+def test_an_unknown_routine_is_refused_in_one_line(tmp_path):
+    with pytest.raises(DatasetError, match="--routine wild: one of varied, direct"):
+        teach(_synth_dataset(tmp_path), REPOS, tmp_path / "out", routine="wild", log=_quiet)
+
+
 def test_a_wrong_first_edit_fails_the_tests_and_is_recovered(docker_ready, tmp_path):
     out = tmp_path / "traj"
     # seed 0's first round: thinking off, a wrong constant that the test run shows failing (deterministic);
