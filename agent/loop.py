@@ -26,6 +26,7 @@ from loopcoder.tools.registry import ToolRegistry
 from loopcoder.tools.toolbox import Toolbox
 
 EDIT_TOOLS = {"str_replace", "insert", "create", "undo"}
+WORKSPACE_TOOLS = EDIT_TOOLS | {"shell"}  # a successful call of these may have changed the workspace
 NO_CALL = ("no tool call found{cut}; answer with exactly one tool call, such as:\n"
            '<tool_call>\n{{"name": "view", "arguments": {{"path": "."}}}}\n</tool_call>')
 
@@ -76,7 +77,7 @@ class RepeatGuard:
 
     def __init__(self, limit: Optional[int], max_refused: int):
         self.limit, self.max_refused = limit, max_refused
-        self.outputs: dict[str, list[str]] = {}
+        self.outputs: dict[str, list[int]] = {}  # per call key: hashes of its outputs, in order
         self.refused = 0
 
     @staticmethod
@@ -96,7 +97,7 @@ class RepeatGuard:
         if ok and changes_workspace:
             self.outputs.clear()
             self.refused = 0
-        self.outputs.setdefault(self.key(call), []).append(output)
+        self.outputs.setdefault(self.key(call), []).append(hash(output))
 
     def exhausted(self) -> bool:
         return self.limit is not None and self.refused >= self.max_refused
@@ -287,9 +288,7 @@ class Agent:
                 tool_time += duration
                 ok, output = result.ok, result.output
                 self.count_tool(call.name, ok)
-                tool = phase.registry.tools.get(call.name)
-                self.repeats.ran(call, ok, output, tool is not None and not tool.read_only
-                                 and call.name not in ("run_tests", "submit"))
+                self.repeats.ran(call, ok, output, call.name in WORKSPACE_TOOLS)
             self.traj.write(ToolResultEvent(step=self.budget.steps, id=call.id, name=call.name, ok=ok,
                                             output=output, duration_s=round(duration, 6)))
             phase.add({"role": "tool", "tool_call_id": call.id, "content": phase.context.observation(output)})

@@ -230,8 +230,8 @@ def build_index(out: Path, status_file: Optional[Path] = None, keep_ungrounded: 
                    "thinking": thinking, "steps": status.steps, "resolved": True,
                    "wrong_first_edit": bool(rec.get("wrong_first_edit")), "recovered": bool(rec.get("recovered")),
                    "recovery": rec.get("recovery", ""), "alternative_fix": bool(rec.get("alternative_fix")), "explored": rec.get("explored", []),
-                   "test_style": rec.get("test_style", ""), "routine": rec.get("routine", "varied"), "ungrounded": missing, "tokens_in": status.tokens_in,
-                   "tokens_out": status.tokens_out, "episode_s": status.seconds,
+                   "test_style": rec.get("test_style", ""), "routine": rec.get("routine", "varied"),
+                   "ungrounded": missing, "tokens_in": status.tokens_in, "tokens_out": status.tokens_out, "episode_s": status.seconds,
                    "eval_s": result.get("seconds"), "trajectory": str(dest.relative_to(out))}
             rows.append(row)
             kept_ids.add(iid)

@@ -8,8 +8,8 @@ re-run the tests, submit. Each answer is a real server's answer: ``tool_calls`` 
 arguments, a short ``content`` and, when the request has ``chat_template_kwargs.enable_thinking``, a short
 ``reasoning_content`` grounded in the tool results of the conversation.
 
-Variety (routine ``varied``; ``direct`` keeps one locating routine, see ROUTINES) is seeded per episode (the request's ``seed``, set by ``model.seed`` in the agent config, with the
-instance id): how much it explores, which locating tools it uses, the view windows, how much context the
+Variety (routine ``varied``; ``direct`` keeps one locating routine, see ROUTINES) is seeded per episode (the
+request's ``seed``, set by ``model.seed`` in the agent config, with the instance id): how much it explores, which locating tools it uses, the view windows, how much context the
 edits carry, the wording, single failing test or whole test file, and sometimes a plausible WRONG first edit
 (an operator or constant changed the wrong way) that the test run shows failing, then the recovery (undo
 or a second edit). Instances whose FAIL_TO_PASS tests are not in the repository yet (classic SWE-bench,
@@ -408,6 +408,14 @@ ROUTINES = ("varied", "direct")
 # names (search for `def name` in 15%), read down from its first line, edit, re-run, submit; no listing, no
 # test reading, no repo_map/outline before it. Wording, view windows, edit context and wrong first edits
 # still vary.
+
+
+def check_routine(routine: str) -> str:
+    if routine not in ROUTINES:
+        raise ValueError(f"unknown teacher routine {routine!r}; one of {', '.join(ROUTINES)}")
+    return routine
+
+
 MAX_PAGES = 3  # views of at most 40 lines from a definition's first line to the line that matters
 
 
@@ -435,10 +443,8 @@ class Policy:
 
     def __init__(self, oracle: Oracle, seed: int, thinking: bool, test_command: Optional[str],
                  wrong_edit_share: float = WRONG_EDIT_SHARE, task: Optional[str] = None, routine: str = "varied"):
-        if routine not in ROUTINES:
-            raise ValueError(f"unknown teacher routine {routine!r}; one of {', '.join(ROUTINES)}")
         self.o = oracle
-        self.direct = routine == "direct"
+        self.direct = check_routine(routine) == "direct"
         self.wrong_edit_share = wrong_edit_share
         self.rng = random.Random(seed)
         self.thinking = thinking
@@ -859,9 +865,7 @@ class Teacher(ChatServer):
                  model: str = TEACHER_MODEL, chars_per_token: float = 3.5, wrong_edit_share: float = WRONG_EDIT_SHARE,
                  routine: str = "varied"):
         super().__init__(model, max_model_len)
-        if routine not in ROUTINES:
-            raise ValueError(f"unknown teacher routine {routine!r}; one of {', '.join(ROUTINES)}")
-        self.wrong_edit_share, self.routine = wrong_edit_share, routine
+        self.wrong_edit_share, self.routine = wrong_edit_share, check_routine(routine)
         self.instances = {i["instance_id"]: i for i in instances}
         self.by_statement: dict[str, list[str]] = {}
         for inst in instances:

@@ -94,7 +94,8 @@ _OUTCOME = {"submitted": "the agent submitted a solution", "steps": "the step bu
             "input_tokens": "the input-token budget ran out", "output_tokens": "the output-token budget ran out",
             "wall_time": "the time budget ran out", "cost": "the cost budget ran out",
             "format_errors": "the model's answers could not be read",
-            "repeating": "the model kept repeating a call whose result could not change", "no_plan": "no plan was written",
+            "repeating": "the model kept repeating a call whose result could not change",
+            "no_plan": "no plan was written",
             "context_exceeded": "the conversation outgrew the model's context",
             "model_error": "the model server failed", "interrupted": "interrupted (Ctrl-C)",
             "agent_error": "an error in the agent"}
