@@ -6,7 +6,8 @@
 #                                                         made by `loopcoder train --prepare-only`) to /tmp/nano
 #                                                         once, train for at most MIN minutes (resumable: run it
 #                                                         again in the next call), hand back loss log, config,
-#                                                         loss.png and, when finished, the delta under $OUT/RUN
+#                                                         loss.png under $OUT/RUN, and RUN.tar.part-NN: the state
+#                                                         to resume from (and, when finished, the delta)
 # The GGUF is 98 MB and a call carries 64 MiB with the tree, so it travels in three parts
 # (split -n 3 -d SmolLM2-135M-Instruct.Q4_1.gguf .device/gguf/part-); its sha256 is checked on every start.
 set -euo pipefail
@@ -21,11 +22,14 @@ case "$1" in
     [ -d "/tmp/nano/$run" ] || cp -r ".device/runs/$run" /tmp/nano/
     python3 -m loopcoder.model_server.training "/tmp/nano/$run" --device cuda --gguf /tmp/nano/base.gguf \
       --max-minutes "$3"
+    # At most 8 files of 16 MiB come back: the log and plot as they are, the rest (state/ to resume from,
+    # delta/ once finished) as one tar in 15 MiB parts; here: cat RUN.tar.part-* | tar -x -C .device/runs
     mkdir -p "$OUT/$run"
-    for f in loss.jsonl config.json loss.png; do
+    for f in loss.jsonl loss.png; do
       [ -f "/tmp/nano/$run/$f" ] && cp "/tmp/nano/$run/$f" "$OUT/$run/"
     done
-    [ -d "/tmp/nano/$run/delta" ] && cp -r "/tmp/nano/$run/delta" "$OUT/$run/"
+    (cd /tmp/nano && tar -cf - "$run/config.json" "$run/loss.jsonl" $(ls -d "$run/state" "$run/delta" 2>/dev/null)) \
+      | split -b 15M -d - "$OUT/$run/$run.tar.part-"
     nvidia-smi --query-gpu=name,memory.used --format=csv,noheader ;;
   *)
     echo "usage: $0 part PART | train RUN MINUTES" >&2; exit 2 ;;
