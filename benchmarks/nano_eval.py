@@ -111,7 +111,7 @@ def run_config(name: str, checkpoint: str, thinking: bool, ids: list[str], args)
     done_before = count_preds(out)
     cmd = LOOPCODER + ["swebench", "run", "-d", args.dataset, "--repos-dir", args.repos_dir, "--config",
                        str(ROOT / "configs/nano_agent.yaml"), "--model-url", f"http://127.0.0.1:{port}/v1",
-                       "--model", "nano", "--workers", str(args.workers), "-o", str(out),
+                       "--model", "nano", "--workers", str(args.workers), "-o", str(out), "--eval",
                        "--thinking" if thinking else "--no-thinking"]
     cmd += ["--resume"] if resume else ["-i", ",".join(ids), "--run-id", f"nano-eval-{name}"]
     for item in args.set or []:
@@ -159,7 +159,7 @@ def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
     cfg = json.loads((Path(checkpoint) / "config.json").read_text())
     resolved = sum(v == "resolved" for v in verdicts.values())
     return {
-        "config": name, "checkpoint": checkpoint, "loops": cfg.get("num_loops", 1), "thinking": thinking,
+        "config": name, "checkpoint": checkpoint, "loops": cfg.get("plt_num_loops") or 1, "thinking": thinking,
         "instances": len(verdicts), "episodes": episodes, "resolved": resolved,
         "resolve_rate": round(resolved / len(verdicts), 4) if verdicts else None,
         "eval_status": dict(collections.Counter(verdicts.values())),
