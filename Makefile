@@ -4,7 +4,6 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-DEMO_MODEL := .cache/demo-model
 SANDBOX_IMAGE := loopcoder/base:bookworm
 
 .PHONY: install test test-slow demo clean
@@ -28,14 +27,16 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
 
-# One bundled SWE-bench instance (a real bug in parse) end to end: the agent on the embedded tiny random model
-# in a Docker sandbox built from the instance's environment image, then the eval and the HTML report; it says
-# plainly whether the instance was resolved (with random weights it is not). Docker is brought up as CI does
-# (.ci/docker-up.sh, idempotent, needs root) when it is not usable.
+# The main job on the embedded default: LoopCoder-Nano (built on first use from the pip package's GGUF and the
+# shipped delta) served by the native engine on loopback, the agent in a Docker sandbox built from the
+# instance's environment image, on a bundled held-out instance (a real bug injected into sqlparse, a package no
+# training task came from), then the eval and the HTML report; it prints the verdict and the time it took.
+# Docker is brought up as CI does (.ci/docker-up.sh, idempotent, needs root) when it is not usable.
+# `loopcoder swebench demo` without --nano runs the tiny random model on a mini instance (machinery only).
 demo: install
 	@docker info >/dev/null 2>&1 && docker image inspect $(SANDBOX_IMAGE) >/dev/null 2>&1 || .ci/docker-up.sh || \
 		{ echo "error: make demo needs Docker and the $(SANDBOX_IMAGE) image: run .ci/docker-up.sh as root" >&2; exit 1; }
-	$(BIN)/loopcoder swebench demo   # writes a tiny random checkpoint to $(DEMO_MODEL) on first use
+	$(BIN)/loopcoder swebench demo --nano
 
 clean:
 	rm -rf $(VENV) .cache
