@@ -342,7 +342,7 @@ def test_demo_says_plainly_whether_its_instance_was_resolved(tmp_path, mini, bas
 
 @pytest.mark.slow
 def test_demo_on_the_embedded_random_model_runs_end_to_end(tmp_path, base_image, capsys):
-    # What `make demo` runs, as it runs it: the native server on the embedded tiny random checkpoint.
+    # `swebench demo` without --nano: the native server on the embedded tiny random checkpoint.
     out = tmp_path / "demo"
     code, stdout, err = run_cli(capsys, "swebench", "demo", "-o", str(out))
     assert code == 0, err
@@ -352,3 +352,19 @@ def test_demo_on_the_embedded_random_model_runs_end_to_end(tmp_path, base_image,
     assert "RANDOM weights" in stdout and (out / "report.html").is_file()
     s = status(out, "r1chardj0n3s__parse-162")
     assert s["state"] in ("done", "failed") and s["steps"] >= 1 and s["tokens_in"] > 0, s
+
+
+@pytest.mark.slow
+def test_make_demo_nano_resolves_its_held_out_instance(tmp_path, base_image, capsys):
+    # What `make demo` runs, as it runs it: LoopCoder-Nano (GGUF + shipped delta, built into .cache/nano on first
+    # use) on the native server, greedy, against the bundled held-out instance the shipped R=2 delta resolves
+    # (docs/nano.md, "Shipped deltas"). About 4 minutes on a 2-core CPU. A new delta that no longer resolves it
+    # fails here: then pick the demo instance again (or say why not) before shipping.
+    from loopcoder.scenarios.swebench_cli import NANO_DEMO_INSTANCE
+
+    out = tmp_path / "demo"
+    code, stdout, err = run_cli(capsys, "swebench", "demo", "--nano", "-o", str(out))
+    assert code == 0, err
+    assert f"RESULT: {NANO_DEMO_INSTANCE} was RESOLVED" in stdout, stdout
+    assert "time: " in stdout and (out / "report.html").is_file()
+    assert loopcoder_eval_report(out)["counts"] == {"resolved": 1}
