@@ -135,6 +135,7 @@ def count_preds(out: Path) -> int:
 
 
 def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
+    from loopcoder.model_server.plt.configuration import IQuestPLTCoderConfig, LoopSpec
     from loopcoder.scenarios.swebench.report import latest_eval
 
     evaluation = latest_eval(out) or {}
@@ -156,10 +157,11 @@ def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
     segments = [json.loads(line) for line in (out / "segments.jsonl").read_text().splitlines()] \
         if (out / "segments.jsonl").exists() else []
     episodes = len(steps)
-    cfg = json.loads((Path(checkpoint) / "config.json").read_text())
+    # the loops the server runs: the checkpoint's num_loops override, else its trained count
+    loops = LoopSpec.from_config(IQuestPLTCoderConfig.from_pretrained(checkpoint), warn=False).num_loops
     resolved = sum(v == "resolved" for v in verdicts.values())
     return {
-        "config": name, "checkpoint": checkpoint, "loops": cfg.get("plt_num_loops") or 1, "thinking": thinking,
+        "config": name, "checkpoint": checkpoint, "loops": loops, "thinking": thinking,
         "instances": len(verdicts), "episodes": episodes, "resolved": resolved,
         "resolve_rate": round(resolved / len(verdicts), 4) if verdicts else None,
         "eval_status": dict(collections.Counter(verdicts.values())),
