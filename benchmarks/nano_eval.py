@@ -170,8 +170,10 @@ def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
         "model_answers": answers, "tool_calls": calls,
         "steps_mean": round(sum(steps) / episodes, 2) if episodes else None,
         "stop_reasons": dict(stops),
-        "server_cpu_s_per_episode": round(sum(s["server_cpu_s"] for s in segments) / episodes, 1) if episodes else None,
-        "wall_s_per_episode": round(sum(s["wall_s"] for s in segments) / episodes, 1) if episodes else None,
+        # None, not 0, when no segment was recorded (a run stopped before its server's CPU time was read)
+        "server_cpu_s_per_episode": round(sum(s["server_cpu_s"] for s in segments) / episodes, 1)
+        if episodes and segments else None,
+        "wall_s_per_episode": round(sum(s["wall_s"] for s in segments) / episodes, 1) if episodes and segments else None,
     }
 
 
