@@ -205,6 +205,9 @@ def run_command(
     swebench_config: Optional[Path] = typer.Option(None, "--swebench-config", help="SWE-bench config YAML."),
     swebench_set: list[str] = typer.Option([], "--swebench-set", help="Override a SWE-bench config key, e.g. "
                                            "--swebench-set run.clone_url=null"),
+    runtime_set: list[str] = typer.Option([], "--runtime-set", help="Override a runtime config key (configs/"
+                                          "runtime.yaml), e.g. --runtime-set sandbox.backend=local "
+                                          "--runtime-set local.allow=true (no Docker: unconfined, docs/nano.md)"),
 ) -> None:
     """Run the agent on instances (checkout, environment image, sandbox, episode) and write preds.jsonl."""
     from loopcoder.scenarios.agent_cli import agent_config_from_options
@@ -218,7 +221,7 @@ def run_command(
                         workers=workers, resume=resume, output=output, run_id=run_id, executor=executor,
                         ray_address=ray_address, images=images, repos_dir=repos_dir, evaluate=evaluate,
                         agent_cfg=cfg_agent, checkpoint=checkpoint, swebench_config=swebench_config,
-                        swebench_set=swebench_set)
+                        swebench_set=swebench_set, runtime_set=runtime_set)
     if code:
         raise typer.Exit(code)
 
@@ -228,7 +231,8 @@ def run_swebench(*, dataset: Optional[str], split: Optional[str], instance_ids: 
                  resume: bool, output: Optional[Path], run_id: Optional[str], executor: str,
                  ray_address: Optional[str], images: Optional[str], repos_dir: Optional[Path], evaluate: bool,
                  agent_cfg, checkpoint: Optional[Path], swebench_config: Optional[Path], swebench_set: list[str],
-                 summary_title: Optional[str] = None, max_model_len: Optional[int] = None) -> int:
+                 summary_title: Optional[str] = None, max_model_len: Optional[int] = None,
+                 runtime_set: tuple[str, ...] | list[str] = ()) -> int:
     """The whole run: select, (start the embedded server,) run the batch, optionally grade, write the report.
     Returns the exit status (0, or 130 after Ctrl-C)."""
     from loopcoder.agent import ModelClient
@@ -247,7 +251,10 @@ def run_swebench(*, dataset: Optional[str], split: Optional[str], instance_ids: 
         raise DatasetError("--ray-address needs --executor ray")
     overrides = list(swebench_set) + ([f"images={images}"] if images else [])
     cfg = load_swebench_config(swebench_config, overrides)
-    runtime_cfg = load_runtime_config()
+    runtime_cfg = load_runtime_config(overrides=list(runtime_set))
+    if evaluate and runtime_cfg.sandbox.backend != "docker":
+        raise DatasetError("--eval grades in Docker only; run without --eval here, then `loopcoder swebench eval` "
+                           "on a machine with Docker")
     if resume and output is None:
         raise DatasetError("--resume needs the --output folder of the run to continue")
     if resume:
@@ -304,7 +311,7 @@ def run_swebench(*, dataset: Optional[str], split: Optional[str], instance_ids: 
             meta = rd.start({"run_id": run_id, "dataset": recorded_dataset, "split": split, "created": now(),
                              "model_name_or_path": model_name, "model_url": agent_cfg.model.url,
                              "executor": executor, "ray_address": ray_address, "workers": workers,
-                             "images": cfg.images, "instances": [i["instance_id"] for i in insts]}, resume)
+                             "images": cfg.images, "sandbox": runtime_cfg.sandbox.backend, "instances": [i["instance_id"] for i in insts]}, resume)
         except BaseException:
             runner.close()
             raise

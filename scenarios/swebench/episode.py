@@ -9,10 +9,16 @@ The agent's checkout holds only the base commit's history (``repos.isolated_chec
 tag or stray object, which would leak the fix through ``git log --all``), the workspace is a
 ``GitWorkspace`` whose authoritative repository is host-private, and the sandbox runs the instance's
 environment image with no network.
+
+With ``sandbox.backend: local`` (runtime config, opt-in ``local.allow``) there is no Docker at all: no image,
+and the agent's commands run unconfined on this machine with its own Python and pytest (``LocalSandbox``).
+That is for throwaway machines without Docker (docs/nano.md: the held-out table's episodes on the GPU host);
+grading stays in Docker (``swebench eval``).
 """
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import tempfile
 import time
@@ -100,6 +106,12 @@ class InstanceWorker:
 
         self.spec = spec
         self.agent_cfg, self.cfg, self.runtime_cfg = spec.configs()
+        self.local = self.runtime_cfg.sandbox.backend == "local"
+        if self.local:
+            if self.cfg.images == "official":
+                raise RuntimeFailure("sandbox.backend local has no images: official images need Docker")
+            self.client = self.images = None
+            return
         if client is None:
             from loopcoder.runtime.engine import connect_docker
 
@@ -151,15 +163,20 @@ class InstanceWorker:
         with tempfile.TemporaryDirectory(prefix=f"loopcoder-swebench-{_short(iid)}-") as tmp:
             emit({"kind": "stage", "stage": "checkout"})
             workspace = self._checkout(inst, Path(tmp) / "testbed", log)
-            emit({"kind": "stage", "stage": "image"})
-            try:
-                image = self.images.get(env, progress=lambda line: log(f"image: {line}"))
-            except (ImageBuildError, ImageUnavailableError) as exc:
-                raise _Failed("image_build_failed", str(exc)) from None
-            outcome.image, outcome.image_seconds = image.tag, round(image.seconds, 3)
-            log(f"image {image.tag} ({'reused' if image.reused else 'ready'} in {image.seconds:.1f} s)")
-            emit({"kind": "stage", "stage": "sandbox"})
-            sandbox = self._sandbox(workspace, image.tag, iid)
+            if self.local:
+                log("sandbox.backend local: no image; the agent's commands run on this machine, unconfined")
+                emit({"kind": "stage", "stage": "sandbox"})
+                sandbox = self._local_sandbox(workspace, env)
+            else:
+                emit({"kind": "stage", "stage": "image"})
+                try:
+                    image = self.images.get(env, progress=lambda line: log(f"image: {line}"))
+                except (ImageBuildError, ImageUnavailableError) as exc:
+                    raise _Failed("image_build_failed", str(exc)) from None
+                outcome.image, outcome.image_seconds = image.tag, round(image.seconds, 3)
+                log(f"image {image.tag} ({'reused' if image.reused else 'ready'} in {image.seconds:.1f} s)")
+                emit({"kind": "stage", "stage": "sandbox"})
+                sandbox = self._sandbox(workspace, image.tag, iid)
             try:
                 self._prepare_sandbox(sandbox, workspace, env, log)
                 emit({"kind": "stage", "stage": "agent"})
@@ -195,6 +212,25 @@ class InstanceWorker:
                                  client=self.client)
         except RuntimeFailure as exc:
             raise _Failed("sandbox_failed", f"cannot start the agent's sandbox: {exc}") from None
+
+    def _local_sandbox(self, workspace, env):
+        """A LocalSandbox in the checkout; the spec's environment variables exported in its shell session
+        with ``/testbed`` read as the checkout (an image would have set them)."""
+        from loopcoder.runtime.local_sandbox import LocalSandbox
+        from loopcoder.runtime.sandbox import WORKDIR
+
+        try:
+            sandbox = LocalSandbox(workspace.path, config=self.runtime_cfg)
+        except RuntimeFailure as exc:
+            raise _Failed("sandbox_failed", f"cannot start the agent's sandbox: {exc}") from None
+        here = str(Path(workspace.path).resolve())
+        exports = " ".join(f"{k}={shlex.quote(v.replace(WORKDIR, here))}" for k, v in (env.spec.env or {}).items())
+        if exports:
+            run = sandbox.exec(f"export {exports}")
+            if run.exit_code != 0:
+                sandbox.close()
+                raise _Failed("sandbox_failed", f"setting the environment failed: {run.output.strip()[-300:]}")
+        return sandbox
 
     def _prepare_sandbox(self, sandbox, workspace, env, log) -> None:
         """Official images keep a built repository: bring its files (never its .git, which holds the future)
