@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import json
 import os
 import shlex
@@ -33,12 +34,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOOPCODER = [str(Path(sys.executable).parent / "loopcoder")]  # the CLI of the interpreter running this script
+# the CLI of the interpreter running this script (as a module: also where the package is not pip-installed)
+LOOPCODER = [sys.executable, "-m", "loopcoder.scenarios.cli"]
 
 
 def select(dataset: Path, limit: int | None) -> list[str]:
@@ -73,9 +76,12 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(checkpoint: str, port: int, max_batch: int, log: Path) -> subprocess.Popen:
+def start_server(checkpoint: str, port: int, args, log: Path) -> subprocess.Popen:
     cmd = LOOPCODER + ["serve", "--model", checkpoint, "--host", "127.0.0.1", "--port", str(port),
-                       "--max-model-len", "8192", "--max-batch", str(max_batch), "--served-model-name", "nano"]
+                       "--max-model-len", "8192", "--max-batch", str(args.max_batch), "--served-model-name", "nano",
+                       "--device", args.device]
+    if args.device == "cuda":  # several servers share the GPU (--parallel): each takes its share, not 90%
+        cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -106,27 +112,60 @@ def run_config(name: str, checkpoint: str, thinking: bool, ids: list[str], args)
     resume = (out / "run.json").exists()
     out.parent.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    server = start_server(checkpoint, port, args.max_batch, Path(args.out) / f"{name}.server.log")
+    server = start_server(checkpoint, port, args, Path(args.out) / f"{name}.server.log")
     cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
     done_before = count_preds(out)
     cmd = LOOPCODER + ["swebench", "run", "-d", args.dataset, "--repos-dir", args.repos_dir, "--config",
                        str(ROOT / "configs/nano_agent.yaml"), "--model-url", f"http://127.0.0.1:{port}/v1",
-                       "--model", "nano", "--workers", str(args.workers), "-o", str(out), "--eval",
-                       "--thinking" if thinking else "--no-thinking"]
+                       "--model", "nano", "--workers", str(args.workers), "-o", str(out),
+                       "--thinking" if thinking else "--no-thinking"] + ([] if args.no_eval else ["--eval"])
     cmd += ["--resume"] if resume else ["-i", ",".join(ids), "--run-id", f"nano-eval-{name}"]
     for item in args.set or []:
         cmd += ["--set", item]
+    for item in args.runtime_set or []:
+        cmd += ["--runtime-set", item]
     print("$", shlex.join(cmd), flush=True)
     try:
-        code = subprocess.call(cmd)
+        runner = subprocess.Popen(cmd)
+        RUNNERS.append(runner)
+        if STOP.is_set():  # a stop that came while this one was starting
+            runner.send_signal(signal.SIGINT)
+        code = runner.wait()
     finally:
         cpu = cpu_seconds(server.pid) - cpu0
         wall = time.monotonic() - t0
         stop_server(server)
     with (out / "segments.jsonl").open("a") as f:
         f.write(json.dumps({"server_cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "runner_exit": code,
+                            "server_device": args.device, "parallel": bool(args.parallel),
+                            "host_cpus": os.cpu_count(), "runtime_set": args.runtime_set or [],
                             "predictions_before": done_before, "predictions_after": count_preds(out),
                             "command": shlex.join(cmd)}) + "\n")
+
+
+def grade(name: str, args) -> None:
+    """Grade a configuration's predictions here, in Docker (runs made with --no-eval, e.g. on a host without it)."""
+    out = Path(args.out) / name
+    if not (out / "preds.jsonl").exists():
+        raise SystemExit(f"error: {out / 'preds.jsonl'} does not exist: nothing to grade for {name}")
+    cmd = LOOPCODER + ["swebench", "eval", "-p", str(out / "preds.jsonl"), "-d", args.dataset, "--repos-dir",
+                       args.repos_dir, "-o", str(out), "--run-id", f"nano-eval-{name}"]
+    print("$", shlex.join(cmd), flush=True)
+    if subprocess.call(cmd):
+        raise SystemExit(f"error: grading {name} failed")
+
+
+RUNNERS: list[subprocess.Popen] = []
+STOP = threading.Event()
+
+
+def stop_runs(signum, frame) -> None:
+    """SIGTERM/SIGINT: each running `swebench run` gets Ctrl-C (it stops its episodes and keeps what finished),
+    then its configuration records its segment and stops its server; no further configuration starts."""
+    STOP.set()
+    for runner in RUNNERS:
+        if runner.poll() is None:
+            runner.send_signal(signal.SIGINT)
 
 
 def count_preds(out: Path) -> int:
@@ -174,6 +213,10 @@ def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
         "server_cpu_s_per_episode": round(sum(s["server_cpu_s"] for s in segments) / episodes, 1)
         if episodes and segments else None,
         "wall_s_per_episode": round(sum(s["wall_s"] for s in segments) / episodes, 1) if episodes and segments else None,
+        # where the episodes ran (the segments' record): the server's device, the host's CPUs, the sandbox
+        "ran_on": sorted({f"server {s.get('server_device', 'cpu')}, {s.get('host_cpus', '?')} CPUs"
+                          + (f", {' '.join(s['runtime_set'])}" if s.get("runtime_set") else "")
+                          + (", configurations in parallel" if s.get("parallel") else "") for s in segments}),
     }
 
 
@@ -187,11 +230,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--max-batch", type=int, default=4)
     ap.add_argument("--set", action="append", help="agent setting override passed to swebench run")
+    ap.add_argument("--runtime-set", action="append", help="runtime config override passed to swebench run, e.g. "
+                    "sandbox.backend=local (hosts without Docker; grade later with --grade-only)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model servers run")
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.12, help="each server's share (cuda)")
+    ap.add_argument("--parallel", action="store_true", help="run the configurations at once, one server each")
+    ap.add_argument("--no-eval", action="store_true", help="episodes only; grade afterwards with --grade-only")
+    ap.add_argument("--grade-only", action="store_true", help="grade the runs' predictions here (Docker)")
     ap.add_argument("--summarize-only", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/nano-eval")
     args = ap.parse_args()
-    # SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the server of the configuration running is stopped
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM (a timeout, a kill) and Ctrl-C stop the runs cleanly: their servers are stopped, finished
+    # episodes and the segments (CPU and wall seconds) are kept, and a later call resumes
+    signal.signal(signal.SIGTERM, stop_runs)
+    signal.signal(signal.SIGINT, stop_runs)
     configs = []
     for spec in args.config:
         name, _, rest = spec.partition("=")
@@ -202,13 +254,24 @@ def main() -> None:
             raise SystemExit(f"error: --config {spec!r}: {checkpoint} holds no checkpoint (config.json)")
         configs.append((name, checkpoint, flag == "think"))
     ids = select(Path(args.dataset), args.limit)
-    if not args.summarize_only:
-        for name, checkpoint, thinking in configs:
-            if not args.only or name in args.only:
+    chosen = [c for c in configs if not args.only or c[0] in args.only]
+    if args.grade_only:
+        for name, _, _ in chosen:
+            grade(name, args)
+    elif not args.summarize_only and args.parallel:
+        with concurrent.futures.ThreadPoolExecutor(len(chosen)) as pool:
+            for f in [pool.submit(run_config, name, checkpoint, thinking, ids, args)
+                      for name, checkpoint, thinking in chosen]:
+                f.result()
+    elif not args.summarize_only:
+        for name, checkpoint, thinking in chosen:
+            if not STOP.is_set():
                 run_config(name, checkpoint, thinking, ids, args)
+    if STOP.is_set():
+        raise SystemExit("stopped: the runs resume where they were with the same command")
     rows = [summarize(name, checkpoint, thinking, Path(args.out) / name) for name, checkpoint, thinking in configs]
     result = {"command": shlex.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]), "dataset": args.dataset,
-              "instances": ids, "workers": args.workers, "machine": f"{os.cpu_count()} CPU cores",
+              "instances": ids, "workers": args.workers, "summarized_on": f"{os.cpu_count()} CPU cores",
               "rows": rows}
     Path(args.out, "table.json").write_text(json.dumps(result, indent=2) + "\n")
     cols = ["config", "loops", "thinking", "instances", "resolved", "resolve_rate", "well_formed_answer_share",
