@@ -80,8 +80,8 @@ def start_server(checkpoint: str, port: int, args, log: Path) -> subprocess.Pope
     cmd = LOOPCODER + ["serve", "--model", checkpoint, "--host", "127.0.0.1", "--port", str(port),
                        "--max-model-len", "8192", "--max-batch", str(args.max_batch), "--served-model-name", "nano",
                        "--device", args.device]
-    if args.device == "cuda":  # several servers share the GPU (--parallel): each takes its share, not 90%
-        cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    if args.device == "cuda":  # servers share the GPU (--parallel): a KV pool of what they need, not 90% of it
+        cmd += ["--kv-cache-blocks", str(args.max_batch * 8192 // 16)]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -193,6 +193,8 @@ def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
             stops[stop["reason"]] += 1
             calls += stop["stats"].get("tool_calls", 0)
             well += stop["stats"].get("well_formed", 0)
+    statuses = [json.loads(p.read_text()) for p in sorted(out.glob("instances/*/status.json"))]
+    statuses = [st for st in statuses if st.get("prediction")]
     segments = [json.loads(line) for line in (out / "segments.jsonl").read_text().splitlines()] \
         if (out / "segments.jsonl").exists() else []
     episodes = len(steps)
@@ -209,7 +211,11 @@ def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
         "model_answers": answers, "tool_calls": calls,
         "steps_mean": round(sum(steps) / episodes, 2) if episodes else None,
         "stop_reasons": dict(stops),
-        # None, not 0, when no segment was recorded (a run stopped before its server's CPU time was read)
+        # one episode from start to end (its own clock; the runner's workers run several at once)
+        "episode_s_mean": round(sum(st["seconds"] for st in statuses) / len(statuses), 1) if statuses else None,
+        "output_tokens_mean": round(sum(st["tokens_out"] for st in statuses) / len(statuses)) if statuses else None,
+        # the server's CPU and the run's wall seconds over the episodes (with --workers N, wall is N episodes
+        # at once); None, not 0, when no segment was recorded (a run stopped before its server's CPU time was read)
         "server_cpu_s_per_episode": round(sum(s["server_cpu_s"] for s in segments) / episodes, 1)
         if episodes and segments else None,
         "wall_s_per_episode": round(sum(s["wall_s"] for s in segments) / episodes, 1) if episodes and segments else None,
@@ -233,7 +239,6 @@ def main() -> None:
     ap.add_argument("--runtime-set", action="append", help="runtime config override passed to swebench run, e.g. "
                     "sandbox.backend=local (hosts without Docker; grade later with --grade-only)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model servers run")
-    ap.add_argument("--gpu-memory-utilization", type=float, default=0.12, help="each server's share (cuda)")
     ap.add_argument("--parallel", action="store_true", help="run the configurations at once, one server each")
     ap.add_argument("--no-eval", action="store_true", help="episodes only; grade afterwards with --grade-only")
     ap.add_argument("--grade-only", action="store_true", help="grade the runs' predictions here (Docker)")
@@ -275,7 +280,8 @@ def main() -> None:
               "rows": rows}
     Path(args.out, "table.json").write_text(json.dumps(result, indent=2) + "\n")
     cols = ["config", "loops", "thinking", "instances", "resolved", "resolve_rate", "well_formed_answer_share",
-            "well_formed_tool_call_share", "steps_mean", "server_cpu_s_per_episode", "wall_s_per_episode"]
+            "well_formed_tool_call_share", "steps_mean", "output_tokens_mean", "episode_s_mean",
+            "server_cpu_s_per_episode", "wall_s_per_episode"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     Path(args.out, "table.md").write_text("\n".join(lines) + "\n")
