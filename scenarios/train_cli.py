@@ -18,7 +18,8 @@ console = Console()
 
 
 def collect_files(paths: list[Path]) -> list[Path]:
-    """JSONL files: the given files, and every *.jsonl under the given folders (sorted: a stable order)."""
+    """JSONL files: the given files (also gzipped sample files, e.g. a run's samples.jsonl.gz), and every *.jsonl
+    under the given folders (sorted: a stable order)."""
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -31,8 +32,13 @@ def collect_files(paths: list[Path]) -> list[Path]:
 
 
 def _first_record(path: Path) -> Optional[dict]:
-    with open(path, encoding="utf-8") as f:
-        line = f.readline()
+    import gzip
+
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
+            line = f.readline()
+    except (OSError, EOFError, UnicodeDecodeError):  # not gzip, truncated, not text
+        return None
     try:
         record = json.loads(line)
     except json.JSONDecodeError:

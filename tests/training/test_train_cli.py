@@ -86,3 +86,21 @@ def test_train_usage_errors_are_one_line(tmp_path, capsys):
         main(["model", "build-default", "--delta", str(tmp_path / "missing"), "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
     assert err.startswith("error: no delta in") and err.count("\n") == 1
+
+
+def test_a_runs_gzipped_samples_file_is_training_data(tmp_path):
+    import gzip
+
+    from loopcoder.scenarios.train_cli import load_training_samples
+    from nano_support import samples
+
+    want = samples(3)
+    gz = tmp_path / "samples.jsonl.gz"
+    gz.write_bytes(gzip.compress("".join(json.dumps(s) + "\n" for s in want).encode()))
+    plain = tmp_path / "more.jsonl"
+    plain.write_text(json.dumps(want[0]) + "\n")
+    fake = tmp_path / "fake.jsonl.gz"
+    fake.write_text("not gzip at all\n")
+    got, counts = load_training_samples([gz, plain, fake])
+    assert got == want + want[:1]
+    assert counts["sample files"] == 2 and counts["files that are not JSONL records"] == 1
