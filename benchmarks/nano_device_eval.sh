@@ -8,11 +8,14 @@
 #   bash benchmarks/nano_device_eval.sh build         join the GGUF, install .whl (pydantic, gguf; carried), build
 #                                                     the checkpoints: base (untrained, R=1), r1 and r2 (the shipped
 #                                                     deltas) under /tmp/nano/ckpt
-#   bash benchmarks/nano_device_eval.sh eval MIN      install .device/whl-agent (the agent's and runner's wheels,
+#   bash benchmarks/nano_device_eval.sh eval MIN [NAME=CHECKPOINT[:think] ...]
+#                                                     install .device/whl-agent (the agent's and runner's wheels,
 #                                                     carried), run nano_eval.py on .device/eval (carried: the
-#                                                     dataset and its bundles) for at most MIN minutes, all five
-#                                                     configurations at once; resumable (run it again); hands
-#                                                     back $OUT/eval.tgz.part-NN (run folders, without repositories)
+#                                                     dataset and its bundles) for at most MIN minutes, all
+#                                                     configurations at once (default: base, r1, r2, r1-think,
+#                                                     r2-think of /tmp/nano/ckpt); resumable (run it again);
+#                                                     hands back $OUT/eval.tgz.part-NN (run folders, without
+#                                                     repositories)
 set -euo pipefail
 mkdir -p /tmp/nano
 case "$1" in
@@ -31,16 +34,19 @@ case "$1" in
     source benchmarks/device_setup.sh
     git --version && python3 -m pytest --version
     # the whole import chain first: a missing wheel is one line here, not 250 failed episodes
-    python3 -c "import loopcoder.scenarios.swebench.config, loopcoder.scenarios.swebench.evaluation, loopcoder.agent.loop, loopcoder.tools.navigation, tree_sitter_language_pack; tree_sitter_language_pack.get_parser('python')"
+    python3 -c "import openai, fastapi, uvicorn, loopcoder.scenarios.swebench.config, loopcoder.scenarios.swebench.evaluation, loopcoder.agent.loop, loopcoder.tools.navigation, tree_sitter_language_pack; tree_sitter_language_pack.get_parser('python')"
     ck=/tmp/nano/ckpt
+    minutes=$2; shift 2
+    configs=("$@")
+    [ ${#configs[@]} -gt 0 ] || configs=(base=$ck/base r1=$ck/r1 r2=$ck/r2 r1-think=$ck/r1:think r2-think=$ck/r2:think)
+    args=(); for c in "${configs[@]}"; do args+=(--config "$c"); done
     # nano_eval.py stops its runs cleanly on SIGTERM (servers stopped, finished episodes kept)
-    timeout -s TERM -k 60 "$(( $2 * 60 ))" python3 benchmarks/nano_eval.py -d .device/eval/heldout50.jsonl \
-      --repos-dir .device/eval/repos --config base=$ck/base --config r1=$ck/r1 --config r2=$ck/r2 \
-      --config r1-think=$ck/r1:think --config r2-think=$ck/r2:think --limit 50 --workers "${WORKERS:-8}" \
+    timeout -s TERM -k 60 "$(( minutes * 60 ))" python3 benchmarks/nano_eval.py -d .device/eval/heldout50.jsonl \
+      --repos-dir .device/eval/repos "${args[@]}" --limit 50 --workers "${WORKERS:-8}" \
       --max-batch "${WORKERS:-8}" --device cuda --parallel --no-eval \
       --runtime-set sandbox.backend=local --runtime-set local.allow=true --out /tmp/nano/eval || echo "nano_eval exit $?"
     pkill -f "loopcoder.scenarios.cli serve" || true  # servers left by a killed nano_eval (own sessions)
-    for c in base r1 r2 r1-think r2-think; do
+    for c in "${configs[@]}"; do c=${c%%=*}
       echo "$c: $(cat /tmp/nano/eval/$c/preds.jsonl 2>/dev/null | wc -l) predictions"; done
     nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
     tar -czf - -C /tmp/nano eval | split -b 15M -d - "$OUT/eval.tgz.part-" ;;
