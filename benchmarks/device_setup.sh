@@ -4,7 +4,11 @@
 NS=/tmp/ns-$(basename "$PWD")
 mkdir -p "$NS/loopcoder" && for d in agent tools runtime model_server scenarios configs; do
   ln -sfn "$PWD/$d" "$NS/loopcoder/$d"; done
+# Two scripts sourcing this at once (runs side by side) would both write /tmp/site: one installs at a time.
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  (
+    command -v flock >/dev/null && flock 9
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  ) 9>/tmp/site.lock
 fi
 export PYTHONPATH=$NS:/tmp/site PYTHONUNBUFFERED=1
