@@ -252,9 +252,11 @@ def run_swebench(*, dataset: Optional[str], split: Optional[str], instance_ids: 
     overrides = list(swebench_set) + ([f"images={images}"] if images else [])
     cfg = load_swebench_config(swebench_config, overrides)
     runtime_cfg = load_runtime_config(overrides=list(runtime_set))
-    if evaluate and runtime_cfg.sandbox.backend != "docker":
+    if runtime_cfg.sandbox.backend != "docker" and evaluate:
         raise DatasetError("--eval grades in Docker only; run without --eval here, then `loopcoder swebench eval` "
                            "on a machine with Docker")
+    if runtime_cfg.sandbox.backend != "docker" and cfg.images == "official":
+        raise DatasetError("--images official needs Docker; sandbox.backend local runs without images")
     if resume and output is None:
         raise DatasetError("--resume needs the --output folder of the run to continue")
     if resume:
@@ -311,7 +313,8 @@ def run_swebench(*, dataset: Optional[str], split: Optional[str], instance_ids: 
             meta = rd.start({"run_id": run_id, "dataset": recorded_dataset, "split": split, "created": now(),
                              "model_name_or_path": model_name, "model_url": agent_cfg.model.url,
                              "executor": executor, "ray_address": ray_address, "workers": workers,
-                             "images": cfg.images, "sandbox": runtime_cfg.sandbox.backend, "instances": [i["instance_id"] for i in insts]}, resume)
+                             "images": cfg.images, "sandbox": runtime_cfg.sandbox.backend,
+                             "instances": [i["instance_id"] for i in insts]}, resume)
         except BaseException:
             runner.close()
             raise

@@ -76,10 +76,13 @@ def test_local_backend_without_the_opt_in_fails_the_instance_and_says_how_to_opt
     assert not (out / "preds.jsonl").exists() or pred_lines(out) == []
 
 
-def test_eval_with_the_local_backend_is_refused_before_anything_starts(tmp_path, mini, capsys):
+def test_eval_and_official_images_with_the_local_backend_are_refused_before_anything_starts(tmp_path, mini, capsys):
     code, stdout, err, out, model = _local_run(tmp_path, mini, capsys, *LOCAL, "--eval")
     assert code != 0
     assert "--eval grades in Docker only" in stdout + err
+    assert not out.exists() and not model.requests
+    code, stdout, err, out, model = _local_run(tmp_path, mini, capsys, *LOCAL, "--images", "official")
+    assert code != 0 and "--images official needs Docker" in stdout + err
     assert not out.exists() and not model.requests
 
 
