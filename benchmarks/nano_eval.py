@@ -18,6 +18,12 @@ Everything resumes: a configuration whose run folder exists is continued with th
 configurations. Instances: ``--limit N`` taken round-robin over the dataset's repositories (each
 package equally), in dataset order within a package.
 
+On a host without Docker (the GPU device: ``benchmarks/nano_device_eval.sh``): ``--device cuda`` serves on the
+GPU (each server with a KV pool of its own size, so several fit), ``--parallel`` runs the configurations at
+once, ``--runtime-set sandbox.backend=local --runtime-set local.allow=true`` runs the episodes without
+sandbox images and ``--no-eval`` leaves the grading out; back on a machine with Docker, ``--grade-only``
+grades every configuration's predictions (``loopcoder swebench eval``) and writes the table.
+
     python benchmarks/nano_eval.py -d /work/nanodata/heldout.jsonl --repos-dir /work/nanodata/repos \\
         --config base=.cache/nano-base --config r1=.cache/nano-r1 --config r2=.cache/nano-r2 \\
         --config r2-think=.cache/nano-r2:think --limit 50 --workers 3 --out benchmarks/results/nano-eval
