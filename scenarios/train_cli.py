@@ -53,7 +53,6 @@ def load_training_samples(paths: list[Path], all_episodes: bool = False) -> tupl
     episodes with ``all_episodes``); a sample file (lines with "request" and "answer") contributes its lines.
     Other JSONL files (predictions, status files) are skipped.
     """
-    from loopcoder.agent.requests import episode_requests
     from loopcoder.model_server.training.data import read_samples
 
     samples: list[dict] = []
@@ -68,6 +67,9 @@ def load_training_samples(paths: list[Path], all_episodes: bool = False) -> tupl
             count("files that are not JSONL records")
             continue
         if first.get("type") == "header":
+            # only trajectories need the agent (its tools: tree-sitter); sample files alone do not
+            from loopcoder.agent.requests import episode_requests
+
             episode = episode_requests(path)
             count("trajectories")
             if episode.stop_reason != "submitted" and not all_episodes:

@@ -104,3 +104,11 @@ def test_a_runs_gzipped_samples_file_is_training_data(tmp_path):
     got, counts = load_training_samples([gz, plain, fake])
     assert got == want + want[:1]
     assert counts["sample files"] == 2 and counts["files that are not JSONL records"] == 1
+    # sample files alone need neither the agent nor its tree-sitter (a GPU host may lack them)
+    import subprocess
+    import sys
+
+    probe = ("import sys; from pathlib import Path; from loopcoder.scenarios.train_cli import load_training_samples; "
+             f"assert len(load_training_samples([Path({str(gz)!r})])[0]) == 3; "
+             "print(sorted(m for m in sys.modules if m.startswith(('tree_sitter', 'loopcoder.agent'))))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
