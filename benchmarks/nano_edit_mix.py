@@ -1,4 +1,4 @@
-"""Edit-focused training samples for LoopCoder-Nano (docs/nano.md, "Next: edit-focused continued training").
+"""Edit-focused training samples for LoopCoder-Nano (docs/nano.md, "Edit-focused continued training").
 
 The held-out table shows the model failing at the edit: most `str_replace` calls are refused (identical
 strings, or an `old_str` that is not there). This script takes a training run's samples (`samples.jsonl.gz`
