@@ -20,11 +20,7 @@ import collections
 import gzip
 import json
 import random
-import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _names(sample: dict) -> list[str]:
     return [c["function"]["name"] for c in sample["answer"].get("tool_calls") or []]
@@ -68,7 +64,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--others-per-edit", type=float, default=1.0)
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT.parent))
     from loopcoder.model_server.training.data import read_samples
 
     samples = read_samples(args.samples)

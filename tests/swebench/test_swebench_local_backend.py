@@ -15,25 +15,14 @@ from pathlib import Path
 import pytest
 
 from loopcoder.agent import read_trajectory
-from loopcoder.scenarios.cli import main
 
 from instance_model import InstanceModel, gold_script, model_patch_lines
-from run_support import loopcoder_eval_report, pred_lines, status
+from run_support import loopcoder_eval_report, pred_lines, run_cli, status
 
 IID = "r1chardj0n3s__parse-162"
 LOCAL = ["--runtime-set", "sandbox.backend=local", "--runtime-set", "local.allow=true"]
 FAST = ["--set", "fsync=false", "--set", "model.backoff_initial_s=0.05"]
 PROBE = 'echo "PP=$PYTHONPATH"; echo "WD=$(pwd -P)"'
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _local_run(tmp_path: Path, mini: dict, capsys, *extra: str) -> tuple[int, str, str, Path, InstanceModel]:

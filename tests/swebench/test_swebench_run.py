@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 
 from loopcoder.agent import read_trajectory
-from loopcoder.scenarios.cli import main
 from loopcoder.scenarios.swebench.dataset import find_repo_source, repo_key
 
 from instance_model import InstanceModel, gold_script, model_patch_lines, submit_script
-from run_support import leaky_repo, loopcoder_eval_report, pred_lines, status
+from run_support import leaky_repo, loopcoder_eval_report, pred_lines, run_cli, status
 
 pytestmark = pytest.mark.docker
 TWO = ["r1chardj0n3s__parse-162", "Python-Markdown__markdown-1634"]
@@ -40,16 +39,6 @@ def bundled_repos(tmp_path: Path, insts: list[dict]) -> Path:
         src = find_repo_source(inst)
         shutil.copy(src, repos / src.name)
     return repos
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_run_fixes_two_instances_through_the_agent_and_eval_resolves_them(tmp_path, mini, base_image, capsys):
