@@ -16,34 +16,12 @@ delta (`loopcoder train --init-delta`):
 from __future__ import annotations
 
 import argparse
-import collections
 import gzip
 import json
 import random
 from pathlib import Path
 
-def _names(sample: dict) -> list[str]:
-    return [c["function"]["name"] for c in sample["answer"].get("tool_calls") or []]
-
-
-def final_edits(samples: list[dict]) -> list[int]:
-    """Index of each episode's last `str_replace` answer that no `undo` follows (episodes: the samples'
-    ``source.file``, in step order)."""
-    by_episode: dict[str, list[int]] = collections.defaultdict(list)
-    for i, s in enumerate(samples):
-        by_episode[s["source"]["file"]].append(i)
-    picked = []
-    for indices in by_episode.values():
-        last = None
-        for i in sorted(indices, key=lambda i: samples[i]["source"]["step"]):
-            names = _names(samples[i])
-            if "str_replace" in names:
-                last = i
-            if "undo" in names:
-                last = None
-        if last is not None:
-            picked.append(last)
-    return sorted(picked)
+from loopcoder.model_server.training.data import final_edits, read_samples
 
 
 def edit_mix(samples: list[dict], seed: int = 0, others_per_edit: float = 1.0) -> tuple[list[dict], dict]:
@@ -64,8 +42,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--others-per-edit", type=float, default=1.0)
     args = ap.parse_args()
-    from loopcoder.model_server.training.data import read_samples
-
     samples = read_samples(args.samples)
     if any("source" not in s or "file" not in s["source"] for s in samples):
         raise SystemExit(f"error: {args.samples}: samples without source.file (not from `loopcoder train`)")

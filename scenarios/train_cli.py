@@ -118,6 +118,8 @@ def train_command(
                                         "package's); with --resume, where it lies on this machine."),
     init_delta: Optional[Path] = typer.Option(None, "--init-delta", help="Start from this trained delta (a run's "
                                               "delta/, e.g. the shipped one) instead of fresh adapters."),
+    edit_weight: float = typer.Option(1.0, "--edit-weight", min=1.0, help="Loss weight of the tokens that write "
+                                      "what each episode's final str_replace changes (1: all tokens alike)."),
 ) -> None:
     """Fine-tune LoopCoder-Nano (LoRA; gates, loop scales and norm at two loops) on agent trajectories."""
     from loopcoder.model_server.training import trainer
@@ -139,7 +141,7 @@ def train_command(
                                   lora_alpha=lora_alpha, max_len=max_len, batch_tokens=batch_tokens,
                                   warmup_steps=warmup_steps, seed=seed, save_every=save_every,
                                   device=device or "cpu", gguf=str(gguf) if gguf else None,
-                                  sources=[str(p) for p in data])
+                                  sources=[str(p) for p in data], edit_weight=edit_weight)
         trainer.prepare_run(out, cfg, samples, init_delta=init_delta)
         console.print(f"run directory {out}: config.json, samples.jsonl.gz ({len(samples)} samples)")
         if prepare_only:

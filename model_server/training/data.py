@@ -9,12 +9,18 @@ server's own output parser reads the text back into the same message.
 
 A sample file is JSONL, one ``{"request": <chat completion body>, "answer": <assistant message>}`` per
 line (``loopcoder train`` writes them from agent trajectories).
+
+Edit emphasis (``loopcoder train --edit-weight``): in an episode's final ``str_replace`` answer, the few
+tokens that write what ``new_str`` changes against ``old_str`` decide whether the edit fixes anything; the
+rest copies the viewed code. Those tokens can carry a larger weight in the loss (``changed_spans``,
+``final_edits``).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from ..api.errors import BadRequest
 from ..api.output_parsers import ChatOutputParser
@@ -36,6 +42,7 @@ class Encoded:
 
     prompt_ids: list[int]
     answer_ids: list[int]
+    answer_weights: Optional[list[float]] = None  # per answer token; None: all 1
 
     @property
     def length(self) -> int:
@@ -102,8 +109,11 @@ def answer_text(tokenizer, request: ChatCompletionRequest, prompt_text: str, ans
     return text[:end + len(eos)]
 
 
-def encode_sample(tokenizer, sample: dict, check_parse: bool = True) -> Encoded:
-    """Token ids of one sample, the prompt exactly as the server renders the request."""
+def encode_sample(tokenizer, sample: dict, check_parse: bool = True, edit_weight: float = 1.0) -> Encoded:
+    """Token ids of one sample, the prompt exactly as the server renders the request.
+
+    ``edit_weight`` != 1: the answer tokens that write a ``str_replace`` change (``changed_spans``) get that
+    weight in the loss, the others 1."""
     try:
         request = ChatCompletionRequest.model_validate(sample["request"])
         prompt = render_chat(tokenizer, request)
@@ -117,8 +127,73 @@ def encode_sample(tokenizer, sample: dict, check_parse: bool = True) -> Encoded:
     text = answer_text(tokenizer, request, prompt.text, answer)
     if check_parse:
         _check_parses_back(text, prompt, answer, tokenizer.eos_token)
-    answer_ids = tokenizer(text, add_special_tokens=False).input_ids
-    return Encoded(list(prompt.token_ids), list(answer_ids))
+    if edit_weight == 1.0:
+        answer_ids = tokenizer(text, add_special_tokens=False).input_ids
+        return Encoded(list(prompt.token_ids), list(answer_ids))
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = changed_spans(text, answer)
+    weights = [edit_weight if any(a < end and b > start for start, end in spans) else 1.0
+               for a, b in encoded.offset_mapping]
+    return Encoded(list(prompt.token_ids), list(encoded.input_ids), weights)
+
+
+def changed_spans(text: str, answer: dict) -> list[tuple[int, int]]:
+    """Character spans of ``text`` (an answer as rendered) that write what each ``str_replace`` call of
+    ``answer`` changes: the part of ``new_str`` between the prefix and the suffix it shares with
+    ``old_str``; for a pure deletion, the one character after the shared prefix (where the copy must stop).
+    A call whose ``new_str`` is not found as JSON in ``text`` gives no span."""
+    spans: list[tuple[int, int]] = []
+    searched = 0
+    for call in answer.get("tool_calls") or []:
+        if call["function"]["name"] != "str_replace":
+            continue
+        try:
+            args = json.loads(call["function"]["arguments"] or "{}")
+        except json.JSONDecodeError:
+            continue
+        old, new = args.get("old_str"), args.get("new_str")
+        if not isinstance(old, str) or not isinstance(new, str) or old == new:
+            continue
+        prefix = 0
+        while prefix < min(len(old), len(new)) and old[prefix] == new[prefix]:
+            prefix += 1
+        suffix = 0
+        while suffix < min(len(old), len(new)) - prefix and old[-1 - suffix] == new[-1 - suffix]:
+            suffix += 1
+        for ascii_only in (False, True):
+            dump = lambda v: json.dumps(v, ensure_ascii=ascii_only)  # noqa: E731
+            at = text.find('"new_str": ' + dump(new), searched)
+            if at < 0:
+                continue
+            start = at + len('"new_str": ') + len(dump(new[:prefix])) - 1  # after the opening quote + prefix
+            end = start + len(dump(new[prefix:len(new) - suffix])) - 2
+            spans.append((start, max(end, start + 1)))
+            searched = at + 1
+            break
+    return spans
+
+
+def final_edits(samples: list[dict]) -> list[int]:
+    """Indices of each episode's last ``str_replace`` answer that no ``undo`` follows (episodes: the samples'
+    ``source.file``, in ``source.step`` order; samples without a source are in no episode). Teacher episodes
+    are kept only when they resolve, so that edit is the fix; deliberate wrong first edits are not in it."""
+    by_episode: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        source = s.get("source") or {}
+        if "file" in source and "step" in source:
+            by_episode.setdefault(source["file"], []).append(i)
+    picked = []
+    for indices in by_episode.values():
+        last = None
+        for i in sorted(indices, key=lambda i: samples[i]["source"]["step"]):
+            names = [c["function"]["name"] for c in samples[i]["answer"].get("tool_calls") or []]
+            if "str_replace" in names:
+                last = i
+            if "undo" in names:
+                last = None
+        if last is not None:
+            picked.append(last)
+    return sorted(picked)
 
 
 def _check_parses_back(text: str, prompt, answer: dict, eos: str) -> None:

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ModelError
 from . import lora
 from .base_model import build_base_model, gguf_path, sha256_file, write_tokenizer
-from .data import Encoded, SampleError, encode_sample, read_samples
+from .data import Encoded, SampleError, encode_sample, final_edits, read_samples
 
 CONFIG, SAMPLES, LOSS_LOG, LOSS_PNG, STATE, DELTA = ("config.json", "samples.jsonl.gz", "loss.jsonl", "loss.png",
                                                      "state", "delta")
@@ -75,6 +75,8 @@ class TrainConfig(BaseModel):
     sources: list[str] = Field(default_factory=list, description="where the samples came from")
     init_delta_sha256: Optional[str] = Field(None, description="the run starts from the delta copied into "
                                              "init_delta/ (its tensors' sha256), not from fresh adapters")
+    edit_weight: float = Field(1.0, ge=1.0, description="loss weight of the answer tokens that write what an "
+                               "episode's final str_replace changes (data.changed_spans); 1: plain mean")
 
 
 # -- the model being trained -------------------------------------------------------------------------
@@ -182,30 +184,48 @@ def plan_steps(lengths: list[int], cfg: TrainConfig) -> list[list[int]]:
             return out
 
 
-def collate(samples: list[Encoded], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(samples: list[Encoded], pad_id: int, device) -> tuple[torch.Tensor, ...]:
     """(ids [B, T] right-padded, valid [B, T], targets [B, T]: the next token where it is an answer token,
-    else -100)."""
+    else -100, weights [B, T]: each target's loss weight, 1 unless the sample says otherwise)."""
     longest = max(s.length for s in samples)
     ids = torch.full((len(samples), longest), pad_id, dtype=torch.long)
     valid = torch.zeros(len(samples), longest, dtype=torch.bool)
     targets = torch.full((len(samples), longest), -100, dtype=torch.long)
+    weights = torch.ones(len(samples), longest)
     for row, s in enumerate(samples):
         seq = s.prompt_ids + s.answer_ids
         ids[row, :len(seq)] = torch.tensor(seq)
         valid[row, :len(seq)] = True
         p = len(s.prompt_ids)
         targets[row, p - 1:len(seq) - 1] = torch.tensor(s.answer_ids)  # position t predicts token t+1
-    return ids.to(device), valid.to(device), targets.to(device)
+        if s.answer_weights is not None:
+            weights[row, p - 1:len(seq) - 1] = torch.tensor(s.answer_weights)
+    return ids.to(device), valid.to(device), targets.to(device), weights.to(device)
 
 
-def batch_loss(tm: TrainModel, ids, valid, targets) -> torch.Tensor:
+@dataclass
+class BatchLoss:
+    objective: torch.Tensor  # what is minimised: the weighted mean cross-entropy of the answer tokens
+    mean: float  # the plain mean (the "loss" of the log, comparable across runs whatever their weights)
+    emphasized: Optional[float]  # the plain mean over the tokens weighted above 1; None: there are none
+    emphasized_tokens: int
+
+
+def batch_loss(tm: TrainModel, ids, valid, targets, weights=None) -> BatchLoss:
     use_bf16 = ids.is_cuda
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
         hidden = tm.hidden(ids, valid)
         picked = targets != -100
         h = tm.model.model.norm(hidden[picked])
         logits = tm.model.lm_head(h).float()
-    return torch.nn.functional.cross_entropy(logits, targets[picked])
+    if weights is None or bool((weights[picked] == 1).all()):
+        loss = torch.nn.functional.cross_entropy(logits, targets[picked])
+        return BatchLoss(loss, loss.item(), None, 0)
+    per_token = torch.nn.functional.cross_entropy(logits, targets[picked], reduction="none")
+    w = weights[picked]
+    heavy = w > 1
+    return BatchLoss((per_token * w).sum() / w.sum(), per_token.mean().item(),
+                     per_token[heavy].mean().item() if bool(heavy.any()) else None, int(heavy.sum()))
 
 
 # -- run state -----------------------------------------------------------------------------------
@@ -342,7 +362,9 @@ def train(out: str | Path, max_minutes: Optional[float] = None, device: Optional
     from ..plt.tokenizer import load_tokenizer
     tokenizer = load_tokenizer(tok_dir)
 
-    encoded, skipped = encode_all(tokenizer, read_samples(out / SAMPLES), cfg.max_len)
+    samples = read_samples(out / SAMPLES)
+    emphasized = set(final_edits(samples)) if cfg.edit_weight != 1.0 else set()
+    encoded, skipped = encode_all(tokenizer, samples, cfg.max_len, cfg.edit_weight, emphasized)
     steps = plan_steps([e.length for e in encoded], cfg)
     params = tm.trainable()
     optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -382,16 +404,16 @@ def train(out: str | Path, max_minutes: Optional[float] = None, device: Optional
     window_tokens, window_start = 0, time.monotonic()
     while step < len(steps):
         batch = [encoded[i] for i in steps[step]]
-        ids, valid, targets = collate(batch, pad, cfg.device)
-        loss = batch_loss(tm, ids, valid, targets)
-        loss.backward()
+        ids, valid, targets, weights = collate(batch, pad, cfg.device)
+        loss = batch_loss(tm, ids, valid, targets, weights)
+        loss.objective.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        last_loss = loss.item()
+        last_loss = loss.mean
         tokens = int(valid.sum())
         window_tokens += tokens
         now = time.monotonic()
@@ -399,6 +421,9 @@ def train(out: str | Path, max_minutes: Optional[float] = None, device: Optional
         entry = {"step": step, "loss": round(last_loss, 6), "lr": lr, "samples": len(batch), "tokens": tokens,
                  "answer_tokens": int((targets != -100).sum()), "tokens_per_s": round(rate, 1),
                  "elapsed_s": round(now - started, 2)}
+        if cfg.edit_weight != 1.0:
+            entry.update(objective=round(loss.objective.item(), 6), emphasized_tokens=loss.emphasized_tokens,
+                         emphasized_loss=None if loss.emphasized is None else round(loss.emphasized, 6))
         with open(out / LOSS_LOG, "a") as f:
             f.write(json.dumps(entry) + "\n")
         if progress:
@@ -419,12 +444,14 @@ def train(out: str | Path, max_minutes: Optional[float] = None, device: Optional
     return RunResult(step, len(steps), finished, last_loss, rate, skipped, out)
 
 
-def encode_all(tokenizer, samples: list[dict], max_len: int) -> tuple[list[Encoded], dict[str, int]]:
-    """Encoded samples that fit ``max_len``; counts of those left out, by reason."""
+def encode_all(tokenizer, samples: list[dict], max_len: int, edit_weight: float = 1.0,
+               emphasized: frozenset[int] | set[int] = frozenset()) -> tuple[list[Encoded], dict[str, int]]:
+    """Encoded samples that fit ``max_len``; counts of those left out, by reason. The samples whose index is
+    in ``emphasized`` weigh their changed edit tokens by ``edit_weight``."""
     out, skipped = [], {}
-    for s in samples:
+    for i, s in enumerate(samples):
         try:
-            e = encode_sample(tokenizer, s)
+            e = encode_sample(tokenizer, s, edit_weight=edit_weight if i in emphasized else 1.0)
         except SampleError as exc:
             key = str(exc).split(":")[0]
             skipped[key] = skipped.get(key, 0) + 1
