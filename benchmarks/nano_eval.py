@@ -10,6 +10,9 @@ Nano agent config, then the real evaluation) and reads back from the run folder:
   trajectory: ``model_response`` events minus ``format_error`` events), and the agent's own
   ``well_formed_share`` (tool calls that parsed and matched a tool's schema / tool calls);
 - steps per episode (the stop event's step) and why episodes stopped;
+- the edits (``edits``): every ``str_replace`` result, applied or refused and why (``edit_outcome``), and how
+  many final patches change a line the gold patch changes (``patch_at_gold_lines``: the edit found the bug's
+  place, right or wrong);
 - CPU seconds per episode of the model server (utime + stime of the ``loopcoder serve`` process over the
   run, from /proc; sandboxes and the runner not included) and wall seconds per episode.
 
@@ -179,16 +182,56 @@ def count_preds(out: Path) -> int:
     return sum(1 for line in p.read_text().splitlines() if line.strip()) if p.exists() else 0
 
 
-def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
+# str_replace results by their tool's refusal text (tools/edit); the first that matches names the outcome
+EDIT_REFUSALS = (("old_str and new_str are the same", "identical"), ("bad arguments", "bad_arguments"),
+                 ("already ran", "repeated_call"), ("no such file", "no_such_file"),
+                 ("old_str not found", "old_str_not_found"))
+
+
+def edit_outcome(result: dict) -> str:
+    """``applied`` for a str_replace that changed the file, else why the tool refused it."""
+    if result.get("ok"):
+        return "applied"
+    return next((name for text, name in EDIT_REFUSALS if text in result.get("output", "")), "other_error")
+
+
+def changed_lines(patch: str) -> set[tuple[str, int]]:
+    """(file, line) of the original lines a unified diff removes or replaces; a pure insertion counts the
+    line it follows."""
+    from unidiff import PatchSet
+
+    lines = set()
+    for f in PatchSet(patch):
+        path = f.source_file[2:] if f.source_file.startswith("a/") else f.source_file
+        for hunk in f:
+            previous = hunk.source_start - 1
+            for line in hunk:
+                if line.is_removed:
+                    lines.add((path, line.source_line_no))
+                elif line.is_added:
+                    lines.add((path, previous))
+                if line.source_line_no is not None:
+                    previous = line.source_line_no
+    return lines
+
+
+def gold_patches(dataset: Path) -> dict[str, str]:
+    """instance_id -> the gold patch, from the dataset's JSONL."""
+    rows = [json.loads(line) for line in dataset.read_text().splitlines() if line.strip()]
+    return {r["instance_id"]: r["patch"] for r in rows}
+
+
+def summarize(name: str, checkpoint: str, thinking: bool, out: Path, gold: dict[str, str] | None = None) -> dict:
     from loopcoder.model_server.plt.configuration import IQuestPLTCoderConfig, LoopSpec
     from loopcoder.scenarios.swebench.report import latest_eval
 
     evaluation = latest_eval(out) or {}
     verdicts = {r["instance_id"]: r["status"] for r in evaluation.get("instances", [])}
     answers = usable = calls = well = 0
-    steps, stops = [], collections.Counter()
+    steps, stops, edits = [], collections.Counter(), collections.Counter()
     for traj in sorted(out.glob("instances/*/trajectory.jsonl")):
         events = [json.loads(line) for line in traj.read_text().splitlines() if line.strip()]
+        edits.update(edit_outcome(e) for e in events if e["type"] == "tool_result" and e["name"] == "str_replace")
         n_ans = sum(e["type"] == "model_response" for e in events)
         n_err = sum(e["type"] == "format_error" for e in events)
         answers += n_ans
@@ -207,6 +250,10 @@ def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
     # the loops the server runs: the checkpoint's num_loops override, else its trained count
     loops = LoopSpec.from_config(IQuestPLTCoderConfig.from_pretrained(checkpoint), warn=False).num_loops
     resolved = sum(v == "resolved" for v in verdicts.values())
+    preds = [json.loads(line) for line in (out / "preds.jsonl").read_text().splitlines() if line.strip()] \
+        if (out / "preds.jsonl").exists() else []
+    patches = {p["instance_id"]: p["model_patch"] for p in preds if p.get("model_patch")}
+    at_gold = sum(bool(changed_lines(p) & changed_lines(gold[i])) for i, p in patches.items() if gold and i in gold)
     return {
         "config": name, "checkpoint": checkpoint, "loops": loops, "thinking": thinking,
         "instances": len(verdicts), "episodes": episodes, "resolved": resolved,
@@ -217,6 +264,8 @@ def summarize(name: str, checkpoint: str, thinking: bool, out: Path) -> dict:
         "model_answers": answers, "tool_calls": calls,
         "steps_mean": round(sum(steps) / episodes, 2) if episodes else None,
         "stop_reasons": dict(stops),
+        "edits": {"str_replace_calls": sum(edits.values()), **dict(edits.most_common())},
+        "non_empty_patches": len(patches), "patch_at_gold_lines": at_gold if gold else None,
         # one episode from start to end (its own clock; the runner's workers run several at once)
         "episode_s_mean": round(sum(st["seconds"] for st in statuses) / len(statuses), 1) if statuses else None,
         "output_tokens_mean": round(sum(st["tokens_out"] for st in statuses) / len(statuses)) if statuses else None,
@@ -280,13 +329,15 @@ def main() -> None:
                 run_config(name, checkpoint, thinking, ids, args)
     if STOP.is_set():
         raise SystemExit("stopped: the runs resume where they were with the same command")
-    rows = [summarize(name, checkpoint, thinking, Path(args.out) / name) for name, checkpoint, thinking in configs]
+    gold = gold_patches(Path(args.dataset))
+    rows = [summarize(name, checkpoint, thinking, Path(args.out) / name, gold) for name, checkpoint, thinking in configs]
     result = {"command": shlex.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]), "dataset": args.dataset,
               "instances": ids, "workers": args.workers, "summarized_on": f"{os.cpu_count()} CPU cores",
               "rows": rows}
     Path(args.out, "table.json").write_text(json.dumps(result, indent=2) + "\n")
     cols = ["config", "loops", "thinking", "instances", "resolved", "resolve_rate", "well_formed_answer_share",
-            "well_formed_tool_call_share", "steps_mean", "output_tokens_mean", "episode_s_mean",
+            "well_formed_tool_call_share", "steps_mean", "non_empty_patches", "patch_at_gold_lines",
+            "output_tokens_mean", "episode_s_mean",
             "server_cpu_s_per_episode", "wall_s_per_episode"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
