@@ -19,7 +19,7 @@ from loopcoder.agent.config import AgentConfig
 from loopcoder.agent.context import ContextWindow, compact_schema
 from loopcoder.agent.plan import PlanBook
 from loopcoder.agent.templates import Prompts
-from loopcoder.agent.toolcalls import ParsedAnswer, ToolCall, check_calls, parse_answer
+from loopcoder.agent.toolcalls import ParsedAnswer, ToolCall, check_calls, parse_answer, refuse_cut_call
 from loopcoder.agent.trajectory import (ContextEvent, FormatError, ModelAnswer, ModelRequest, PhaseStart,
                                         PlanEvent, Retry, ToolCallEvent, ToolResultEvent, Trajectory)
 from loopcoder.tools.registry import ToolRegistry
@@ -229,6 +229,7 @@ class Agent:
                 return Outcome(exc.stop_reason, str(exc))
             parsed = parse_answer(answer.content, answer.tool_calls, f"call_{self.budget.steps}")
             check_calls(parsed, phase.registry, self.all_tools, phase.name)
+            refuse_cut_call(parsed, answer.finish_reason)
             phase.add(self.assistant_message(answer, parsed))
             outcome, tool_time = self.run_calls(phase, parsed)
             if parsed.well_formed:

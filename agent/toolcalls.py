@@ -108,6 +108,21 @@ def check_calls(answer: ParsedAnswer, registry: ToolRegistry, all_tools: list[st
             call.error = f"bad arguments for {call.name}: {validation_message(exc)}"
 
 
+CUT_CALL = ("your answer was cut at max_tokens inside this call, so it was not run (its arguments end where the "
+            "answer stopped); send it again, shorter: for str_replace, old_str holds only the lines that change")
+
+
+def refuse_cut_call(answer: ParsedAnswer, finish_reason: Optional[str]) -> None:
+    """An answer cut at max_tokens whose last call needed a JSON repair was cut inside that call: its arguments
+    are whatever the repair closed (a str_replace would apply half a new_str, a shell half a command), so it
+    is refused, not run. Calls before it, and a last call that parsed as it was, are whole."""
+    if finish_reason != "length" or not answer.calls:
+        return
+    last = answer.calls[-1]
+    if last.repaired and not last.unreadable:
+        last.error = CUT_CALL
+
+
 def _native_call(tc: dict[str, Any], fallback_id: str) -> ToolCall:
     fn = tc.get("function") or {}
     call_id = tc.get("id") or fallback_id

@@ -84,3 +84,30 @@ def test_the_planner_cannot_edit_even_when_it_names_a_write_tool(scripted, repo,
         "repo_map", "find_definition", "find_references", "outline", "search", "view", "write_plan"]
     assert result.patch.empty  # nothing the planner sent changed the workspace
     assert of_type(events, "plan")[0].action == "written"
+
+
+def test_a_call_cut_at_max_tokens_is_refused_not_run_half_written(scripted, repo, tmp_path):
+    """The JSON repair would close a call cut by max_tokens; running it would apply half a new_str or half a
+    command. It is refused with the reason; a whole call before the cut still runs."""
+    half_edit = ('<tool_call>\n{"name": "str_replace", "arguments": {"path": "stats.py", "old_str": %s, "new_str": '
+                 '"        return ordered[middle]\\n    return ordered' % json.dumps(FIX_OLD))  # valid Python, wrong
+    server = scripted([
+        answer(half_edit, finish_reason="length"),
+        answer('<tool_call>{"name": "shell", "arguments": {"command": "rm stats.py; echo', finish_reason="length"),
+        # a whole call, then text cut at max_tokens: the call runs
+        answer('<tool_call>{"name": "view", "arguments": {"path": "stats.py"}}</tool_call>\nNext I will',
+               finish_reason="length"),
+        # the same half edit without the cut (a model that forgot to close its JSON): repaired and run as before
+        answer(half_edit),
+        call("submit", {}),
+    ])
+    result, events = episode(config(server.url, mode="single", max_format_errors=10), repo, tmp_path / "run")
+    assert result.reason == "submitted"
+    cut = "error: your answer was cut at max_tokens inside this call, so it was not run"
+    assert sent_after(server, 0)[0]["content"].startswith(cut)
+    assert sent_after(server, 1)[0]["content"].startswith(cut)
+    assert sent_after(server, 2)[0]["content"].startswith("stats.py (lines 1-")
+    assert "def median" in sent_after(server, 2)[0]["content"]  # the file is still there and still whole
+    assert sent_after(server, 3)[0]["content"].startswith("replaced 1 occurrence in stats.py")
+    assert [e.ok for e in of_type(events, "tool_result")][:3] == [False, False, True]
+    assert result.stats["edits_applied"] == 1 and result.stats["format_errors"] == 2
