@@ -33,6 +33,9 @@ class ChatPrompt:
     parse_tools: bool        # tools were offered: parse <tool_call> blocks
     max_calls: int | None    # 1 when parallel_tool_calls is false
     forced: str | None = None  # "required" or "named": the prefill opened a tool call
+    # leading tokens the conversation's next prompt will share: the history without the generation prompt
+    # (render_chat(history=True); 0: not computed)
+    history_tokens: int = 0
 
 
 def message_text(message: ChatMessage, index: int) -> str | None:
@@ -90,8 +93,13 @@ def forced_prefill(request: ChatCompletionRequest) -> tuple[bool, str]:
     return True, TOOL_START + "\n" + '{"name": ' + json.dumps(choice.function.name) + ', "arguments": '
 
 
-def render_chat(tokenizer, request: ChatCompletionRequest) -> ChatPrompt:
-    """Render a chat request with the checkpoint's chat template and tokenize it."""
+def render_chat(tokenizer, request: ChatCompletionRequest, history: bool = False) -> ChatPrompt:
+    """Render a chat request with the checkpoint's chat template and tokenize it.
+
+    ``history``: also find ``history_tokens``, the prompt's leading tokens that render the messages alone
+    (no generation prompt). An agent's next request re-sends those messages and appends the answer, so
+    its prompt shares them, while the generation prompt (``<|im_start|>assistant``, an empty think block)
+    is not re-sent as it was: the engine keeps the loop state there (``SamplingParams.snapshot_at``)."""
     if not getattr(tokenizer, "chat_template", None):
         raise BadRequest("this model has no chat template: use /v1/completions with a raw prompt", param="messages")
     kwargs = dict(request.chat_template_kwargs or {})
@@ -116,8 +124,15 @@ def render_chat(tokenizer, request: ChatCompletionRequest) -> ChatPrompt:
     text += prefill
     ids = tokenizer(text, add_special_tokens=False).input_ids
     forced = None if not prefill else "required" if request.tool_choice == "required" else "named"
+    shared = 0
+    if history:
+        past = tokenizer(tokenizer.apply_chat_template(template_messages(request), tools=tools, tokenize=False,
+                                                       add_generation_prompt=False, **kwargs),
+                         add_special_tokens=False).input_ids
+        while shared < min(len(past), len(ids)) and past[shared] == ids[shared]:
+            shared += 1
     return ChatPrompt(text, ids, prefill, starts_in_think, offer_tools,
-                      None if request.parallel_tool_calls else 1, forced)
+                      None if request.parallel_tool_calls else 1, forced, shared)
 
 
 def completion_prompts(tokenizer, request: CompletionRequest) -> list[tuple[list[int], str]]:

@@ -176,10 +176,14 @@ class OpenAIServing:
         req.check_supported()
         legacy = req.legacy_functions
         req = req.with_tools()
-        prompt = render_chat(self.tokenizer, req)
+        # where the next turn's prompt will leave this one: only an engine that keeps loop states (R > 1,
+        # prefix caching on) uses it
+        prompt = render_chat(self.tokenizer, req, history=getattr(self.engine, "keeps_loop_states", False))
         grammar = chat_grammar(req, prompt, self.constrain_tool_calls)
         grammar_param = "response_format" if req.response_format is not None and not prompt.forced else "tools"
         params = self.sampling(req, len(prompt.token_ids), prompt_param, grammar)
+        if prompt.history_tokens:
+            params = params.model_copy(update={"snapshot_at": prompt.history_tokens})
         return ChatPlan(req, prompt, params, legacy, grammar_param)
 
     async def chat(self, req: ChatCompletionRequest, request: Request) -> Response:

@@ -307,7 +307,9 @@ class LLMEngine:
                 chunk.seq.num_computed += chunk.length
                 self.blocks.register(chunk.seq)
                 self.counters["prompt_tokens"] += chunk.length
-                if self.snapshots is not None and not chunk.seq.in_prefill:  # its prompt ends here
+                # its prompt ends here, or its snapshot point (scheduler.snapshot_point) does
+                if self.snapshots is not None and (not chunk.seq.in_prefill or chunk.seq.num_computed
+                                                   == self.scheduler.snapshot_point(chunk.seq)):
                     key = self.snapshots.key(chunk.seq, chunk.seq.num_computed)
                     if key in self.snapshots:
                         self.snapshots.touch(key)
@@ -577,6 +579,11 @@ class AsyncLLMEngine:
     def vocab_size(self) -> int:
         """The model's vocabulary (its logits), which may be larger than the tokenizer's."""
         return self.engine.vocab_size
+
+    @property
+    def keeps_loop_states(self) -> bool:
+        """Loop-state snapshots are on (R > 1, prefix caching): SamplingParams.snapshot_at is worth setting."""
+        return self.engine.snapshots is not None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -18,7 +18,11 @@ exactly the rings and carry of an uncached run: whatever the start is wrong abou
 the end depends on.
 
 Loop-state snapshots (loop_state.py) shorten that: the engine keeps the rings and carry of recent
-prompts' ends (position P, taken when a sequence's prefill target is reached, before any decode step).
+prompts' ends (position P, taken when a sequence's prefill target is reached, before any decode step),
+and of a request's ``snapshot_at`` point (``snapshot_point``: rounded down to a block; its prefill chunk
+is cut there so the state exists). A chat's next prompt leaves the previous one a few tokens before P
+(the generation prompt, e.g. an empty think block, is not part of the history it re-sends), so the hit
+ends below P and only a snapshot at the history's end, which the API server names, is in reach.
 At admission, the snapshot of the request's own first P tokens with the largest P in
 (hit end - recompute_tail, hit end] (and P below the prefill target: its last token is computed for
 its logits) is restored into the slot and the first chunk starts at P, not fresh: positions P.. are then
@@ -108,7 +112,7 @@ class Scheduler:
                 if chunk is None:
                     break
             else:
-                length = min(seq.prefill_target - seq.num_computed, budget)
+                length = self._cut(seq, seq.num_computed, min(seq.prefill_target - seq.num_computed, budget))
                 if not self.blocks.can_grow(seq, seq.num_computed + length):
                     break
                 chunk = PrefillChunk(seq, seq.num_computed, length, write_from=seq.num_cached)
@@ -117,6 +121,20 @@ class Scheduler:
             budget -= chunk.length
             context += chunk.start + chunk.length
         return chunks
+
+    def snapshot_point(self, seq: Sequence) -> int:
+        """Where, below its prompt's end, this request's loop state is also kept: ``params.snapshot_at``
+        rounded down to a block (a later hit ends on a block boundary at or above it), or 0: none."""
+        if self.snapshots is None or not seq.params.snapshot_at:
+            return 0
+        bs = self.blocks.block_size
+        point = seq.params.snapshot_at // bs * bs
+        return point if 0 < point < len(seq.prompt_ids) else 0
+
+    def _cut(self, seq: Sequence, start: int, length: int) -> int:
+        """A chunk's length, cut so that it ends at the request's snapshot point when it would cross it."""
+        point = self.snapshot_point(seq)
+        return point - start if start < point < start + length else length
 
     def _admission(self, seq: Sequence, budget: int) -> tuple[list[int], int, int, tuple | None] | None:
         """(cached blocks hit, first position to compute, chunk length, (snapshot key, snapshot) to resume
@@ -129,7 +147,7 @@ class Scheduler:
             found = self.snapshots.find(seq, start, min(len(hit) * bs, seq.prefill_target - 1))
             if found is not None:
                 start = found[0][0]
-        length = min(seq.prefill_target - start, budget)
+        length = self._cut(seq, start, min(seq.prefill_target - start, budget))
         if max(0, -(-(start + length) // bs) - len(hit)) > self.blocks.free_after_taking(hit):
             return None
         return hit, start, length, found

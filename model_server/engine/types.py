@@ -50,6 +50,10 @@ class SamplingParams(BaseModel):
     logit_bias: dict[int, float] = Field(default_factory=dict)
     logprobs: int | None = Field(None, ge=0, le=20)
     grammar: GrammarSpec | None = None
+    # A caching hint, not a decoding setting: also keep the loop state (loop_state.py) at this prompt
+    # position, rounded down to a block, where the client's next prompt will leave this one (a chat
+    # history's end, before the generation prompt: the API server sets it). Changes no token.
+    snapshot_at: int | None = Field(None, ge=1)
 
     @property
     def penalized(self) -> bool:

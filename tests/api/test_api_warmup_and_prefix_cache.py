@@ -86,7 +86,7 @@ def test_cached_tokens_in_usage_and_metrics(tiny_server):
     second = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": prompt + [7, 8], "max_tokens": 2,
                                                        "temperature": 0}, timeout=60).json()
     assert second["usage"]["prompt_tokens_details"] == {"cached_tokens": 96 - 15}
-    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hello " * 40}], "max_tokens": 2,
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "usage and metrics " * 20}], "max_tokens": 2,
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
     httpx.post(url + "/v1/chat/completions", json=chat, timeout=60)
     with httpx.stream("POST", url + "/v1/chat/completions", json=chat, timeout=60) as r:
@@ -99,8 +99,9 @@ def test_cached_tokens_in_usage_and_metrics(tiny_server):
     assert values["loopcoder_prefix_cache_skipped_tokens_total"] >= 81 + usage["prompt_tokens_details"]["cached_tokens"]
     assert values["loopcoder_prefix_cache_hit_tokens_total"] > values["loopcoder_prefix_cache_skipped_tokens_total"]
     assert values["loopcoder_prefix_cache_blocks"] > 0
-    # no prompt here extends an earlier prompt's end up to a block boundary: no loop-state snapshot to resume
-    assert values["loopcoder_prefix_cache_snapshot_hits_total"] == hits_before
+    # the completions never reach an earlier prompt's end on a block boundary; the chat sent again resumes
+    # from the snapshot its first sending kept at its history's end (before the generation prompt)
+    assert values["loopcoder_prefix_cache_snapshot_hits_total"] == hits_before + 1
     assert values["loopcoder_loop_state_snapshots"] > 0
 
 
@@ -117,3 +118,50 @@ def test_serve_settings_reach_the_engine_config(expected, tiny_checkpoint):
     assert engine_cfg.gpu_memory_utilization == 0.5 and engine_cfg.num_kv_blocks == 77
     assert engine_cfg.enable_prefix_caching is expected and engine_cfg.max_model_len is None
     assert engine_cfg.async_scheduling is expected
+
+
+def test_a_chat_conversation_resumes_each_turn_from_the_history_snapshot(tiny_server, tiny_checkpoint):
+    """An agent re-sends its conversation with the answer and a tool result appended. The next prompt leaves
+    the previous one where the generation prompt began; the server names that point (history_tokens), the
+    engine keeps the loop state at its block boundary, and every later turn resumes there: one snapshot hit
+    per turn, and the usage's cached tokens reach that point."""
+    import json
+
+    from loopcoder.model_server.api.prompts import render_chat
+    from loopcoder.model_server.api.protocol import ChatCompletionRequest
+    from loopcoder.model_server.plt.tokenizer import load_tokenizer
+
+    url = tiny_server.url
+    tokenizer = load_tokenizer(tiny_checkpoint)
+
+    def snapshot_hits() -> float:
+        text = httpx.get(url + "/metrics").text
+        return next(float(line.split()[1]) for line in text.splitlines()
+                    if line.startswith("loopcoder_prefix_cache_snapshot_hits_total "))
+
+    tools = [{"type": "function", "function": {"name": "view", "description": "Show a file.",
+                                               "parameters": {"type": "object",
+                                                              "properties": {"path": {"type": "string"}}}}}]
+    messages = [{"role": "system", "content": "You fix bugs in small repositories. " * 6},
+                {"role": "user", "content": "median() is wrong for lists of even length. " * 5}]
+    before = snapshot_hits()
+    for turn in range(3):
+        body = {"model": MODEL, "messages": messages, "tools": tools, "max_tokens": 8, "temperature": 0,
+                "chat_template_kwargs": {"enable_thinking": False}}
+        prompt = render_chat(tokenizer, ChatCompletionRequest.model_validate(body), history=True)
+        # the prompt minus its generation prompt: the history the next turn re-sends
+        assert 0 < prompt.history_tokens < len(prompt.token_ids)
+        reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()
+        cached = reply["usage"]["prompt_tokens_details"]["cached_tokens"]
+        if turn:
+            assert cached == previous_history // 16 * 16  # resumed at the snapshot, nothing recomputed
+            assert snapshot_hits() == before + turn
+        previous_history = prompt.history_tokens
+        call = {"id": f"call_{turn}", "type": "function",
+                "function": {"name": "view", "arguments": json.dumps({"path": f"m{turn}.py"})}}
+        messages = messages + [{"role": "assistant", "content": None, "tool_calls": [call]},
+                               {"role": "tool", "tool_call_id": f"call_{turn}",
+                                "content": f"def f{turn}(xs):\n    return sorted(xs)[len(xs) // 2]\n" * 3}]
+        # the next prompt really shares the history: render it and compare
+        following = render_chat(tokenizer, ChatCompletionRequest.model_validate(dict(body, messages=messages)))
+        assert following.token_ids[:prompt.history_tokens] == prompt.token_ids[:prompt.history_tokens]

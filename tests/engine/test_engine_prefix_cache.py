@@ -208,6 +208,48 @@ def test_snapshots_resume_at_the_previous_prompt_end(request, ckpt, num_loops, d
     assert on.stats().loop_state_snapshots == len(on.snapshots) == 4  # one per prompt
 
 
+def chat_turns(engine, first, extras, suffix, hint, params):
+    """Like agent_turns, but as a chat server sees an agent: each prompt ends in ``suffix`` (the generation
+    prompt, e.g. an empty think block) that the next prompt does not re-send; turn k is turn k-1's history,
+    its answer, new tokens, then the suffix. ``hint``: snapshot_at names where the suffix starts, as the
+    API server does. Returns each turn's answer."""
+    answers, history = [], list(first)
+    for k, extra in enumerate([[]] + extras):
+        history = history + (answers[-1] if answers else []) + extra
+        turn = params.model_copy(update={"snapshot_at": len(history)}) if hint else params
+        answers.append(drive(engine, [(0, history + suffix, turn, f"turn{k}", [])])[f"turn{k}"])
+    return answers
+
+
+@pytest.mark.parametrize("decode_mode", ["fused", "sequential"])
+def test_a_snapshot_at_the_history_end_serves_the_next_chat_turn(plt_mixing, decode_mode):
+    """Each chat turn leaves the previous prompt where its generation prompt began, below the previous
+    prompt's end, so the end's snapshot is out of reach and, without the hint, every turn recomputes the
+    tail. With snapshot_at the engine cuts the prefill at the history's last block boundary and keeps the
+    state there: every later turn resumes exactly at its hit's end (nothing recomputed). Tokens and logits
+    equal caching off either way."""
+    hinted, off = engines(plt_mixing, 2, max_num_batched_tokens=16, max_model_len=160, decode_mode=decode_mode)
+    plain, _ = engines(plt_mixing, 2, max_num_batched_tokens=16, max_model_len=160, decode_mode=decode_mode)
+    first, *extras = prompts([41, 5, 3, 20], seed=60)
+    suffix = [7, 8, 9, 10, 11]
+    params = GREEDY.model_copy(update={"max_tokens": 4})
+    answers = chat_turns(off, first, extras, suffix, False, params)
+    assert chat_turns(hinted, first, extras, suffix, True, params) == answers
+    assert chat_turns(plain, first, extras, suffix, False, params) == answers
+    assert assert_same_logits(hinted, off) == assert_same_logits(plain, off) == 4 * 4
+    assert hinted.scheduler.snapshot_hits == 3 and plain.scheduler.snapshot_hits == 0
+    assert hinted.scheduler.cache_recomputed_tokens == 0
+    # without the hint each later turn runs the loops again over its hit (the previous history's full
+    # blocks), at most the tail
+    histories = [len(first)]
+    for answer, extra in zip(answers, extras):
+        histories.append(histories[-1] + len(answer) + len(extra))
+    tail = plain.recompute_tail
+    assert plain.scheduler.cache_recomputed_tokens == sum(min(h // 16 * 16, tail) for h in histories[:-1]) > 0
+    assert plain.scheduler.cache_hit_tokens == hinted.scheduler.cache_hit_tokens
+    assert len(hinted.snapshots) == 8  # two per prompt: its history's last block boundary and its end
+
+
 @pytest.mark.parametrize("broken", ["carry", "rings"])
 def test_the_restored_state_matters(plt_mixing, monkeypatch, broken):
     """Restoring all but the carry (or all but the rings) moves the logits after the resume by more than
