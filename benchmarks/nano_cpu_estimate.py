@@ -101,6 +101,7 @@ class Turn:
     prompt_ids: list[int]
     completion_tokens: int
     recorded_prompt_tokens: int
+    history_tokens: int = 0  # the prompt's history before the generation prompt (ChatPrompt.history_tokens)
 
     @property
     def matches(self) -> bool:
@@ -175,7 +176,7 @@ def episode_bodies(path: str | Path) -> list[tuple[dict, Any]]:
     return out
 
 
-def episode_turns(path: str | Path, tokenizer) -> list[Turn]:
+def episode_turns(path: str | Path, tokenizer, history: bool = False) -> list[Turn]:
     """Each answered model call of the trajectory at ``path``: its prompt's token ids (the server's
     ``render_chat``), the tokens it decoded and the prompt tokens the server reported."""
     from loopcoder.model_server.api.prompts import render_chat
@@ -183,8 +184,8 @@ def episode_turns(path: str | Path, tokenizer) -> list[Turn]:
 
     turns = []
     for body, answer in episode_bodies(path):
-        ids = render_chat(tokenizer, ChatCompletionRequest(**body)).token_ids
-        turns.append(Turn(ids, answer.completion_tokens, answer.prompt_tokens))
+        prompt = render_chat(tokenizer, ChatCompletionRequest(**body), history=history)
+        turns.append(Turn(prompt.token_ids, answer.completion_tokens, answer.prompt_tokens, prompt.history_tokens))
     return turns
 
 
@@ -262,15 +263,17 @@ class ServerReplay:
                                    max_prefill_context=shape.max_model_len, snapshots=self.snapshots)
         self.count = 0
 
-    def run(self, prompt_ids: list[int], completion_tokens: int) -> Work:
+    def run(self, prompt_ids: list[int], completion_tokens: int, snapshot_at: int | None = None) -> Work:
         """Prefill ``prompt_ids`` as the engine schedules it, then ``completion_tokens - 1`` decode steps
-        (the first token comes from the prefill), then finish; the caches keep what the engine keeps."""
+        (the first token comes from the prefill), then finish; the caches keep what the engine keeps.
+        ``snapshot_at``: the history's end, as the API server names it since the engine keeps a loop state
+        there (None: as the engine ran before, snapshots at prompt ends only)."""
         from loopcoder.model_server.engine.sequence import Sequence, Status
         from loopcoder.model_server.engine.types import SamplingParams
 
         self.count += 1
-        seq = Sequence(f"replay-{self.count}", list(prompt_ids), SamplingParams(max_tokens=max(1, completion_tokens)),
-                       frozenset(), 0.0)
+        seq = Sequence(f"replay-{self.count}", list(prompt_ids),
+                       SamplingParams(max_tokens=max(1, completion_tokens), snapshot_at=snapshot_at), frozenset(), 0.0)
         self.scheduler.add(seq)
         work = Work(len(prompt_ids), 0)
         while seq.status is Status.WAITING or seq.in_prefill:
@@ -281,7 +284,8 @@ class ServerReplay:
                 work.chunks.append((chunk.start, chunk.length))
                 seq.num_computed += chunk.length
                 self.blocks.register(seq)
-                if self.snapshots is not None and not seq.in_prefill:
+                if self.snapshots is not None and (not seq.in_prefill or seq.num_computed
+                                                   == self.scheduler.snapshot_point(seq)):
                     key = self.snapshots.key(seq, seq.num_computed)
                     if key in self.snapshots:
                         self.snapshots.touch(key)
@@ -301,9 +305,10 @@ class ServerReplay:
         return work
 
 
-def replay_turns(turns: list[Turn], replay: ServerReplay) -> list[Work]:
-    """Each turn's work, in order, on the replayed server."""
-    return [replay.run(t.prompt_ids, t.completion_tokens) for t in turns]
+def replay_turns(turns: list[Turn], replay: ServerReplay, hints: bool = False) -> list[Work]:
+    """Each turn's work, in order, on the replayed server (``hints``: with the history-end snapshots)."""
+    return [replay.run(t.prompt_ids, t.completion_tokens, t.history_tokens or None if hints else None)
+            for t in turns]
 
 
 # -- 3. the cost model --------------------------------------------------------------------------------
@@ -543,15 +548,16 @@ def run_order(run: Path) -> list[Path]:
     return sorted(run.glob("instances/*/trajectory.jsonl"), key=lambda p: (started(p), p.parent.name))
 
 
-def walk_run(run: Path, checkpoint: str, tokenizer) -> tuple[int, list[dict]]:
+def walk_run(run: Path, checkpoint: str, tokenizer, hints: bool = False) -> tuple[int, list[dict]]:
     """(loops, per episode of ``run``: requests, tokens and the replayed work's features), the episodes in
-    run order through one replayed server, as ``--workers 1`` sends them."""
+    run order through one replayed server, as ``--workers 1`` sends them; ``hints``: the engine as it is
+    now, with a loop state kept at each chat history's end (without: as the measured runs ran)."""
     shape = EngineShape.from_checkpoint(ROOT / checkpoint)
     replay = ServerReplay(shape)
     out = []
     for path in run_order(run):
-        turns = episode_turns(path, tokenizer)
-        works = replay_turns(turns, replay)
+        turns = episode_turns(path, tokenizer, history=hints)
+        works = replay_turns(turns, replay, hints)
         feats = total_features(works)
         out.append({"instance": path.parent.name, "requests": len(turns),
                     "prompts_rebuilt_exactly": sum(t.matches for t in turns),
@@ -609,8 +615,15 @@ def cmd_estimate(args) -> None:
                        "episodes_over_1200_s": sum(v > 1200 for v in cpu),
                        "mean_if_capped_at_1200_s": round(statistics.fmean(min(v, 1200.0) for v in cpu), 1),
                        "per_episode": episodes}
+        # the same episodes on the engine as it is now: a loop state kept at each chat history's end
+        _, hinted = walk_run(Path(args.held_out) / name, checkpoint, tokenizer, hints=True)
+        table[name]["with_history_snapshots"] = {
+            "estimated_cpu_s_per_episode": summary(cost_episodes(hinted, model[loops])),
+            "computed_share_of_prompt_tokens": round(sum(e["computed_prompt_tokens"] for e in hinted)
+                                                     / max(1, sum(e["prompt_tokens"] for e in hinted)), 3)}
         print(f"{name:9} {len(episodes)} episodes: estimated CPU s/episode {table[name]['estimated_cpu_s_per_episode']}"
-              f" (by pass: {table[name]['mean_by_pass']})")
+              f" (by pass: {table[name]['mean_by_pass']}); with history snapshots "
+              f"{table[name]['with_history_snapshots']['estimated_cpu_s_per_episode']}")
     data["estimate"] = {"date": today(), "command": command_line(), "held_out": args.held_out, "per_config": table}
     save_results(args.results, data, "estimate")
 

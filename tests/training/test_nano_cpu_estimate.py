@@ -93,6 +93,21 @@ def test_replay_two_loops_recomputes_the_tail_unless_a_snapshot_ends_the_hit():
     assert (resumed.cached_tokens, resumed.chunks, resumed.decode_contexts) == (144, [(144, 10)], [155, 156])
 
 
+def test_replay_with_the_history_hint_resumes_where_the_history_ended():
+    """As the engine now does: the prefill is cut at the history's last block boundary (100 -> 96) and a
+    state kept there; the next turn, which leaves the prompt after the history, resumes at 96."""
+    replay = est.ServerReplay(est.EngineShape(loops=2))
+    history, generation = list(range(100)), [5, 6, 7]
+    first = replay.run(history + generation, completion_tokens=1, snapshot_at=len(history))
+    assert first.chunks == [(0, 96), (96, 7)]
+    turn = replay.run(history + [8] * 30 + generation, completion_tokens=1, snapshot_at=130)
+    assert (turn.cached_tokens, turn.chunks) == (96, [(96, 32), (128, 5)])  # cut at its own history end
+    # without the hint (the engine before): the same turn recomputes everything (96 < the tail)
+    plain = est.ServerReplay(est.EngineShape(loops=2))
+    plain.run(history + generation, completion_tokens=1)
+    assert plain.run(history + [8] * 30 + generation, completion_tokens=1).chunks == [(0, 133)]
+
+
 def test_long_prompts_are_prefilled_in_chunks_of_the_batch_budget():
     work = est.ServerReplay(est.EngineShape(loops=1)).run(list(range(5000)), completion_tokens=3)
     assert work.chunks == [(0, 2048), (2048, 2048), (4096, 904)]
