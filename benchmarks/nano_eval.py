@@ -85,13 +85,15 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(checkpoint: str, port: int, args, log: Path) -> subprocess.Popen:
+def start_server(checkpoint: str, port: int, args, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """``loopcoder serve`` of ``checkpoint`` on loopback, once its /health says ok (``env``: the process's
+    environment, default this one's)."""
     cmd = LOOPCODER + ["serve", "--model", checkpoint, "--host", "127.0.0.1", "--port", str(port),
                        "--max-model-len", "8192", "--max-batch", str(args.max_batch), "--served-model-name", "nano",
                        "--device", args.device]
     if args.device == "cuda":  # servers share the GPU (--parallel): a KV pool of what they need, not 90% of it
         cmd += ["--kv-cache-blocks", str(args.max_batch * 8192 // 16)]
-    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -32,11 +32,12 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from nano_cpu_estimate import episode_bodies  # noqa: E402
-from nano_eval import cpu_seconds, free_port, stop_server  # noqa: E402
+from nano_eval import cpu_seconds, free_port, start_server, stop_server  # noqa: E402
 
 FOLDERS = ("agent", "tools", "runtime", "model_server", "scenarios", "configs")
 
@@ -51,26 +52,11 @@ def namespace_of(tree: Path, into: Path) -> Path:
 
 
 def serve(checkpoint: str, port: int, log: Path, pythonpath: str | None) -> subprocess.Popen:
+    """``loopcoder serve`` as nano_eval.py starts it on CPU; ``pythonpath`` first on the path (another tree)."""
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "loopcoder.scenarios.cli", "serve", "--model", checkpoint, "--host", "127.0.0.1",
-           "--port", str(port), "--max-model-len", "8192", "--max-batch", "4", "--served-model-name", "nano",
-           "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"error: the server exited with code {proc.returncode} (see {log})")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                if json.loads(r.read()).get("status") == "ok":
-                    return proc
-        except OSError:
-            pass
-        time.sleep(2)
-    stop_server(proc)
-    raise SystemExit(f"error: the server was not ready after 600 s (see {log})")
+    return start_server(checkpoint, port, SimpleNamespace(max_batch=4, device="cpu"), log, env)
 
 
 def chat(port: int, body: dict) -> dict:

@@ -8,29 +8,14 @@ import pytest
 import torch
 
 from loopcoder.model_server.training import trainer
-from loopcoder.model_server.training.base_model import read_gguf, write_tokenizer
 from loopcoder.model_server.training.data import changed_spans, encode_sample, final_edits
 
-from nano_support import call, samples, write_tiny_gguf
+from nano_support import call, samples
 
 EDIT_TOOL = {"type": "function", "function": {"name": "str_replace", "description": "Replace text.",
                                               "parameters": {"type": "object", "properties": {
                                                   "path": {"type": "string"}, "old_str": {"type": "string"},
                                                   "new_str": {"type": "string"}}}}}
-
-
-@pytest.fixture(scope="module")
-def tiny_gguf(tmp_path_factory):
-    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_gguf, tmp_path_factory):
-    from loopcoder.model_server.plt.tokenizer import load_tokenizer
-
-    out = tmp_path_factory.mktemp("tok")
-    write_tokenizer(read_gguf(tiny_gguf), out)
-    return load_tokenizer(out)
 
 
 def edit_answer(old: str, new: str, *more: dict) -> dict:

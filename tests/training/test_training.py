@@ -13,25 +13,10 @@ from safetensors.torch import load_file
 from loopcoder.model_server.api.prompts import render_chat
 from loopcoder.model_server.api.protocol import ChatCompletionRequest
 from loopcoder.model_server.training import trainer
-from loopcoder.model_server.training.base_model import read_gguf, write_tokenizer
 from loopcoder.model_server.training.data import SampleError, encode_sample
 from loopcoder.model_server.training.delta import DeltaError, build_default, read_delta
 
 from nano_support import samples, write_tiny_gguf
-
-
-@pytest.fixture(scope="module")
-def tiny_gguf(tmp_path_factory):
-    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_gguf, tmp_path_factory):
-    from loopcoder.model_server.plt.tokenizer import load_tokenizer
-
-    out = tmp_path_factory.mktemp("tok")
-    write_tokenizer(read_gguf(tiny_gguf), out)
-    return load_tokenizer(out)
 
 
 def config(gguf, **changes):
