@@ -126,11 +126,17 @@ def render_chat(tokenizer, request: ChatCompletionRequest, history: bool = False
     forced = None if not prefill else "required" if request.tool_choice == "required" else "named"
     shared = 0
     if history:
-        past = tokenizer(tokenizer.apply_chat_template(template_messages(request), tools=tools, tokenize=False,
-                                                       add_generation_prompt=False, **kwargs),
-                         add_special_tokens=False).input_ids
-        while shared < min(len(past), len(ids)) and past[shared] == ids[shared]:
-            shared += 1
+        past = tokenizer.apply_chat_template(template_messages(request), tools=tools, tokenize=False,
+                                             add_generation_prompt=False, **kwargs)
+        # usually the prompt is the history plus a generation prompt that starts with a special token:
+        # tokenizing that short rest is enough; otherwise the two token lists are compared
+        rest = tokenizer(text[len(past):], add_special_tokens=False).input_ids if text.startswith(past) else None
+        if rest and len(rest) < len(ids) and ids[len(ids) - len(rest):] == rest:
+            shared = len(ids) - len(rest)
+        else:
+            past_ids = tokenizer(past, add_special_tokens=False).input_ids
+            while shared < min(len(past_ids), len(ids)) and past_ids[shared] == ids[shared]:
+                shared += 1
     return ChatPrompt(text, ids, prefill, starts_in_think, offer_tools,
                       None if request.parallel_tool_calls else 1, forced, shared)
 
