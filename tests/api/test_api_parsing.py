@@ -213,6 +213,48 @@ def test_chat_prompt_offers_tools_and_thinking_switch(tok):
     assert "<tools>" not in off.text and not off.parse_tools
 
 
+@pytest.mark.parametrize("fields", [
+    {}, {"chat_template_kwargs": {"enable_thinking": True}}, {"tools": TOOLS, "tool_choice": "required"},
+    {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "search"}}}],
+    ids=["thinking-off", "thinking-on", "required", "named"])
+def test_history_tokens_are_what_the_next_turn_shares(tok, fields):
+    """history_tokens: the prompt's leading tokens that render the messages alone; the next turn (the answer
+    and a tool result appended) starts with exactly those, and the fallback that compares whole token lists
+    (a generation prompt that does not split cleanly) gives the same number."""
+    msgs = [{"role": "system", "content": "You fix bugs."}, {"role": "user", "content": "median is wrong"}]
+    first = render_chat(tok, chat(messages=msgs, **fields), history=True)
+    assert render_chat(tok, chat(messages=msgs, **fields)).history_tokens == 0  # only when asked
+    assert tok.decode(first.token_ids[first.history_tokens:]).startswith("<|im_start|>assistant")
+    call = {"id": "c1", "type": "function", "function": {"name": "search", "arguments": "{}"}}
+    following = msgs + [{"role": "assistant", "content": None, "tool_calls": [call]},
+                        {"role": "tool", "tool_call_id": "c1", "content": "stats.py:3: def median(xs):"}]
+    nxt = render_chat(tok, chat(messages=following, **fields))
+    assert nxt.token_ids[:first.history_tokens] == first.token_ids[:first.history_tokens]
+    fallback = render_chat(_Mismatching(tok), chat(messages=msgs, **fields), history=True)
+    assert fallback.token_ids == first.token_ids and fallback.history_tokens == first.history_tokens
+
+
+class _Mismatching:
+    """The test tokenizer, but tokenizing a short text (the generation prompt alone) gives other ids, so
+    render_chat must fall back to comparing the history's tokens with the prompt's."""
+
+    def __init__(self, tok):
+        self._tok = tok
+        self.chat_template = tok.chat_template
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def apply_chat_template(self, *args, **kwargs):
+        return self._tok.apply_chat_template(*args, **kwargs)
+
+    def __call__(self, text, **kwargs):
+        out = self._tok(text, **kwargs)
+        if text.startswith("<|im_start|>assistant"):  # the generation prompt alone
+            out["input_ids"] = [i + 1 for i in out["input_ids"]]
+        return out
+
+
 def test_tool_choice_none_required_and_named(tok):
     msgs = [{"role": "user", "content": "hi"}]
     none = render_chat(tok, chat(messages=msgs, tools=TOOLS, tool_choice="none"))
