@@ -77,7 +77,8 @@ HELD_OUT = "/work/nanodata/eval5/eval"
 CONFIGS = {"base": ".cache/nano-base", "r1": ".cache/d4-r1", "r2": ".cache/nano", "r1-think": ".cache/d4-r1",
            "r2-think": ".cache/nano"}
 # runs measured on this CPU (nano_eval.py's segments.jsonl): (name, run folder, checkpoint, what ran beside it,
-# the held-out table's configuration of the same checkpoint and thinking)
+# the held-out table's configuration of the same checkpoint and thinking[, True: the server had the history-end
+# snapshots, so the replay has them too])
 VALIDATION = [
     ("eval4-bundled r1", "/work/nanodata/eval4-bundled/r1", ".cache/d4-r1",
      "the R=2 run's server at the same time, CI for part of it", "r1"),
@@ -88,6 +89,8 @@ VALIDATION = [
      "the r2-think run's server at the same time", "r1-think"),
     ("cpu-think r2-think", "/work/nanodata/cpu-think/r2-think", ".cache/nano",
      "the r1-think run's server at the same time", "r2-think"),
+    ("cpu-r2 history snapshots", "/work/nanodata/cpu-r2new/r2", ".cache/nano", "CI (.ci/run) for most of it", "r2",
+     True),
 ]
 UNSEEN = -1  # the id given to generated tokens in the replay: no prompt holds it
 
@@ -654,18 +657,20 @@ def cmd_validate(args) -> None:
     tokenizer = load_tokenizer(ROOT / CHECKPOINTS[1])
     held_out = data.get("estimate", {}).get("per_config", {})
     rows = []
-    for name, folder, checkpoint, beside, config in VALIDATION:
+    for name, folder, checkpoint, beside, config, *engine in VALIDATION:
+        hints = bool(engine and engine[0])
         run = Path(folder)
         measured = measured_cpu(run) if run.exists() else None
         if measured is None or measured["device"] != "cpu":
             print(f"{name}: no server CPU measured on this CPU at {folder}, skipped")
             continue
-        loops, episodes = walk_run(run, checkpoint, tokenizer)
+        loops, episodes = walk_run(run, checkpoint, tokenizer, hints=hints)
         cpu = cost_episodes(episodes, model[loops])
         for e, value in zip(episodes, cpu):
             e["estimated_cpu_s"] = value
         est = sum(cpu)
         rows.append({"run": name, "folder": folder, "checkpoint": checkpoint, "loops": loops,
+                     "engine": "history-end snapshots" if hints else "snapshots at prompt ends only",
                      "episodes": len(episodes), "ran_beside": beside,
                      "measured_server_cpu_s": round(measured["server_cpu_s"], 1),
                      "wall_s": round(measured["wall_s"], 1),
@@ -675,7 +680,9 @@ def cmd_validate(args) -> None:
                                        for p in passes],
                      "requests": sum(e["requests"] for e in episodes),
                      "prompts_rebuilt_exactly": sum(e["prompts_rebuilt_exactly"] for e in episodes),
-                     "same_instances_gpu_trajectories": same_instances(episodes, held_out.get(config), measured),
+                     # the table's GPU episodes were estimated on the engine before (without hints)
+                     "same_instances_gpu_trajectories": None if hints else
+                     same_instances(episodes, held_out.get(config), measured),
                      "per_episode": episodes})
         print(f"{name:20} {len(episodes)} episodes: measured {measured['server_cpu_s']:7.1f} s, "
               f"estimated {est:7.1f} s, "
