@@ -6,8 +6,10 @@ messages (a planner phase starts afresh, an executor resuming after a re-plan co
 outputs are elided with the agent's own ``ContextWindow`` before every request, and the tool schemas come
 from the same registries (``phase_registries``, ``sent_schemas``) over a toolbox with the recorded test
 command. The body is the one ``ModelClient`` sends (``chat_body``). A history folded into a summary (a
-``context`` event) is not rebuilt: the phase's later requests come back unusable, as does any request
-whose rebuilt history does not have the recorded number of messages.
+``context`` event) is rebuilt too (``refold``: the summary is the next request's first new message, the
+kept tail follows from the recorded message count), a compaction is not; either way the phase's later
+requests are marked unusable as training samples, as is any request whose rebuilt history does not have
+the recorded number of messages. ``prompt_tokens`` and ``completion_tokens`` are what the server reported.
 
 The answer is the assistant message the agent put into its history (``assistant_message``), with the
 reasoning kept when the request asked for thinking: the text a model must write to make that move.
@@ -39,6 +41,8 @@ class RecordedRequest:
     body: dict[str, Any]
     answer: Optional[dict[str, Any]]  # assistant message: content, tool_calls, reasoning_content
     problem: Optional[str] = None  # why this call cannot be a training sample (None: it can)
+    prompt_tokens: int = 0  # the server's usage for this call (0: no answer)
+    completion_tokens: int = 0
 
 
 @dataclass
@@ -46,6 +50,18 @@ class EpisodeRequests:
     path: Path
     stop_reason: Optional[str]
     requests: list[RecordedRequest]
+
+
+def refold(history: list[dict], new_messages: list[dict], n_messages: int, summary_at: int) -> list[dict]:
+    """The history after the agent folded old turns into a summary (``ContextWindow.summarize``): the
+    messages before ``summary_at``, the summary (the first new message), the kept tail of the old history,
+    then the other new messages; the tail's length follows from the recorded message count."""
+    summary, fresh = new_messages[0], new_messages[1:]
+    keep = n_messages - summary_at - 1 - len(fresh)
+    if keep < 0 or keep > len(history) - summary_at:
+        raise ValueError(f"cannot refold {len(history)} messages into {n_messages}")
+    tail = history[len(history) - keep:] if keep else []
+    return history[:summary_at] + [summary] + tail + fresh
 
 
 def episode_requests(path: str | Path) -> EpisodeRequests:
@@ -63,6 +79,8 @@ def episode_requests(path: str | Path) -> EpisodeRequests:
     histories: dict[str, list[dict]] = {}
     windows: dict[str, ContextWindow] = {}
     folded: set[str] = set()
+    refold_next: set[str] = set()  # phases whose next request starts with a new summary
+    summary_at: dict[str, int] = {}  # where each phase's summary sits (the first fold's first assistant turn)
     out: list[RecordedRequest] = []
     pending: Optional[tuple[ModelRequest, dict, Optional[str]]] = None
     stop, current = None, ""
@@ -75,13 +93,26 @@ def episode_requests(path: str | Path) -> EpisodeRequests:
                 windows[event.phase] = ContextWindow(config.context, header.model.max_model_len,
                                                      lambda lines: prompts.render("summary", lines=lines))
                 folded.discard(event.phase)
+                refold_next.discard(event.phase)
+                summary_at.pop(event.phase, None)
         elif isinstance(event, ContextEvent):
             folded.add(current)
+            if event.action == "summary":
+                refold_next.add(current)
         elif isinstance(event, ModelRequest):
             if pending is not None:  # a request with no answer (a context overflow, then a retry)
                 out.append(RecordedRequest(pending[0].step, pending[0].phase, pending[1], None, "no answer"))
             history = histories.setdefault(event.phase, [])
-            history.extend(event.new_messages)
+            if event.phase in refold_next and event.new_messages:
+                refold_next.discard(event.phase)
+                at = summary_at.setdefault(event.phase, next(
+                    (i for i, m in enumerate(history) if m["role"] == "assistant"), len(history)))
+                try:
+                    history[:] = refold(history, event.new_messages, event.n_messages, at)
+                except ValueError:
+                    history.extend(event.new_messages)  # the count check below reports it
+            else:
+                history.extend(event.new_messages)
             window = windows.get(event.phase)
             if window is not None:
                 window.elide_old_outputs(history)
@@ -111,7 +142,8 @@ def episode_requests(path: str | Path) -> EpisodeRequests:
             elif problem is None and not all(c.ok for c in parsed.calls):
                 problem = "the answer has a tool call that cannot run: " + next(c.error for c in parsed.calls
                                                                                 if not c.ok)
-            out.append(RecordedRequest(request.step, request.phase, body, answer, problem))
+            out.append(RecordedRequest(request.step, request.phase, body, answer, problem, event.prompt_tokens,
+                                       event.completion_tokens))
         elif isinstance(event, Stop):
             stop = event.reason
     if pending is not None:

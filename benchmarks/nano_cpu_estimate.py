@@ -7,7 +7,7 @@ that cost from what each episode recorded and from per-token costs measured here
 Method:
 
 1. **The prompts each request sent.** A trajectory records only the messages added since the previous
-   request. The history is rebuilt the way the agent built it (``agent/requests.py``: the agent's own
+   request. The history is rebuilt by ``agent.requests.episode_requests`` (the agent's own
    ``ContextWindow`` elides old tool output before every request; a history folded into a summary is
    rebuilt from the summary message and the recorded message count), and rendered and tokenized with the
    server's own ``render_chat``. The token count is checked against the recorded ``prompt_tokens``.
@@ -66,7 +66,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/nano-cpu-estimate.json"
@@ -111,72 +111,13 @@ class Turn:
         return len(self.prompt_ids) == self.recorded_prompt_tokens
 
 
-def refold(history: list[dict], new_messages: list[dict], n_messages: int, summary_at: int) -> list[dict]:
-    """The history after the agent folded old turns into a summary (``ContextWindow.summarize``): the
-    messages before ``summary_at``, the summary (the first new message), the kept tail of the old history,
-    then the other new messages; the tail's length follows from the recorded message count."""
-    summary, fresh = new_messages[0], new_messages[1:]
-    keep = n_messages - summary_at - 1 - len(fresh)
-    if keep < 0 or keep > len(history) - summary_at:
-        raise ValueError(f"cannot refold {len(history)} messages into {n_messages}")
-    tail = history[len(history) - keep:] if keep else []
-    return history[:summary_at] + [summary] + tail + fresh
+def episode_bodies(path: str | Path) -> list:
+    """The answered model calls of a trajectory (``agent.requests.episode_requests``: the histories rebuilt as
+    the agent built them, old outputs elided, summaries refolded), each with its request body and the
+    server's reported usage."""
+    from loopcoder.agent.requests import episode_requests
 
-
-def episode_bodies(path: str | Path) -> list[tuple[dict, Any]]:
-    """(chat request body, recorded answer) of each model call, the history rebuilt as the agent built it."""
-    import tempfile
-
-    from loopcoder.agent.client import chat_body
-    from loopcoder.agent.config import AgentConfig
-    from loopcoder.agent.context import ContextWindow
-    from loopcoder.agent.loop import phase_registries, sent_schemas
-    from loopcoder.agent.plan import PlanBook
-    from loopcoder.agent.templates import Prompts
-    from loopcoder.agent.trajectory import ContextEvent, ModelAnswer, ModelRequest, PhaseStart, read_trajectory
-    from loopcoder.tools.toolbox import Toolbox
-
-    events = read_trajectory(path)
-    header = events[0]
-    config = AgentConfig.model_validate(header.config)
-    prompts = Prompts(config.prompts)
-    with tempfile.TemporaryDirectory() as empty:  # the schemas do not depend on the files
-        toolbox = Toolbox(workspace=empty, task_text=header.task.text, test_command=header.task.test_command)
-    registries = phase_registries(toolbox.registry, PlanBook(config.step_failures_to_replan))
-    histories: dict[str, list[dict]] = {}
-    windows: dict[str, ContextWindow] = {}
-    summary_at: dict[str, int] = {}
-    folded_since: set[str] = set()
-    out, pending, current = [], None, ""
-    for event in events[1:]:
-        if isinstance(event, (PhaseStart, ModelRequest)):
-            current = event.phase
-        if isinstance(event, PhaseStart) and (event.reason != "resume" or event.phase not in histories):
-            histories[event.phase] = []
-            windows[event.phase] = ContextWindow(config.context, header.model.max_model_len,
-                                                 lambda lines: prompts.render("summary", lines=lines))
-        elif isinstance(event, ContextEvent):
-            if event.action != "summary":
-                raise ValueError(f"{path}: a {event.action} event is not rebuilt")
-            folded_since.add(current)
-        elif isinstance(event, ModelRequest):
-            history = histories.setdefault(event.phase, [])
-            if event.phase in folded_since:
-                if event.phase not in summary_at:  # the first fold starts at the first assistant turn
-                    summary_at[event.phase] = next(i for i, m in enumerate(history) if m["role"] == "assistant")
-                history[:] = refold(history, event.new_messages, event.n_messages, summary_at[event.phase])
-                folded_since.discard(event.phase)
-            else:
-                history.extend(event.new_messages)
-            if event.phase in windows:
-                windows[event.phase].elide_old_outputs(history)
-            tools = sent_schemas(registries[event.phase], config) if event.phase in registries else []
-            pending = chat_body(header.model.name, config.model, [dict(m) for m in history], tools,
-                                event.thinking, event.max_tokens)
-        elif isinstance(event, ModelAnswer) and pending is not None:
-            out.append((pending, event))
-            pending = None
-    return out
+    return [r for r in episode_requests(path).requests if r.answer is not None]
 
 
 def episode_turns(path: str | Path, tokenizer, history: bool = False) -> list[Turn]:
@@ -186,9 +127,9 @@ def episode_turns(path: str | Path, tokenizer, history: bool = False) -> list[Tu
     from loopcoder.model_server.api.protocol import ChatCompletionRequest
 
     turns = []
-    for body, answer in episode_bodies(path):
-        prompt = render_chat(tokenizer, ChatCompletionRequest(**body), history=history)
-        turns.append(Turn(prompt.token_ids, answer.completion_tokens, answer.prompt_tokens, prompt.history_tokens))
+    for r in episode_bodies(path):
+        prompt = render_chat(tokenizer, ChatCompletionRequest(**r.body), history=history)
+        turns.append(Turn(prompt.token_ids, r.completion_tokens, r.prompt_tokens, prompt.history_tokens))
     return turns
 
 
@@ -287,13 +228,8 @@ class ServerReplay:
                 work.chunks.append((chunk.start, chunk.length))
                 seq.num_computed += chunk.length
                 self.blocks.register(seq)
-                if self.snapshots is not None and (not seq.in_prefill or seq.num_computed
-                                                   == self.scheduler.snapshot_point(seq)):
-                    key = self.snapshots.key(seq, seq.num_computed)
-                    if key in self.snapshots:
-                        self.snapshots.touch(key)
-                    else:
-                        self.snapshots.put(key, None)
+                if self.scheduler.snapshot_due(seq):
+                    self.snapshots.keep(seq, lambda: None)  # the state itself is not needed here
         work.cached_tokens = seq.cached_tokens
         seq.output_ids.append(UNSEEN)
         while len(seq.output_ids) < completion_tokens:
@@ -394,7 +330,7 @@ def token_streams(tokenizer, need: int) -> tuple[list[int], list[int]]:
             break
         target = streams[i % 2]
         if len(target) < need:
-            body, _ = episode_bodies(path)[-1]
+            body = episode_bodies(path)[-1].body
             target.extend(render_chat(tokenizer, ChatCompletionRequest(**body)).token_ids)
     return streams[0][:need], streams[1][:need]
 

@@ -199,11 +199,16 @@ def edit_outcome(result: dict) -> str:
 
 def changed_lines(patch: str) -> set[tuple[str, int]]:
     """(file, line) of the original lines a unified diff removes or replaces; a pure insertion counts the
-    line it follows."""
+    line it follows. A patch unidiff cannot read (the model's workspace can hold anything) changes none."""
     from unidiff import PatchSet
+    from unidiff.errors import UnidiffParseError
 
     lines = set()
-    for f in PatchSet(patch):
+    try:
+        files = PatchSet(patch)
+    except UnidiffParseError:
+        return lines
+    for f in files:
         path = f.source_file[2:] if f.source_file.startswith("a/") else f.source_file
         for hunk in f:
             previous = hunk.source_start - 1

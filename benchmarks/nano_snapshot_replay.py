@@ -8,7 +8,7 @@ point where the two prompts part, so at R=2 every turn ran all loops again over 
 (``ChatPrompt.history_tokens`` -> ``SamplingParams.snapshot_at``) and the engine keeps a snapshot there.
 
 This script replays the chat requests of recorded episodes (the histories rebuilt as the agent built them:
-``nano_cpu_estimate.episode_bodies``) against two real ``loopcoder serve`` processes on loopback, one after
+``agent.requests.episode_requests``) against two real ``loopcoder serve`` processes on loopback, one after
 the other in one run: the code of ``--before`` (a git worktree) and this tree. Same checkpoint, same
 requests; each asks for one token (``max_tokens`` 1), so the CPU measured is the prompt's, which is all the
 change touches. Per request: the server process's CPU seconds (/proc, as nano_eval.py counts them), the
@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--before", required=True, help="the commit to compare with (a git worktree of it is made)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    episodes = {Path(t).parent.name: [body for body, _ in episode_bodies(t)] for t in args.trajectory}
+    episodes = {Path(t).parent.name: [r.body for r in episode_bodies(t)] for t in args.trajectory}
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "before"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.before], check=True,

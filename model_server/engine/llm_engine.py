@@ -307,14 +307,8 @@ class LLMEngine:
                 chunk.seq.num_computed += chunk.length
                 self.blocks.register(chunk.seq)
                 self.counters["prompt_tokens"] += chunk.length
-                # its prompt ends here, or its snapshot point (scheduler.snapshot_point) does
-                if self.snapshots is not None and (not chunk.seq.in_prefill or chunk.seq.num_computed
-                                                   == self.scheduler.snapshot_point(chunk.seq)):
-                    key = self.snapshots.key(chunk.seq, chunk.seq.num_computed)
-                    if key in self.snapshots:
-                        self.snapshots.touch(key)
-                    else:
-                        self.snapshots.put(key, self.runner.save_slot(chunk.seq.slot))
+                if self.scheduler.snapshot_due(chunk.seq):  # its prompt's end or its snapshot point
+                    self.snapshots.keep(chunk.seq, lambda slot=chunk.seq.slot: self.runner.save_slot(slot))
             rows, seqs = [], []
             for i, chunk in enumerate(schedule.prefill):
                 if chunk.samples:

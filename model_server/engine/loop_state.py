@@ -63,6 +63,15 @@ class LoopStateStore:
             self._states.popitem(last=False)
             self.evictions += 1
 
+    def keep(self, seq: Sequence, take) -> None:
+        """Keep ``seq``'s loop state at its computed length: ``take()`` makes the snapshot, unless one of the
+        same tokens is held already (then it only counts as used)."""
+        key = self.key(seq, seq.num_computed)
+        if key in self._states:
+            self.touch(key)
+        else:
+            self.put(key, take())
+
     def find(self, seq: Sequence, low: int, high: int) -> tuple[tuple[int, bytes], LoopState] | None:
         """(key, snapshot) of seq's own first P tokens with the largest P, low < P <= high; changes nothing.
         Each candidate length costs one digest of seq's first P tokens."""

@@ -131,6 +131,11 @@ class Scheduler:
         point = seq.params.snapshot_at // bs * bs
         return point if 0 < point < len(seq.prompt_ids) else 0
 
+    def snapshot_due(self, seq: Sequence) -> bool:
+        """After a prefill chunk: whether the engine keeps ``seq``'s loop state where it now stands (its
+        prompt's end, or its snapshot point)."""
+        return self.snapshots is not None and (not seq.in_prefill or seq.num_computed == self.snapshot_point(seq))
+
     def _cut(self, seq: Sequence, start: int, length: int) -> int:
         """A chunk's length, cut so that it ends at the request's snapshot point when it would cross it."""
         point = self.snapshot_point(seq)

@@ -186,12 +186,14 @@ def plan_steps(lengths: list[int], cfg: TrainConfig) -> list[list[int]]:
 
 def collate(samples: list[Encoded], pad_id: int, device) -> tuple[torch.Tensor, ...]:
     """(ids [B, T] right-padded, valid [B, T], targets [B, T]: the next token where it is an answer token,
-    else -100, weights [B, T]: each target's loss weight, 1 unless the sample says otherwise)."""
+    else -100, weights [B, T]: each target's loss weight, 1 unless the sample says otherwise; None when no
+    sample of the batch has weights)."""
     longest = max(s.length for s in samples)
     ids = torch.full((len(samples), longest), pad_id, dtype=torch.long)
     valid = torch.zeros(len(samples), longest, dtype=torch.bool)
     targets = torch.full((len(samples), longest), -100, dtype=torch.long)
-    weights = torch.ones(len(samples), longest)
+    weighted = any(s.answer_weights is not None for s in samples)
+    weights = torch.ones(len(samples), longest) if weighted else None
     for row, s in enumerate(samples):
         seq = s.prompt_ids + s.answer_ids
         ids[row, :len(seq)] = torch.tensor(seq)
@@ -200,7 +202,7 @@ def collate(samples: list[Encoded], pad_id: int, device) -> tuple[torch.Tensor, 
         targets[row, p - 1:len(seq) - 1] = torch.tensor(s.answer_ids)  # position t predicts token t+1
         if s.answer_weights is not None:
             weights[row, p - 1:len(seq) - 1] = torch.tensor(s.answer_weights)
-    return ids.to(device), valid.to(device), targets.to(device), weights.to(device)
+    return ids.to(device), valid.to(device), targets.to(device), weights.to(device) if weighted else None
 
 
 @dataclass

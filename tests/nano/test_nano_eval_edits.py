@@ -55,3 +55,6 @@ def test_a_patch_is_at_the_gold_lines_when_it_changes_one_of_them(tmp_path):
     assert not nano_eval.changed_lines(gold) & nano_eval.changed_lines(elsewhere)
     assert nano_eval.changed_lines(elsewhere) == {("m.py", 8)}
     assert nano_eval.changed_lines(inserted) == {("m.py", 2)}  # an insertion counts the line it follows
+    broken = gold.replace("@@ -1,5 +1,5 @@", "@@ -1,5 +1,9 @@")  # a hunk header that lies about its lines
+    assert broken != gold
+    assert nano_eval.changed_lines(broken) == set()

@@ -9,17 +9,8 @@ import sys
 import pytest
 
 from loopcoder.model_server.sglang_plugin import launch
-from loopcoder.scenarios.cli import main
 
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from cli_support import run_cli
 
 
 def checkpoint(tmp_path, model_type="iquestpltcoder", arch="IQuestPLTCoderForCausalLM", auto_map=True):

@@ -46,16 +46,3 @@ def status(run_dir: Path, iid: str) -> dict:
 def loopcoder_eval_report(run_dir: Path) -> dict:
     (path,) = run_dir.glob("loopcoder.*.json")
     return json.loads(path.read_text())
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """`loopcoder ARGS` in this process: (exit code, stdout, stderr)."""
-    from loopcoder.scenarios.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err

@@ -17,7 +17,8 @@ import pytest
 from loopcoder.agent import read_trajectory
 
 from instance_model import InstanceModel, gold_script, model_patch_lines
-from run_support import loopcoder_eval_report, pred_lines, run_cli, status
+from cli_support import run_cli
+from run_support import loopcoder_eval_report, pred_lines, status
 
 IID = "r1chardj0n3s__parse-162"
 LOCAL = ["--runtime-set", "sandbox.backend=local", "--runtime-set", "local.allow=true"]

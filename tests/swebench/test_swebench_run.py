@@ -23,7 +23,8 @@ from loopcoder.agent import read_trajectory
 from loopcoder.scenarios.swebench.dataset import find_repo_source, repo_key
 
 from instance_model import InstanceModel, gold_script, model_patch_lines, submit_script
-from run_support import leaky_repo, loopcoder_eval_report, pred_lines, run_cli, status
+from cli_support import run_cli
+from run_support import leaky_repo, loopcoder_eval_report, pred_lines, status
 
 pytestmark = pytest.mark.docker
 TWO = ["r1chardj0n3s__parse-162", "Python-Markdown__markdown-1634"]

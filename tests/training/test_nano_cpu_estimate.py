@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from loopcoder.agent.requests import refold
+
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("nano_cpu_estimate", ROOT / "benchmarks" / "nano_cpu_estimate.py")
 est = importlib.util.module_from_spec(spec)
@@ -48,7 +50,7 @@ def write_trajectory(path: Path, elide_after_turns: int = 1) -> Path:
 
 
 def test_bodies_rebuild_the_history_with_old_outputs_elided(tmp_path):
-    bodies = est.episode_bodies(write_trajectory(tmp_path / "t.jsonl"))
+    bodies = [(r.body, r) for r in est.episode_bodies(write_trajectory(tmp_path / "t.jsonl"))]
     assert [len(body["messages"]) for body, _ in bodies] == [2, 4, 6]
     assert [answer.completion_tokens for _, answer in bodies] == [11, 12, 13]
     last = bodies[2][0]["messages"]
@@ -63,11 +65,11 @@ def test_bodies_rebuild_the_history_with_old_outputs_elided(tmp_path):
 def test_refold_keeps_the_head_the_summary_the_recorded_tail_and_the_new_messages():
     history = [{"i": i} for i in range(8)]
     summary, new = {"summary": True}, {"i": 8}
-    assert est.refold(history, [summary, new], n_messages=6, summary_at=2) == [
+    assert refold(history, [summary, new], n_messages=6, summary_at=2) == [
         {"i": 0}, {"i": 1}, summary, {"i": 6}, {"i": 7}, new]
-    assert est.refold(history, [summary], n_messages=3, summary_at=2) == [{"i": 0}, {"i": 1}, summary]
+    assert refold(history, [summary], n_messages=3, summary_at=2) == [{"i": 0}, {"i": 1}, summary]
     with pytest.raises(ValueError):
-        est.refold(history, [summary, new], n_messages=12, summary_at=2)
+        refold(history, [summary, new], n_messages=12, summary_at=2)
 
 
 def test_replay_one_loop_reuses_whole_cached_blocks_only():

@@ -34,7 +34,7 @@ def test_prompt_tokens_are_the_servers_and_the_loss_covers_the_answer_only(token
     assert answer == ("f0 is off by one.\n</think>\n\nLooking.<tool_call>\n"
                       '{"name": "view", "arguments": {"path": "m0.py"}}\n</tool_call><|im_end|>')
     ids, valid, targets, weights = trainer.collate([enc], 0, "cpu")
-    assert bool((weights == 1).all())
+    assert weights is None  # no sample is weighted: the plain mean
     picked = targets[0] != -100
     assert picked.sum() == len(enc.answer_ids) and targets[0][picked].tolist() == enc.answer_ids
     assert picked.nonzero()[0].item() == len(enc.prompt_ids) - 1  # the last prompt token predicts the first answer token
