@@ -50,3 +50,6 @@ def test_requests_after_a_summary_are_marked_unusable(scripted, repo, tmp_path):
     assert [r.body for r in before] == server.requests[:len(before)]
     after = [r for r in rebuilt if r.step > folded_at]
     assert after and all(r.problem == "the history was folded into a summary" for r in after)
+    # still rebuilt exactly (refold: the summary, the kept tail) and carrying the server's usage
+    assert [r.body for r in rebuilt] == server.requests
+    assert all(r.prompt_tokens > 0 for r in rebuilt)
